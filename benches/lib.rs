@@ -1,0 +1,1 @@
+//! criterion benches live in `hot_paths.rs`; this crate has no library code.

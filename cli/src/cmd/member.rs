@@ -1,0 +1,122 @@
+//! `libctl member …`: member accounts.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use libcore::members::{self, NewMember};
+
+use crate::app::App;
+
+#[derive(Debug, Subcommand)]
+pub enum MemberCommand {
+    /// Add an active member (staff accounts need an admin)
+    Add(AddArgs),
+    /// Import members from CSV (header name,email,phone,role,category); all or nothing
+    Import(ImportArgs),
+    /// List members
+    List(ListArgs),
+    /// Show a member by id or email
+    Show(ShowArgs),
+    /// Set a member's status: active, suspended or closed
+    SetStatus(SetStatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    #[arg(long)]
+    pub name: String,
+    #[arg(long)]
+    pub email: String,
+    #[arg(long)]
+    pub phone: Option<String>,
+    /// member, librarian or admin
+    #[arg(long, default_value = "member")]
+    pub role: String,
+    /// student, staff or public (or any category with a circulation rule)
+    #[arg(long, default_value = "public")]
+    pub category: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// CSV file
+    pub file: std::path::PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// pending, active, suspended or closed
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Part of the name or email
+    #[arg(long)]
+    pub search: Option<String>,
+    #[arg(long, default_value_t = 50)]
+    pub limit: i64,
+    #[arg(long)]
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// Member id or email
+    pub member: String,
+}
+
+#[derive(Debug, Args)]
+pub struct SetStatusArgs {
+    /// Member id or email
+    pub member: String,
+    /// active, suspended or closed
+    pub status: String,
+}
+
+pub fn run(app: &mut App, command: MemberCommand) -> anyhow::Result<ExitCode> {
+    let (mut client, ctx) = app.session()?;
+    match command {
+        MemberCommand::Add(a) => {
+            let member = members::add_member(
+                &mut client,
+                &ctx,
+                &NewMember {
+                    name: a.name,
+                    email: a.email,
+                    phone: a.phone,
+                    role: Some(a.role),
+                    category: Some(a.category),
+                },
+            )?;
+            app.out.record(&member)?;
+        }
+        MemberCommand::Import(a) => {
+            let file = std::fs::File::open(&a.file)
+                .map_err(|e| libcore::Error::io(format!("opening {}", a.file.display()), e))?;
+            let summary = members::import_members(&mut client, &ctx, std::io::BufReader::new(file))
+                .with_context(|| format!("importing {}", a.file.display()))?;
+            app.out.record(&summary)?;
+        }
+        MemberCommand::List(a) => {
+            let page = members::list_members(
+                &mut client,
+                &ctx,
+                a.status.as_deref(),
+                a.search.as_deref(),
+                a.limit,
+                a.cursor.as_deref(),
+            )?;
+            app.out.page(&page)?;
+        }
+        MemberCommand::Show(a) => {
+            app.out
+                .record(&members::show_member(&mut client, &ctx, &a.member)?)?
+        }
+        MemberCommand::SetStatus(a) => app.out.record(&members::set_status(
+            &mut client,
+            &ctx,
+            &a.member,
+            &a.status,
+        )?)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}

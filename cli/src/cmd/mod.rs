@@ -1,0 +1,62 @@
+//! One module per command group, each with its clap arguments and a `run()` that calls
+//! libcore and hands the result to the renderer.
+
+use std::process::ExitCode;
+
+use clap::Subcommand;
+
+use crate::app::App;
+
+pub mod book;
+pub mod circulation;
+pub mod db;
+pub mod member;
+pub mod misc;
+pub mod policy;
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create, migrate, inspect and check the database; run the embedded server
+    #[command(subcommand)]
+    Db(db::DbCommand),
+    /// Catalogue: add, import, list and show books
+    #[command(subcommand)]
+    Book(book::BookCommand),
+    /// Members: add, import, list, show, change status
+    #[command(subcommand)]
+    Member(member::MemberCommand),
+    /// Lend a copy of a book to a member
+    Borrow(circulation::BorrowArgs),
+    /// Take a loan back (by loan id, or member and book)
+    Return(circulation::LoanArgs),
+    /// Extend a loan
+    Renew(circulation::LoanArgs),
+    /// List loans
+    Loans(circulation::LoansArgs),
+    /// Circulation rules and the library time zone
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
+    /// Days the library is closed (skipped by due dates and fines)
+    #[command(subcommand, name = "closed-day")]
+    ClosedDay(policy::ClosedDayCommand),
+    /// Print shell completions
+    Completions(misc::CompletionsArgs),
+    /// Print the man page
+    Man,
+}
+
+pub fn run(app: &mut App, command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Db(c) => db::run(app, c),
+        Command::Book(c) => book::run(app, c),
+        Command::Member(c) => member::run(app, c),
+        Command::Borrow(a) => circulation::borrow(app, a),
+        Command::Return(a) => circulation::return_loan(app, a),
+        Command::Renew(a) => circulation::renew(app, a),
+        Command::Loans(a) => circulation::loans(app, a),
+        Command::Policy(c) => policy::run(app, c),
+        Command::ClosedDay(c) => policy::run_closed_day(app, c),
+        Command::Completions(a) => misc::completions(a),
+        Command::Man => misc::man(),
+    }
+}

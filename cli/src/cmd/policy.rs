@@ -1,0 +1,121 @@
+//! `libctl policy …` and `libctl closed-day …`: the rules and the calendar.
+
+use std::process::ExitCode;
+
+use chrono::NaiveDate;
+use clap::{Args, Subcommand};
+use libcore::{calendar, policy};
+
+use crate::app::App;
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Show the circulation rules and the library time zone
+    Show,
+    /// Change a category's rule, or the library time zone (admin)
+    Set(SetArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("target").required(true).args(["category", "timezone"]).multiple(true))]
+pub struct SetArgs {
+    /// Member category whose rule changes (created if new)
+    #[arg(long)]
+    pub category: Option<String>,
+    #[arg(long, requires = "category")]
+    pub loan_days: Option<i32>,
+    #[arg(long, requires = "category")]
+    pub max_loans: Option<i32>,
+    #[arg(long, requires = "category")]
+    pub max_renewals: Option<i32>,
+    #[arg(long, requires = "category")]
+    pub fine_cents_per_day: Option<i64>,
+    #[arg(long, requires = "category")]
+    pub grace_days: Option<i32>,
+    #[arg(long, requires = "category")]
+    pub max_fine_cents: Option<i64>,
+    /// IANA time zone of the library, e.g. Europe/Berlin
+    #[arg(long)]
+    pub timezone: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClosedDayCommand {
+    /// Close the library on a date (admin)
+    Add(AddClosedArgs),
+    /// List closed days
+    List,
+    /// Reopen a date (admin)
+    Remove(RemoveClosedArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AddClosedArgs {
+    /// YYYY-MM-DD
+    pub date: NaiveDate,
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RemoveClosedArgs {
+    /// YYYY-MM-DD
+    pub date: NaiveDate,
+}
+
+pub fn run(app: &mut App, command: PolicyCommand) -> anyhow::Result<ExitCode> {
+    let (mut client, ctx) = app.session()?;
+    match command {
+        PolicyCommand::Show => {
+            let p = policy::show(&mut client)?;
+            match app.out.format() {
+                crate::render::Format::Json => app.out.record(&p)?,
+                _ => {
+                    app.out.note(&format!("time zone: {}", p.timezone))?;
+                    app.out.rows(&p.rules)?;
+                }
+            }
+        }
+        PolicyCommand::Set(a) => {
+            if let Some(tz) = &a.timezone {
+                let tz = policy::set_timezone(&mut client, &ctx, tz)?;
+                app.out.record(&serde_json::json!({ "timezone": tz }))?;
+            }
+            if let Some(category) = a.category {
+                let rule = policy::set_rule(
+                    &mut client,
+                    &ctx,
+                    &policy::RuleChange {
+                        category,
+                        loan_days: a.loan_days,
+                        max_active_loans: a.max_loans,
+                        max_renewals: a.max_renewals,
+                        fine_cents_per_day: a.fine_cents_per_day,
+                        grace_days: a.grace_days,
+                        max_fine_cents_per_loan: a.max_fine_cents,
+                    },
+                )?;
+                app.out.record(&rule)?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_closed_day(app: &mut App, command: ClosedDayCommand) -> anyhow::Result<ExitCode> {
+    let (mut client, ctx) = app.session()?;
+    match command {
+        ClosedDayCommand::Add(a) => app.out.record(&calendar::add_closed_day(
+            &mut client,
+            &ctx,
+            a.date,
+            a.reason.as_deref(),
+        )?)?,
+        ClosedDayCommand::List => app.out.rows(calendar::closed_days(&mut client)?)?,
+        ClosedDayCommand::Remove(a) => {
+            app.out
+                .record(&calendar::remove_closed_day(&mut client, &ctx, a.date)?)?
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

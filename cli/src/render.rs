@@ -1,0 +1,177 @@
+//! The one place rows are rendered: table, csv, json or ndjson. Commands hand over
+//! `Serialize` values; nothing else formats output.
+
+use std::io::{self, Write};
+
+use comfy_table::{presets, ContentArrangement, Table};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// Output formats of SPEC §13.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// A human-readable table (the default).
+    Table,
+    /// CSV with a header, streamed.
+    Csv,
+    /// One JSON document.
+    Json,
+    /// One JSON object per line, streamed.
+    Ndjson,
+}
+
+/// Writes command results to stdout in the chosen format.
+pub struct Renderer {
+    format: Format,
+    out: io::BufWriter<io::Stdout>,
+}
+
+fn to_object(value: &impl Serialize) -> io::Result<Map<String, Value>> {
+    match serde_json::to_value(value).map_err(io::Error::other)? {
+        Value::Object(map) => Ok(map),
+        other => {
+            let mut map = Map::new();
+            map.insert("value".into(), other);
+            Ok(map)
+        }
+    }
+}
+
+/// A cell's text: strings bare, null empty, anything nested as compact JSON.
+fn cell(value: &Value) -> String {
+    match value {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+impl Renderer {
+    /// A renderer writing to stdout.
+    pub fn new(format: Format) -> Renderer {
+        Renderer {
+            format,
+            out: io::BufWriter::new(io::stdout()),
+        }
+    }
+
+    /// The chosen format.
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// Renders one object: a two-column table, one CSV row, or one JSON document.
+    pub fn record(&mut self, value: &impl Serialize) -> io::Result<()> {
+        match self.format {
+            Format::Json => {
+                serde_json::to_writer_pretty(&mut self.out, value).map_err(io::Error::other)?;
+                writeln!(self.out)?;
+            }
+            Format::Ndjson => {
+                serde_json::to_writer(&mut self.out, value).map_err(io::Error::other)?;
+                writeln!(self.out)?;
+            }
+            Format::Csv => return self.rows(std::iter::once(value)),
+            Format::Table => {
+                let mut table = Table::new();
+                table.load_preset(presets::NOTHING);
+                for (key, v) in to_object(value)? {
+                    table.add_row(vec![key, cell(&v)]);
+                }
+                writeln!(self.out, "{table}")?;
+            }
+        }
+        self.out.flush()
+    }
+
+    /// Renders a sequence of objects. csv and ndjson stream row by row; json streams an array;
+    /// a table needs every row first to size its columns.
+    pub fn rows<T: Serialize>(&mut self, rows: impl IntoIterator<Item = T>) -> io::Result<()> {
+        let mut count = 0usize;
+        match self.format {
+            Format::Ndjson => {
+                for row in rows {
+                    serde_json::to_writer(&mut self.out, &row).map_err(io::Error::other)?;
+                    writeln!(self.out)?;
+                }
+            }
+            Format::Json => {
+                write!(self.out, "[")?;
+                for row in rows {
+                    if count > 0 {
+                        write!(self.out, ",")?;
+                    }
+                    write!(self.out, "\n  ")?;
+                    serde_json::to_writer(&mut self.out, &row).map_err(io::Error::other)?;
+                    count += 1;
+                }
+                writeln!(self.out, "{}]", if count > 0 { "\n" } else { "" })?;
+            }
+            Format::Csv => {
+                let mut writer = csv::Writer::from_writer(&mut self.out);
+                let mut headers: Option<Vec<String>> = None;
+                for row in rows {
+                    let object = to_object(&row)?;
+                    if headers.is_none() {
+                        let keys: Vec<String> = object.keys().cloned().collect();
+                        writer.write_record(&keys)?;
+                        headers = Some(keys);
+                    }
+                    writer.write_record(object.values().map(cell))?;
+                }
+                writer.flush()?;
+            }
+            Format::Table => {
+                let mut table = Table::new();
+                table
+                    .load_preset(presets::UTF8_FULL_CONDENSED)
+                    .set_content_arrangement(ContentArrangement::Dynamic);
+                for row in rows {
+                    let object = to_object(&row)?;
+                    if count == 0 {
+                        table.set_header(object.keys().cloned().collect::<Vec<_>>());
+                    }
+                    table.add_row(object.values().map(cell).collect::<Vec<_>>());
+                    count += 1;
+                }
+                if count == 0 {
+                    writeln!(self.out, "(no rows)")?;
+                } else {
+                    writeln!(self.out, "{table}")?;
+                }
+            }
+        }
+        self.out.flush()
+    }
+
+    /// Renders one page of a keyset listing with its next cursor: inside the JSON document,
+    /// after the table, or on stderr for the streaming formats (so stdout stays pure data).
+    pub fn page<T: Serialize>(&mut self, page: &libcore::page::Page<T>) -> io::Result<()> {
+        match self.format {
+            Format::Json => self.record(page),
+            Format::Table => {
+                self.rows(&page.items)?;
+                if let Some(next) = &page.next_cursor {
+                    writeln!(self.out, "next cursor: {next}")?;
+                }
+                self.out.flush()
+            }
+            Format::Csv | Format::Ndjson => {
+                self.rows(&page.items)?;
+                if let Some(next) = &page.next_cursor {
+                    eprintln!("next cursor: {next}");
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// A line of plain text, shown only in table format (a note for a person).
+    pub fn note(&mut self, text: &str) -> io::Result<()> {
+        if self.format == Format::Table {
+            writeln!(self.out, "{text}")?;
+            self.out.flush()?;
+        }
+        Ok(())
+    }
+}

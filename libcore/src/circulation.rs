@@ -1,0 +1,560 @@
+//! Borrow, return and renew (SPEC §5).
+//!
+//! Concurrency: every operation locks the member row first and the book row second
+//! (`SELECT … FOR UPDATE`), always in that order, so two operations can never deadlock on
+//! each other and every check made under those locks stays true until COMMIT:
+//! - the member lock serialises one member's operations: the loan limit, the duplicate check
+//!   and the block check cannot race;
+//! - the book lock serialises one title's copies: exactly `available_copies` borrowers win.
+//!
+//! The schema backs this up: `available_copies` has a CHECK, and a UNIQUE partial index
+//! forbids two open loans of one book by one member.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use chrono_tz::Tz;
+use postgres::{Client, GenericClient, Transaction};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::actor::{Capability, Ctx};
+use crate::audit::{self, Audited, Operation};
+use crate::calendar::{parse_timezone, Calendar};
+use crate::catalog;
+use crate::error::{Error, Refusal, Result};
+use crate::fines::{self, FinePolicy};
+use crate::ids;
+use crate::members;
+use crate::page::{Cursor, Page};
+
+/// Short-loan books go out for at most this many days, whatever the member's rule says.
+pub const SHORT_LOAN_MAX_DAYS: i32 = 3;
+
+/// A loan of one copy of a book to one member.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Loan {
+    /// UUID v7.
+    pub id: Uuid,
+    /// The book.
+    pub book_id: Uuid,
+    /// The member.
+    pub member_id: Uuid,
+    /// When it left the desk.
+    pub borrowed_at: DateTime<Utc>,
+    /// The last second of the due date, library time.
+    pub due_at: DateTime<Utc>,
+    /// When it came back.
+    pub returned_at: Option<DateTime<Utc>>,
+    /// Renewals so far.
+    pub renewals: i32,
+    /// Assessed (open) or frozen (returned) fine.
+    pub fine_cents: i64,
+    /// The fine policy snapshot taken at borrow time.
+    pub fine_cents_per_day: i64,
+    /// Snapshot: grace days.
+    pub grace_days: i32,
+    /// Snapshot: cap.
+    pub max_fine_cents: i64,
+}
+
+impl Loan {
+    /// The fine policy this loan was borrowed under.
+    pub fn fine_policy(&self) -> FinePolicy {
+        FinePolicy {
+            fine_cents_per_day: self.fine_cents_per_day,
+            grace_days: self.grace_days,
+            max_fine_cents: self.max_fine_cents,
+        }
+    }
+}
+
+pub(crate) const LOAN_COLUMNS: &str =
+    "id, book_id, member_id, borrowed_at, due_at, returned_at, renewals, \
+     fine_cents, fine_cents_per_day, grace_days, max_fine_cents";
+
+pub(crate) fn loan_from_row(r: &postgres::Row) -> Loan {
+    Loan {
+        id: r.get(0),
+        book_id: r.get(1),
+        member_id: r.get(2),
+        borrowed_at: r.get(3),
+        due_at: r.get(4),
+        returned_at: r.get(5),
+        renewals: r.get(6),
+        fine_cents: r.get(7),
+        fine_cents_per_day: r.get(8),
+        grace_days: r.get(9),
+        max_fine_cents: r.get(10),
+    }
+}
+
+/// How a command names a loan.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(untagged)]
+pub enum LoanRef {
+    /// By loan id.
+    Id(Uuid),
+    /// The open loan of this book by this member.
+    MemberBook {
+        /// Member id or email.
+        member: String,
+        /// Book id or ISBN.
+        book: String,
+    },
+}
+
+/// A member row locked for the rest of the transaction, with everything the rules need.
+struct LockedMember {
+    id: Uuid,
+    email: String,
+    status: String,
+    created_at: DateTime<Utc>,
+    expires_at: Option<DateTime<Utc>>,
+    rule: crate::policy::CirculationRule,
+    credits_cents: i64,
+    calendar: Calendar,
+}
+
+/// Locks the member (always the first lock), reading its rule, its payments and the
+/// calendar in the same round trip.
+fn lock_member(tx: &mut Transaction<'_>, member_id: Uuid) -> Result<LockedMember> {
+    let row = tx
+        .query_opt(
+            "SELECT m.id, m.email, m.status, m.created_at, m.expires_at,
+                    r.category, r.loan_days, r.max_active_loans, r.max_renewals, r.fine_cents_per_day,
+                    r.grace_days, r.max_fine_cents_per_loan, r.block_fine_cents, r.block_overdue_days,
+                    (SELECT coalesce(sum(amount_cents), 0)::bigint FROM account_entry a WHERE a.member_id = m.id),
+                    library_timezone(),
+                    ARRAY(SELECT day FROM closed_day ORDER BY day)
+             FROM member m JOIN circulation_rule r ON r.category = m.category
+             WHERE m.id = $1
+             FOR UPDATE OF m",
+            &[&member_id],
+        )?
+        .ok_or_else(|| Error::not_found("member", member_id.to_string()))?;
+    let tz: Tz = parse_timezone(row.get(15))?;
+    let closed: Vec<NaiveDate> = row.get(16);
+    Ok(LockedMember {
+        id: row.get(0),
+        email: row.get(1),
+        status: row.get(2),
+        created_at: row.get(3),
+        expires_at: row.get(4),
+        rule: crate::policy::CirculationRule {
+            category: row.get(5),
+            loan_days: row.get(6),
+            max_active_loans: row.get(7),
+            max_renewals: row.get(8),
+            fine_cents_per_day: row.get(9),
+            grace_days: row.get(10),
+            max_fine_cents_per_loan: row.get(11),
+            block_fine_cents: row.get(12),
+            block_overdue_days: row.get(13),
+        },
+        credits_cents: row.get(14),
+        calendar: Calendar::new(tz, closed),
+    })
+}
+
+/// The member's open loans and their fined returned loans, read under the member lock.
+struct MemberLoans {
+    open_book_ids: Vec<Uuid>,
+    outstanding_cents: i64,
+    max_overdue_days: i32,
+}
+
+fn member_loans(
+    tx: &mut Transaction<'_>,
+    member: &LockedMember,
+    now: DateTime<Utc>,
+) -> Result<MemberLoans> {
+    let rows = tx.query(
+        "SELECT book_id, due_at, returned_at, fine_cents, fine_cents_per_day, grace_days, max_fine_cents
+         FROM loan WHERE member_id = $1 AND (returned_at IS NULL OR fine_cents > 0)",
+        &[&member.id],
+    )?;
+    let mut loans = MemberLoans {
+        open_book_ids: Vec::new(),
+        outstanding_cents: -member.credits_cents,
+        max_overdue_days: 0,
+    };
+    for row in rows {
+        let returned_at: Option<DateTime<Utc>> = row.get(2);
+        let stored: i64 = row.get(3);
+        if returned_at.is_some() {
+            loans.outstanding_cents += stored;
+            continue;
+        }
+        loans.open_book_ids.push(row.get(0));
+        let policy = FinePolicy {
+            fine_cents_per_day: row.get(4),
+            grace_days: row.get(5),
+            max_fine_cents: row.get(6),
+        };
+        let overdue = member.calendar.overdue_days(row.get(1), now);
+        loans.max_overdue_days = loans.max_overdue_days.max(overdue);
+        loans.outstanding_cents += fines::fine_for_overdue_days(&policy, overdue).max(stored);
+    }
+    Ok(loans)
+}
+
+/// Refuses a member who is not active or whose membership has expired.
+fn require_active(member: &LockedMember, now: DateTime<Utc>) -> Result<()> {
+    if member.status != "active" {
+        return Err(Error::refused(
+            Refusal::MemberNotActive,
+            format!("{} is {}, not active", member.email, member.status),
+        ));
+    }
+    if member.expires_at.is_some_and(|e| e <= now) {
+        return Err(Error::refused(
+            Refusal::MembershipExpired,
+            format!("the membership of {} has expired", member.email),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a blocked member: outstanding fines at or above the threshold, or a loan overdue
+/// by more than the allowed days.
+fn require_not_blocked(member: &LockedMember, loans: &MemberLoans) -> Result<()> {
+    if loans.outstanding_cents >= member.rule.block_fine_cents {
+        return Err(Error::refused(
+            Refusal::MemberBlocked,
+            format!(
+                "{} owes {} cents, at or above the block threshold of {}",
+                member.email, loans.outstanding_cents, member.rule.block_fine_cents
+            ),
+        ));
+    }
+    if loans.max_overdue_days > member.rule.block_overdue_days {
+        return Err(Error::refused(
+            Refusal::MemberBlocked,
+            format!(
+                "{} has a loan {} days overdue, more than {}",
+                member.email, loans.max_overdue_days, member.rule.block_overdue_days
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Which checks an approved override skips (SPEC §7).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// Skip the loan limit.
+    pub loan_limit: bool,
+    /// Skip the fine/overdue block.
+    pub block: bool,
+}
+
+/// Borrows one copy of a book for a member.
+pub fn borrow(client: &mut Client, ctx: &Ctx, member: &str, book: &str) -> Result<Loan> {
+    let op = Operation::new(
+        "loan.borrow",
+        "loan",
+        json!({ "member": member, "book": book }),
+    );
+    audit::run(client, ctx, &op, |tx| {
+        let member_id = members::find_member(tx, member)?.id;
+        ctx.require_self_or(member_id, Capability::CirculateForOthers)?;
+        let book_id = catalog::book_id(tx, book)?;
+        let loan = borrow_in(tx, ctx, member_id, book_id, Overrides::default())?;
+        Ok(Audited::new(
+            loan.clone(),
+            loan.id,
+            json!({ "after": loan }),
+        ))
+    })
+}
+
+/// The borrow itself, inside a caller's transaction; approvals reuse it for overrides.
+pub(crate) fn borrow_in(
+    tx: &mut Transaction<'_>,
+    ctx: &Ctx,
+    member_id: Uuid,
+    book_id: Uuid,
+    overrides: Overrides,
+) -> Result<Loan> {
+    let now = ctx.now();
+    let member = lock_member(tx, member_id)?;
+    if now < member.created_at {
+        return Err(Error::invalid(
+            "invalid_input",
+            format!("{} did not exist yet at {now}", member.email),
+        ));
+    }
+    let loans = member_loans(tx, &member, now)?;
+    require_active(&member, now)?;
+    if !overrides.block {
+        require_not_blocked(&member, &loans)?;
+    }
+    if !overrides.loan_limit
+        && loans.open_book_ids.len() as i64 >= i64::from(member.rule.max_active_loans)
+    {
+        return Err(Error::refused(
+            Refusal::LoanLimitReached,
+            format!(
+                "{} already has {} open loans, the limit of the {} category",
+                member.email,
+                loans.open_book_ids.len(),
+                member.rule.category
+            ),
+        ));
+    }
+    if loans.open_book_ids.contains(&book_id) {
+        return Err(Error::refused(
+            Refusal::DuplicateLoan,
+            format!("{} already has this book", member.email),
+        ));
+    }
+    let book = tx.query_one(
+        "SELECT category, available_copies, title FROM book WHERE id = $1 FOR UPDATE",
+        &[&book_id],
+    )?;
+    let category: String = book.get(0);
+    let available: i32 = book.get(1);
+    let title: String = book.get(2);
+    if category == "reference" {
+        return Err(Error::refused(
+            Refusal::NotLoanable,
+            format!("{title:?} is a reference book"),
+        ));
+    }
+    if available < 1 {
+        return Err(Error::refused(
+            Refusal::NoCopyAvailable,
+            format!("no copy of {title:?} is available"),
+        ));
+    }
+    let loan_days = if category == "short_loan" {
+        member.rule.loan_days.min(SHORT_LOAN_MAX_DAYS)
+    } else {
+        member.rule.loan_days
+    };
+    let due_at = member.calendar.due_at(now, loan_days);
+    let policy = member.rule.fine_policy();
+    let row = tx.query_one(
+        &format!(
+            "WITH taken AS (UPDATE book SET available_copies = available_copies - 1 WHERE id = $2)
+             INSERT INTO loan (id, book_id, member_id, borrowed_at, due_at, fine_cents_per_day, grace_days, max_fine_cents)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             RETURNING {LOAN_COLUMNS}"
+        ),
+        &[
+            &ids::new_id(now),
+            &book_id,
+            &member_id,
+            &now,
+            &due_at,
+            &policy.fine_cents_per_day,
+            &policy.grace_days,
+            &policy.max_fine_cents,
+        ],
+    )?;
+    Ok(loan_from_row(&row))
+}
+
+/// Finds the loan a reference names, without locking it.
+fn find_loan(tx: &mut impl GenericClient, loan: &LoanRef) -> Result<Loan> {
+    let row = match loan {
+        LoanRef::Id(id) => tx.query_opt(
+            &format!("SELECT {LOAN_COLUMNS} FROM loan WHERE id = $1"),
+            &[id],
+        )?,
+        LoanRef::MemberBook { member, book } => {
+            let member_id = members::find_member(tx, member)?.id;
+            let book_id = catalog::book_id(tx, book)?;
+            // The open loan if there is one, else the latest, so a second return says
+            // `already_returned` rather than `not_found`.
+            tx.query_opt(
+                &format!(
+                    "SELECT {LOAN_COLUMNS} FROM loan WHERE member_id = $1 AND book_id = $2
+                     ORDER BY returned_at IS NULL DESC, borrowed_at DESC LIMIT 1"
+                ),
+                &[&member_id, &book_id],
+            )?
+        }
+    };
+    row.map(|r| loan_from_row(&r)).ok_or_else(|| {
+        Error::not_found(
+            "loan",
+            match loan {
+                LoanRef::Id(id) => id.to_string(),
+                LoanRef::MemberBook { member, book } => format!("{member} / {book}"),
+            },
+        )
+    })
+}
+
+/// Re-reads a loan under lock, after its member's lock is held.
+fn lock_loan(tx: &mut Transaction<'_>, id: Uuid) -> Result<Loan> {
+    let row = tx.query_one(
+        &format!("SELECT {LOAN_COLUMNS} FROM loan WHERE id = $1 FOR UPDATE"),
+        &[&id],
+    )?;
+    Ok(loan_from_row(&row))
+}
+
+/// Returns a loan: restores the copy and freezes the fine, atomically.
+pub fn return_loan(client: &mut Client, ctx: &Ctx, loan: &LoanRef) -> Result<Loan> {
+    let op = Operation::new("loan.return", "loan", json!({ "loan": loan }));
+    audit::run(client, ctx, &op, |tx| {
+        let found = find_loan(tx, loan)?;
+        ctx.require_self_or(found.member_id, Capability::CirculateForOthers)?;
+        let now = ctx.now();
+        let member = lock_member(tx, found.member_id)?;
+        tx.execute(
+            "SELECT 1 FROM book WHERE id = $1 FOR UPDATE",
+            &[&found.book_id],
+        )?;
+        let current = lock_loan(tx, found.id)?;
+        if current.returned_at.is_some() {
+            return Err(Error::refused(
+                Refusal::AlreadyReturned,
+                format!("loan {} was already returned", current.id),
+            ));
+        }
+        if now < current.borrowed_at {
+            return Err(Error::invalid(
+                "invalid_input",
+                format!(
+                    "cannot return at {now}, before the loan began at {}",
+                    current.borrowed_at
+                ),
+            ));
+        }
+        let fine = fines::fine_cents(
+            &current.fine_policy(),
+            current.due_at,
+            now,
+            &member.calendar,
+        );
+        let row = tx.query_one(
+            &format!(
+                "WITH restored AS (UPDATE book SET available_copies = available_copies + 1 WHERE id = $2)
+                 UPDATE loan SET returned_at = $3, fine_cents = $4, fine_assessed_on = $5
+                 WHERE id = $1 RETURNING {LOAN_COLUMNS}"
+            ),
+            &[&current.id, &current.book_id, &now, &fine, &member.calendar.local_date(now)],
+        )?;
+        let returned = loan_from_row(&row);
+        Ok(Audited::new(
+            returned.clone(),
+            returned.id,
+            json!({ "before": { "returned_at": null, "fine_cents": current.fine_cents },
+                    "after": { "returned_at": returned.returned_at, "fine_cents": returned.fine_cents } }),
+        ))
+    })
+}
+
+/// Renews a loan by `loan_days` from the later of now and its current due date.
+pub fn renew(client: &mut Client, ctx: &Ctx, loan: &LoanRef) -> Result<Loan> {
+    let op = Operation::new("loan.renew", "loan", json!({ "loan": loan }));
+    audit::run(client, ctx, &op, |tx| {
+        let found = find_loan(tx, loan)?;
+        ctx.require_self_or(found.member_id, Capability::CirculateForOthers)?;
+        let now = ctx.now();
+        let member = lock_member(tx, found.member_id)?;
+        let current = lock_loan(tx, found.id)?;
+        if current.returned_at.is_some() {
+            return Err(Error::refused(
+                Refusal::AlreadyReturned,
+                format!("loan {} was already returned", current.id),
+            ));
+        }
+        if current.renewals >= member.rule.max_renewals {
+            return Err(Error::refused(
+                Refusal::RenewalLimitReached,
+                format!(
+                    "loan {} has been renewed {} times, the limit",
+                    current.id, current.renewals
+                ),
+            ));
+        }
+        let loans = member_loans(tx, &member, now)?;
+        require_active(&member, now)?;
+        require_not_blocked(&member, &loans)?;
+        let category: String = tx
+            .query_one(
+                "SELECT category FROM book WHERE id = $1",
+                &[&current.book_id],
+            )?
+            .get(0);
+        let loan_days = if category == "short_loan" {
+            member.rule.loan_days.min(SHORT_LOAN_MAX_DAYS)
+        } else {
+            member.rule.loan_days
+        };
+        let due_at = member.calendar.due_at(now.max(current.due_at), loan_days);
+        let row = tx.query_one(
+            &format!("UPDATE loan SET due_at = $2, renewals = renewals + 1 WHERE id = $1 RETURNING {LOAN_COLUMNS}"),
+            &[&current.id, &due_at],
+        )?;
+        let renewed = loan_from_row(&row);
+        Ok(Audited::new(
+            renewed.clone(),
+            renewed.id,
+            json!({ "before": { "due_at": current.due_at, "renewals": current.renewals },
+                    "after": { "due_at": renewed.due_at, "renewals": renewed.renewals } }),
+        ))
+    })
+}
+
+/// Filters for [`list_loans`].
+#[derive(Debug, Clone, Default)]
+pub struct LoanFilter {
+    /// Member id or email.
+    pub member: Option<String>,
+    /// Book id or ISBN.
+    pub book: Option<String>,
+    /// Only loans not yet returned.
+    pub open_only: bool,
+}
+
+/// Lists loans. Members see only their own; staff see anyone's.
+pub fn list_loans(
+    client: &mut Client,
+    ctx: &Ctx,
+    filter: &LoanFilter,
+    limit: i64,
+    cursor: Option<&str>,
+) -> Result<Page<Loan>> {
+    let member_id = match &filter.member {
+        Some(m) => Some(members::find_member(client, m)?.id),
+        None if !ctx.actor.role.is_staff() && ctx.actor.member_id.is_some() => ctx.actor.member_id,
+        None => None,
+    };
+    match member_id {
+        Some(id) => ctx.require_self_or(id, Capability::ManageMembers)?,
+        None => ctx.require(Capability::Reports)?,
+    }
+    let book_id = filter
+        .book
+        .as_deref()
+        .map(|b| catalog::book_id(client, b))
+        .transpose()?;
+    let after = cursor.map(Cursor::decode).transpose()?.map(|c| c.0);
+    let limit = limit.clamp(1, 10_000);
+    let rows = client.query(
+        &format!(
+            "SELECT {LOAN_COLUMNS} FROM loan
+             WHERE ($1::uuid IS NULL OR member_id = $1)
+               AND ($2::uuid IS NULL OR book_id = $2)
+               AND (NOT $3 OR returned_at IS NULL)
+               AND ($4::uuid IS NULL OR id > $4)
+             ORDER BY id LIMIT $5"
+        ),
+        &[
+            &member_id,
+            &book_id,
+            &filter.open_only,
+            &after,
+            &(limit + 1),
+        ],
+    )?;
+    Ok(Page::from_rows(
+        rows.iter().map(loan_from_row).collect(),
+        limit,
+        |l| l.id,
+    ))
+}

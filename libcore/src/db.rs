@@ -1,0 +1,367 @@
+//! Connections, migrations, schema gating, status and the invariant check (SPEC §3, §5).
+
+use postgres::{Client, Config, NoTls};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+mod embedded {
+    refinery::embed_migrations!("../sql");
+}
+
+/// The URL used when neither `--database-url` nor `DATABASE_URL` is given.
+pub const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/library";
+
+/// Tables whose row counts `db status` shows, in dependency order.
+pub const TABLES: &[&str] = &[
+    "library_setting",
+    "circulation_rule",
+    "closed_day",
+    "member",
+    "book",
+    "loan",
+    "account_entry",
+    "audit_log",
+];
+
+/// The schema version this binary was built with.
+pub fn latest_version() -> i32 {
+    embedded::migrations::runner()
+        .get_migrations()
+        .iter()
+        .map(|m| m.version() as i32)
+        .max()
+        .unwrap_or(0)
+}
+
+/// Hides the password of a connection URL, for logs and messages.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return url.to_string();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
+}
+
+fn parse_config(url: &str) -> Result<Config> {
+    url.parse::<Config>().map_err(|e| {
+        Error::invalid(
+            "invalid_database_url",
+            format!("cannot parse database URL {}: {e}", redact_url(url)),
+        )
+    })
+}
+
+/// Connects, mapping every connection failure to exit 10 with the password hidden.
+pub fn connect(url: &str) -> Result<Client> {
+    let config = parse_config(url)?;
+    config.connect(NoTls).map_err(|e| {
+        let hint = if e.code() == Some(&postgres::error::SqlState::INVALID_CATALOG_NAME) {
+            "; run `libctl db init` to create it"
+        } else {
+            ""
+        };
+        Error::Unavailable(format!(
+            "{}: {}{hint}",
+            redact_url(url),
+            crate::error::describe_postgres_error(&e)
+        ))
+    })
+}
+
+/// Connects and refuses a database whose schema is missing, older or newer than this binary.
+pub fn connect_current(url: &str) -> Result<Client> {
+    let mut client = connect(url)?;
+    require_current_schema(&mut client)?;
+    Ok(client)
+}
+
+/// The applied schema version, or `None` when the database has no libctl schema.
+pub fn applied_version(client: &mut Client) -> Result<Option<i32>> {
+    let has_history: bool = client
+        .query_one(
+            "SELECT to_regclass('refinery_schema_history') IS NOT NULL",
+            &[],
+        )?
+        .get(0);
+    if !has_history {
+        return Ok(None);
+    }
+    Ok(client
+        .query_one("SELECT max(version) FROM refinery_schema_history", &[])?
+        .get(0))
+}
+
+/// A database state marker (`seeding`, `restoring`) left by an interrupted bulk job.
+pub fn incomplete_marker(client: &mut Client) -> Result<Option<String>> {
+    Ok(client
+        .query_opt(
+            "SELECT value FROM library_setting WHERE key = 'incomplete'",
+            &[],
+        )?
+        .map(|r| r.get(0)))
+}
+
+/// The exit-10 gate every command but `db init`/`db migrate` passes through.
+pub fn require_current_schema(client: &mut Client) -> Result<()> {
+    let latest = latest_version();
+    match applied_version(client)? {
+        None => Err(Error::Schema(
+            "this database has no libctl schema; run `libctl db init`".into(),
+        )),
+        Some(v) if v < latest => Err(Error::Schema(format!(
+            "schema version {v} is older than this binary's {latest}; run `libctl db migrate`"
+        ))),
+        Some(v) if v > latest => Err(Error::Schema(format!(
+            "schema version {v} is newer than this binary's {latest}; upgrade libctl"
+        ))),
+        Some(_) => match incomplete_marker(client)? {
+            Some(what) => Err(Error::Schema(format!(
+                "this database is incomplete: a {what} did not finish; restore or re-seed it"
+            ))),
+            None => Ok(()),
+        },
+    }
+}
+
+/// Applies every pending migration. Idempotent. Returns the versions applied now.
+pub fn migrate(client: &mut Client) -> Result<Vec<i32>> {
+    let report = embedded::migrations::runner()
+        .set_abort_divergent(true)
+        .run(client)
+        .map_err(|e| Error::Schema(format!("migration failed: {e}")))?;
+    Ok(report
+        .applied_migrations()
+        .iter()
+        .map(|m| m.version() as i32)
+        .collect())
+}
+
+/// Creates the database named in `url` if it does not exist. Returns true if it created it.
+pub fn create_database_if_missing(url: &str) -> Result<bool> {
+    let config = parse_config(url)?;
+    let name = config
+        .get_dbname()
+        .ok_or_else(|| {
+            Error::invalid("invalid_database_url", "the database URL names no database")
+        })?
+        .to_string();
+    let mut maintenance = config.clone();
+    maintenance.dbname("postgres");
+    let mut client = maintenance.connect(NoTls).map_err(|e| {
+        Error::Unavailable(format!(
+            "{}: {}",
+            redact_url(url),
+            crate::error::describe_postgres_error(&e)
+        ))
+    })?;
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])?
+        .is_some();
+    if exists {
+        return Ok(false);
+    }
+    // CREATE DATABASE takes no parameters; the server quotes the name with format(%I).
+    let create: String = client
+        .query_one("SELECT format('CREATE DATABASE %I', $1::text)", &[&name])?
+        .get(0);
+    match client.batch_execute(&create) {
+        Ok(()) => Ok(true),
+        // Another process created it between the check and the CREATE.
+        Err(e) if e.code() == Some(&postgres::error::SqlState::DUPLICATE_DATABASE) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Drops the database named in `url` if it exists (used for scratch databases).
+pub fn drop_database_if_exists(url: &str) -> Result<()> {
+    let config = parse_config(url)?;
+    let name = config.get_dbname().unwrap_or_default().to_string();
+    let mut maintenance = config.clone();
+    maintenance.dbname("postgres");
+    let mut client = maintenance.connect(NoTls).map_err(|e| {
+        Error::Unavailable(format!(
+            "{}: {}",
+            redact_url(url),
+            crate::error::describe_postgres_error(&e)
+        ))
+    })?;
+    let drop: String = client
+        .query_one(
+            "SELECT format('DROP DATABASE IF EXISTS %I WITH (FORCE)', $1::text)",
+            &[&name],
+        )?
+        .get(0);
+    client.batch_execute(&drop)?;
+    Ok(())
+}
+
+/// Row counts and schema state for `db status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// Applied schema version (`None` when uninitialised).
+    pub schema_version: Option<i32>,
+    /// This binary's schema version.
+    pub binary_schema_version: i32,
+    /// `ok`, `uninitialised`, `outdated`, `newer`, or `incomplete (...)`.
+    pub state: String,
+    /// Row count per table.
+    pub tables: Vec<TableCount>,
+    /// The circulation policy.
+    pub policy: Option<crate::policy::Policy>,
+}
+
+/// One table's row count.
+#[derive(Debug, Clone, Serialize)]
+pub struct TableCount {
+    /// Table name.
+    pub table: String,
+    /// Exact row count.
+    pub rows: i64,
+}
+
+/// Reads the schema state, row counts and policy.
+pub fn status(client: &mut Client) -> Result<Status> {
+    let latest = latest_version();
+    let version = applied_version(client)?;
+    let mut state = match version {
+        None => "uninitialised".to_string(),
+        Some(v) if v < latest => "outdated".to_string(),
+        Some(v) if v > latest => "newer".to_string(),
+        Some(_) => "ok".to_string(),
+    };
+    let mut tables = Vec::new();
+    let mut policy = None;
+    if version.is_some() {
+        if let Some(what) = incomplete_marker(client)? {
+            state = format!("incomplete ({what} interrupted)");
+        }
+        for table in TABLES {
+            // Table names come from the fixed list above, never from input.
+            let exists: bool = client
+                .query_one("SELECT to_regclass($1) IS NOT NULL", &[table])?
+                .get(0);
+            if exists {
+                let rows: i64 = client
+                    .query_one(&format!("SELECT count(*) FROM {table}"), &[])?
+                    .get(0);
+                tables.push(TableCount {
+                    table: table.to_string(),
+                    rows,
+                });
+            }
+        }
+        policy = Some(crate::policy::show(client)?);
+    }
+    Ok(Status {
+        schema_version: version,
+        binary_schema_version: latest,
+        state,
+        tables,
+        policy,
+    })
+}
+
+/// One invariant and the SQL that lists its violations (one text column per violation).
+struct Invariant {
+    name: &'static str,
+    sql: &'static str,
+}
+
+const INVARIANTS: &[Invariant] = &[
+    Invariant {
+        name: "available_copies = total_copies - open loans",
+        sql: "SELECT format('book %s: available %s, total %s, open loans %s', b.id, b.available_copies, b.total_copies, coalesce(o.n, 0))
+              FROM book b LEFT JOIN (SELECT book_id, count(*) AS n FROM loan WHERE returned_at IS NULL GROUP BY book_id) o ON o.book_id = b.id
+              WHERE b.available_copies <> b.total_copies - coalesce(o.n, 0)",
+    },
+    Invariant {
+        name: "no member over the loan limit",
+        sql: "SELECT format('member %s: %s open loans, limit %s', m.id, o.n, r.max_active_loans)
+              FROM (SELECT member_id, count(*) AS n FROM loan WHERE returned_at IS NULL GROUP BY member_id) o
+              JOIN member m ON m.id = o.member_id JOIN circulation_rule r ON r.category = m.category
+              WHERE o.n > r.max_active_loans",
+    },
+    Invariant {
+        name: "no duplicate open loans",
+        sql: "SELECT format('member %s holds book %s %s times', member_id, book_id, count(*))
+              FROM loan WHERE returned_at IS NULL GROUP BY member_id, book_id HAVING count(*) > 1",
+    },
+    Invariant {
+        name: "returned_at >= borrowed_at",
+        sql: "SELECT format('loan %s returned %s before borrowed %s', id, returned_at, borrowed_at)
+              FROM loan WHERE returned_at < borrowed_at",
+    },
+    Invariant {
+        name: "borrowed_at >= member.created_at",
+        sql: "SELECT format('loan %s borrowed %s before member %s existed (%s)', l.id, l.borrowed_at, m.id, m.created_at)
+              FROM loan l JOIN member m ON m.id = l.member_id WHERE l.borrowed_at < m.created_at",
+    },
+    Invariant {
+        name: "fines within their caps",
+        sql: "SELECT format('loan %s: fine %s above cap %s', id, fine_cents, max_fine_cents)
+              FROM loan WHERE fine_cents > max_fine_cents OR fine_cents < 0",
+    },
+    Invariant {
+        name: "ledger balances add up (payments and waivers never exceed fines)",
+        sql: "SELECT format('member %s: fines %s, payments and waivers %s', c.member_id, coalesce(f.total, 0), c.total)
+              FROM (SELECT member_id, sum(amount_cents) AS total FROM account_entry GROUP BY member_id) c
+              LEFT JOIN (SELECT member_id, sum(fine_cents) AS total FROM loan WHERE fine_cents > 0 GROUP BY member_id) f
+                ON f.member_id = c.member_id
+              WHERE c.total > coalesce(f.total, 0)",
+    },
+];
+
+/// The outcome of one invariant.
+#[derive(Debug, Clone, Serialize)]
+pub struct InvariantResult {
+    /// What is checked.
+    pub invariant: String,
+    /// Number of violations.
+    pub violations: i64,
+    /// Up to 20 of them, described.
+    pub examples: Vec<String>,
+}
+
+/// Checks every invariant of SPEC §5 over the whole database.
+pub fn check(client: &mut Client) -> Result<Vec<InvariantResult>> {
+    // One snapshot, so a concurrent borrow cannot show up as a violation.
+    let mut tx = client
+        .build_transaction()
+        .read_only(true)
+        .isolation_level(postgres::IsolationLevel::RepeatableRead)
+        .start()?;
+    let mut results = Vec::new();
+    for inv in INVARIANTS {
+        let rows = tx.query(inv.sql, &[])?;
+        results.push(InvariantResult {
+            invariant: inv.name.to_string(),
+            violations: rows.len() as i64,
+            examples: rows.iter().take(20).map(|r| r.get(0)).collect(),
+        });
+    }
+    tx.commit()?;
+    Ok(results)
+}
+
+/// Fails with exit 8 listing every violation found by [`check`].
+pub fn fail_on_violations(results: &[InvariantResult]) -> Result<()> {
+    let violations: Vec<String> = results
+        .iter()
+        .flat_map(|r| {
+            r.examples
+                .iter()
+                .map(move |e| format!("{}: {e}", r.invariant))
+        })
+        .collect();
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Integrity { violations })
+    }
+}

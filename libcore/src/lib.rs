@@ -1,0 +1,50 @@
+//! # libcore: every business rule of libctl
+//!
+//! libcore runs a library's circulation on PostgreSQL through the synchronous `postgres`
+//! client. The `libctl` binary only parses arguments, calls these functions and renders
+//! what they return; everything that decides anything lives here.
+//!
+//! ## A borrow, end to end
+//!
+//! ```no_run
+//! use libcore::{actor, circulation, db};
+//!
+//! let mut client = db::connect_current("postgres://postgres@127.0.0.1:5432/library")?;
+//! let ctx = actor::resolve(&mut client, Some("desk@library.test"), None)?;
+//! let loan = circulation::borrow(&mut client, &ctx, "reader@example.org", "9780306406157")?;
+//! println!("due {}", loan.due_at);
+//! # Ok::<(), libcore::Error>(())
+//! ```
+//!
+//! ## Map
+//!
+//! - [`db`]: connections, migrations, the schema gate (exit 10), `db status`, `db check`.
+//! - [`cluster`]: the embedded PostgreSQL used when none is configured.
+//! - [`actor`]: who is acting and what their role allows.
+//! - [`audit`]: the transaction runner every mutation goes through, and the audit log.
+//! - [`catalog`], [`members`]: books and people.
+//! - [`circulation`]: borrow, return, renew.
+//! - [`calendar`], [`fines`], [`policy`]: due dates, fines and the rules behind them.
+//! - [`error`]: one error type with stable codes and exit codes.
+#![warn(missing_docs)]
+
+pub mod actor;
+pub mod audit;
+pub mod calendar;
+pub mod catalog;
+pub mod circulation;
+pub mod cluster;
+pub mod db;
+pub mod error;
+pub mod fines;
+pub mod ids;
+mod import;
+pub mod members;
+pub mod page;
+pub mod policy;
+pub mod validate;
+
+pub use error::{Error, Refusal, Result, RowError};
+pub use import::ImportSummary;
+/// The synchronous PostgreSQL client every libcore function takes.
+pub use postgres::Client;

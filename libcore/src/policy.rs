@@ -1,0 +1,210 @@
+//! Circulation rules per member category, and library-wide settings (the time zone).
+
+use postgres::{Client, GenericClient};
+use serde_json::json;
+
+use crate::actor::{Capability, Ctx};
+use crate::audit::{self, Audited, Operation};
+use crate::calendar::parse_timezone;
+use crate::error::{Error, Result};
+use crate::fines::FinePolicy;
+
+/// The circulation rule of one member category.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CirculationRule {
+    /// Member category (`student`, `staff`, `public`, ...).
+    pub category: String,
+    /// Loan period in calendar days.
+    pub loan_days: i32,
+    /// Open loans allowed at once.
+    pub max_active_loans: i32,
+    /// Renewals allowed per loan.
+    pub max_renewals: i32,
+    /// Fine per overdue open day.
+    pub fine_cents_per_day: i64,
+    /// Overdue days that cost nothing.
+    pub grace_days: i32,
+    /// The most one loan can cost.
+    pub max_fine_cents_per_loan: i64,
+    /// Outstanding fines at or above this block borrowing.
+    pub block_fine_cents: i64,
+    /// Any loan overdue by more than this many days blocks borrowing.
+    pub block_overdue_days: i32,
+}
+
+impl CirculationRule {
+    /// The fine policy a new loan snapshots.
+    pub fn fine_policy(&self) -> FinePolicy {
+        FinePolicy {
+            fine_cents_per_day: self.fine_cents_per_day,
+            grace_days: self.grace_days,
+            max_fine_cents: self.max_fine_cents_per_loan,
+        }
+    }
+}
+
+const RULE_COLUMNS: &str =
+    "category, loan_days, max_active_loans, max_renewals, fine_cents_per_day, \
+     grace_days, max_fine_cents_per_loan, block_fine_cents, block_overdue_days";
+
+fn rule_from_row(r: &postgres::Row) -> CirculationRule {
+    CirculationRule {
+        category: r.get(0),
+        loan_days: r.get(1),
+        max_active_loans: r.get(2),
+        max_renewals: r.get(3),
+        fine_cents_per_day: r.get(4),
+        grace_days: r.get(5),
+        max_fine_cents_per_loan: r.get(6),
+        block_fine_cents: r.get(7),
+        block_overdue_days: r.get(8),
+    }
+}
+
+/// The rule of one member category.
+pub fn rule_for(client: &mut impl GenericClient, category: &str) -> Result<CirculationRule> {
+    let row = client
+        .query_opt(
+            &format!("SELECT {RULE_COLUMNS} FROM circulation_rule WHERE category = $1"),
+            &[&category],
+        )?
+        .ok_or_else(|| Error::not_found("circulation rule", category))?;
+    Ok(rule_from_row(&row))
+}
+
+/// Every rule, by category.
+pub fn rules(client: &mut impl GenericClient) -> Result<Vec<CirculationRule>> {
+    Ok(client
+        .query(
+            &format!("SELECT {RULE_COLUMNS} FROM circulation_rule ORDER BY category"),
+            &[],
+        )?
+        .iter()
+        .map(rule_from_row)
+        .collect())
+}
+
+/// The whole policy: rules and settings.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Policy {
+    /// Library time zone.
+    pub timezone: String,
+    /// Rules by category.
+    pub rules: Vec<CirculationRule>,
+}
+
+/// Reads the whole policy.
+pub fn show(client: &mut impl GenericClient) -> Result<Policy> {
+    Ok(Policy {
+        timezone: crate::calendar::library_timezone(client)?
+            .name()
+            .to_string(),
+        rules: rules(client)?,
+    })
+}
+
+/// A change to one category's rule; `None` leaves a field as it is. A category that does not
+/// exist yet is created with the defaults, then changed.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RuleChange {
+    /// Category to change.
+    pub category: String,
+    /// New loan period.
+    pub loan_days: Option<i32>,
+    /// New loan limit.
+    pub max_active_loans: Option<i32>,
+    /// New renewal limit.
+    pub max_renewals: Option<i32>,
+    /// New daily fine.
+    pub fine_cents_per_day: Option<i64>,
+    /// New grace days.
+    pub grace_days: Option<i32>,
+    /// New cap per loan.
+    pub max_fine_cents_per_loan: Option<i64>,
+}
+
+/// Changes a rule (admin only). Open loans keep the snapshot they were borrowed under.
+pub fn set_rule(client: &mut Client, ctx: &Ctx, change: &RuleChange) -> Result<CirculationRule> {
+    let op = Operation::new("policy.set", "circulation_rule", json!(change));
+    audit::run(client, ctx, &op, |tx| {
+        ctx.require(Capability::Administer)?;
+        if !crate::members::is_valid_category(&change.category) {
+            return Err(Error::invalid(
+                "invalid_input",
+                format!(
+                    "category {:?} must be lowercase letters, digits, _",
+                    change.category
+                ),
+            ));
+        }
+        let non_negative = [
+            change.loan_days.map(i64::from),
+            change.max_active_loans.map(i64::from),
+            change.max_renewals.map(i64::from),
+            change.fine_cents_per_day,
+            change.grace_days.map(i64::from),
+            change.max_fine_cents_per_loan,
+        ];
+        if non_negative.iter().flatten().any(|v| *v < 0) || change.loan_days == Some(0) {
+            return Err(Error::invalid(
+                "invalid_input",
+                "policy values must be non-negative, and loan days at least 1",
+            ));
+        }
+        tx.execute(
+            "INSERT INTO circulation_rule (category) VALUES ($1) ON CONFLICT DO NOTHING",
+            &[&change.category],
+        )?;
+        let before = rule_for(tx, &change.category)?;
+        let row = tx.query_one(
+            &format!(
+                "UPDATE circulation_rule SET
+                    loan_days = coalesce($2, loan_days),
+                    max_active_loans = coalesce($3, max_active_loans),
+                    max_renewals = coalesce($4, max_renewals),
+                    fine_cents_per_day = coalesce($5, fine_cents_per_day),
+                    grace_days = coalesce($6, grace_days),
+                    max_fine_cents_per_loan = coalesce($7, max_fine_cents_per_loan)
+                 WHERE category = $1 RETURNING {RULE_COLUMNS}"
+            ),
+            &[
+                &change.category,
+                &change.loan_days,
+                &change.max_active_loans,
+                &change.max_renewals,
+                &change.fine_cents_per_day,
+                &change.grace_days,
+                &change.max_fine_cents_per_loan,
+            ],
+        )?;
+        let after = rule_from_row(&row);
+        Ok(Audited::new(
+            after.clone(),
+            &after.category,
+            json!({ "before": before, "after": after }),
+        ))
+    })
+}
+
+/// Sets the library time zone (admin only).
+pub fn set_timezone(client: &mut Client, ctx: &Ctx, name: &str) -> Result<String> {
+    let op = Operation::new(
+        "policy.set_timezone",
+        "library_setting",
+        json!({ "timezone": name }),
+    );
+    audit::run(client, ctx, &op, |tx| {
+        ctx.require(Capability::Administer)?;
+        let tz = parse_timezone(name)?;
+        let before = crate::calendar::library_timezone(tx)?;
+        tx.execute(
+            "UPDATE library_setting SET value = $1 WHERE key = 'timezone'",
+            &[&tz.name()],
+        )?;
+        Ok(Audited::new(
+            tz.name().to_string(),
+            "timezone",
+            json!({ "before": before.name(), "after": tz.name() }),
+        ))
+    })
+}

@@ -1,0 +1,395 @@
+//! Borrow, return and renew: every rule of SPEC §5, each error code with its exit code, and
+//! the audit row each attempt leaves.
+
+use chrono::{DateTime, Duration, Utc};
+use libcore::actor::Ctx;
+use libcore::circulation::{self, LoanRef};
+use libcore::members::NewMember;
+use libcore::policy::{self, RuleChange};
+use postgres::Client;
+
+use crate::support::*;
+
+fn days_ago(n: i64) -> DateTime<Utc> {
+    Utc::now() - Duration::days(n)
+}
+
+fn admin_at(client: &mut Client, at: DateTime<Utc>) -> Ctx {
+    Ctx {
+        at: Some(at),
+        ..admin(client)
+    }
+}
+
+fn borrow_at(
+    client: &mut Client,
+    at: DateTime<Utc>,
+    member: &str,
+    book: &str,
+) -> libcore::Result<circulation::Loan> {
+    let ctx = admin_at(client, at);
+    circulation::borrow(client, &ctx, member, book)
+}
+
+/// A member created `days` days ago, so loans can be backdated after it.
+fn old_member(client: &mut Client, email: &str, days: i64) -> String {
+    let ctx = admin_at(client, days_ago(days));
+    libcore::members::add_member(
+        client,
+        &ctx,
+        &NewMember {
+            name: "Old Member".into(),
+            email: email.into(),
+            category: Some("public".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    email.into()
+}
+
+fn audit_outcomes(client: &mut Client, action: &str) -> Vec<String> {
+    client
+        .query(
+            "SELECT outcome FROM audit_log WHERE action = $1 ORDER BY recorded_at",
+            &[&action],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+fn available(client: &mut Client, isbn: &str) -> i32 {
+    client
+        .query_one(
+            "SELECT available_copies FROM book WHERE isbn = $1",
+            &[&isbn],
+        )
+        .unwrap()
+        .get(0)
+}
+
+#[test]
+fn borrow_takes_a_copy_sets_the_due_date_and_audits() {
+    let tdb = TestDb::new();
+    let mut c = tdb.client();
+    let m = add_member(&mut c, "reader@example.org", "member");
+    let b = add_book(&mut c, 1, 2);
+    let ctx = admin(&mut c);
+    let loan = circulation::borrow(&mut c, &ctx, &m, &b).unwrap();
+    assert_eq!(available(&mut c, &b), 1);
+    assert_eq!(loan.renewals, 0);
+    assert_eq!(
+        (
+            loan.fine_cents_per_day,
+            loan.grace_days,
+            loan.max_fine_cents
+        ),
+        (100, 0, 2000)
+    );
+    let due_date = loan.due_at.date_naive();
+    assert_eq!(
+        due_date,
+        (loan.borrowed_at + Duration::days(14)).date_naive()
+    );
+    assert_eq!(loan.due_at.format("%H:%M:%S").to_string(), "23:59:59");
+    assert_eq!(audit_outcomes(&mut c, "loan.borrow"), ["ok"]);
+    let (entity, actor): (String, String) = c
+        .query_one(
+            "SELECT entity_id, actor FROM audit_log WHERE action = 'loan.borrow'",
+            &[],
+        )
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert_eq!(entity, loan.id.to_string());
+    assert_eq!(actor, ADMIN);
+    assert_invariants(&mut c);
+}
+
+#[test]
+fn due_dates_move_past_closed_days() {
+    let tdb = TestDb::new();
+    let mut c = tdb.client();
+    let m = add_member(&mut c, "reader@example.org", "member");
+    let b = add_book(&mut c, 1, 1);
+    let ctx = admin(&mut c);
+    let nominal = (Utc::now() + Duration::days(14)).date_naive();
+    libcore::calendar::add_closed_day(&mut c, &ctx, nominal, Some("holiday")).unwrap();
+    libcore::calendar::add_closed_day(&mut c, &ctx, nominal.succ_opt().unwrap(), None).unwrap();
+    let loan = circulation::borrow(&mut c, &ctx, &m, &b).unwrap();
+    assert_eq!(loan.due_at.date_naive(), nominal + Duration::days(2));
+}
+
+#[test]
+fn refusals_have_their_codes_exit_4_change_nothing_and_are_audited() {
+    let tdb = TestDb::new();
+    let mut c = tdb.client();
+    let m = add_member(&mut c, "reader@example.org", "member");
+    let other = add_member(&mut c, "other@example.org", "member");
+    let b = add_book(&mut c, 1, 1);
+    let ctx = admin(&mut c);
+    circulation::borrow(&mut c, &ctx, &m, &b).unwrap();
+
+    let dup = circulation::borrow(&mut c, &ctx, &m, &b).unwrap_err();
+    assert_eq!((dup.code(), dup.exit_code()), ("duplicate_loan", 4));
+    let none = circulation::borrow(&mut c, &ctx, &other, &b).unwrap_err();
+    assert_eq!((none.code(), none.exit_code()), ("no_copy_available", 4));
+    assert_eq!(available(&mut c, &b), 0);
+    assert_eq!(
+        audit_outcomes(&mut c, "loan.borrow"),
+        ["ok", "refused", "refused"]
+    );
+
+    let missing = circulation::borrow(&mut c, &ctx, "nobody@example.org", &b).unwrap_err();
+    assert_eq!((missing.code(), missing.exit_code()), ("not_found", 3));
+
+    let reference = {
+        let admin = admin(&mut c);
+        libcore::catalog::add_book(
+            &mut c,
+            &admin,
+            &libcore::catalog::NewBook {
+                isbn: isbn(2),
+                title: "Atlas".into(),
+                author: "Maps".into(),
+                category: Some("reference".into()),
+                copies: Some(3),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    };
+    let err = circulation::borrow(&mut c, &ctx, &other, &reference.isbn).unwrap_err();
+    assert_eq!((err.code(), err.exit_code()), ("not_loanable", 4));
+
+    libcore::members::set_status(&mut c, &ctx, &other, "suspended").unwrap();
+    let b3 = add_book(&mut c, 3, 1);
+    let err = circulation::borrow(&mut c, &ctx, &other, &b3).unwrap_err();
+    assert_eq!((err.code(), err.exit_code()), ("member_not_active", 4));
+    assert_invariants(&mut c);
+}
+
+#[test]
+fn the_loan_limit_is_enforced() {
+    let tdb = TestDb::new();
+    let mut c = tdb.client();
+    let m = add_member(&mut c, "reader@example.org", "member");
+    let ctx = admin(&mut c);
+    for n in 0..5 {
+        let b = add_book(&mut c, n, 1);
+        circulation::borrow(&mut c, &ctx, &m, &b).unwrap();
+    }
+    let b = add_book(&mut c, 99, 1);
+    let err = circulation::borrow(&mut c, &ctx, &m, &b).unwrap_err();
+    assert_eq!((err.code(), err.exit_code()), ("loan_limit_reached", 4));
+    assert_invariants(&mut c);
+}
+
+#[test]
+fn return_restores_the_copy_freezes_the_fine_and_refuses_a_second_return() {
+    let tdb = TestDb::new();
+    let mut c = tdb.client();
+    let m = old_member(&mut c, "late@example.org", 60);
+    let b = add_book(&mut c, 1, 1);
+    let borrow_ctx = admin_at(&mut c, days_ago(30));
+    let loan = circulation::borrow(&mut c, &borrow_ctx, &m, &b).unwrap();
+    // Due 14 days after borrowing; returned 30 days after: 16 overdue days, 1600 cents.
+    let ctx = admin(&mut c);
+    let returned = circulation::return_loan(&mut c, &ctx, &LoanRef::Id(loan.id)).unwrap();
+    assert!(returned.returned_at.is_some());
+    assert_eq!(returned.fine_cents, 1600);
+    assert_eq!(available(&mut c, &b), 1);
+    let again = circulation::return_loan(&mut c, &ctx, &LoanRef::Id(loan.id)).unwrap_err();
+    assert_eq!((again.code(), again.exit_code()), ("already_returned", 4));
+    let by_pair =
+        circulation::return_loan(&mut c, &ctx, &LoanRef::MemberBook { member: m, book: b })
+            .unwrap_err();
+    assert_eq!(by_pair.code(), "already_returned");
+    assert_invariants(&mut c);
+}
+
+#[test]
+fn a_policy_change_after_checkout_does_not_touch_the_loan() {
+    let tdb = TestDb::new();
+    let mut c = tdb.client();
+    let m = old_member(&mut c, "late@example.org", 60);
+    let b = add_book(&mut c, 1, 1);
+    let loan = borrow_at(&mut c, days_ago(20), &m, &b).unwrap();
+    let ctx = admin(&mut c);
+    policy::set_rule(
+        &mut c,
+        &ctx,
+        &RuleChange {
+            category: "public".into(),
+            fine_cents_per_day: Some(500),
+            grace_days: Some(10),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let returned = circulation::return_loan(&mut c, &ctx, &LoanRef::Id(loan.id)).unwrap();
+    assert_eq!(returned.fine_cents_per_day, 100);
+    assert_eq!(
+        returned.fine_cents, 600,
+        "6 overdue days at the snapshot's 100 cents"
+    );
+}
+
+#[test]
+fn renew_extends_from_the_later_of_now_and_due_and_stops_at_the_limit() {
+    let tdb = TestDb::new();
+    let mut c = tdb.client();
+    let m = add_member(&mut c, "reader@example.org", "member");
+    let b = add_book(&mut c, 1, 1);
+    let ctx = admin(&mut c);
+    let loan = circulation::borrow(&mut c, &ctx, &m, &b).unwrap();
+    let r1 = circulation::renew(&mut c, &ctx, &LoanRef::Id(loan.id)).unwrap();
+    assert_eq!(
+        r1.due_at.date_naive(),
+        loan.due_at.date_naive() + Duration::days(14)
+    );
+    assert_eq!(r1.renewals, 1);
+    let r2 = circulation::renew(&mut c, &ctx, &LoanRef::Id(loan.id)).unwrap();
+    assert_eq!(r2.renewals, 2);
+    let err = circulation::renew(&mut c, &ctx, &LoanRef::Id(loan.id)).unwrap_err();
+    assert_eq!((err.code(), err.exit_code()), ("renewal_limit_reached", 4));
+    circulation::return_loan(&mut c, &ctx, &LoanRef::Id(loan.id)).unwrap();
+    let err = circulation::renew(&mut c, &ctx, &LoanRef::Id(loan.id)).unwrap_err();
+    assert_eq!(err.code(), "already_returned");
+}
+
+#[test]
+fn renewing_an_overdue_loan_counts_from_now() {
+    let tdb = TestDb::new();
+    let mut c = tdb.client();
+    let m = old_member(&mut c, "late@example.org", 60);
+    let b = add_book(&mut c, 1, 1);
+    let ctx = admin(&mut c);
+    policy::set_rule(
+        &mut c,
+        &ctx,
+        &RuleChange {
+            category: "public".into(),
+            fine_cents_per_day: Some(0),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let loan = borrow_at(&mut c, days_ago(20), &m, &b).unwrap();
+    let renewed = circulation::renew(&mut c, &ctx, &LoanRef::Id(loan.id)).unwrap();
+    assert_eq!(
+        renewed.due_at.date_naive(),
+        (Utc::now() + Duration::days(14)).date_naive()
+    );
+}
+
+#[test]
+fn fines_block_at_the_threshold_inclusive() {
+    let tdb = TestDb::new();
+    let mut c = tdb.client();
+    let ctx = admin(&mut c);
+    for (email, late_days, blocked) in [
+        ("nine@example.org", 9, false),
+        ("ten@example.org", 10, true),
+    ] {
+        let m = old_member(&mut c, email, 60);
+        let b = add_book(&mut c, late_days, 1);
+        let loan = borrow_at(&mut c, days_ago(40), &m, &b).unwrap();
+        // Due 14 days after borrowing, returned `late_days` after that: 100 cents a day.
+        let back = admin_at(
+            &mut c,
+            loan.due_at + Duration::days(late_days as i64) - Duration::hours(1),
+        );
+        let returned = circulation::return_loan(&mut c, &back, &LoanRef::Id(loan.id)).unwrap();
+        assert_eq!(returned.fine_cents, late_days as i64 * 100);
+        let next = add_book(&mut c, 100 + late_days, 1);
+        let result = circulation::borrow(&mut c, &ctx, &m, &next);
+        if blocked {
+            let err = result.unwrap_err();
+            assert_eq!(
+                (err.code(), err.exit_code()),
+                ("member_blocked", 4),
+                "{email}"
+            );
+        } else {
+            result.unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_loan_overdue_more_than_30_days_blocks_but_30_does_not() {
+    let tdb = TestDb::new();
+    let mut c = tdb.client();
+    let ctx = admin(&mut c);
+    // No fines, so only the overdue rule can block.
+    policy::set_rule(
+        &mut c,
+        &ctx,
+        &RuleChange {
+            category: "public".into(),
+            fine_cents_per_day: Some(0),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    for (email, overdue, blocked) in [
+        ("thirty@example.org", 30, false),
+        ("thirtyone@example.org", 31, true),
+    ] {
+        let m = old_member(&mut c, email, 90);
+        let b = add_book(&mut c, overdue, 1);
+        // Borrowed so that the due date lies exactly `overdue` calendar days before today.
+        let borrowed = Utc::now() - Duration::days(14 + overdue as i64);
+        borrow_at(&mut c, borrowed, &m, &b).unwrap();
+        let next = add_book(&mut c, 200 + overdue, 1);
+        let result = circulation::borrow(&mut c, &ctx, &m, &next);
+        assert_eq!(result.is_err(), blocked, "{email}: {result:?}");
+        if blocked {
+            assert_eq!(result.unwrap_err().code(), "member_blocked");
+        }
+    }
+}
+
+#[test]
+fn members_act_only_on_their_own_loans_and_denials_are_audited() {
+    let tdb = TestDb::new();
+    let mut c = tdb.client();
+    let me = add_member(&mut c, "me@example.org", "member");
+    let you = add_member(&mut c, "you@example.org", "member");
+    let b = add_book(&mut c, 1, 2);
+    let my_ctx = ctx_of(&mut c, &me);
+    let loan = circulation::borrow(&mut c, &my_ctx, &me, &b).unwrap();
+    let err = circulation::borrow(&mut c, &my_ctx, &you, &b).unwrap_err();
+    assert_eq!((err.code(), err.exit_code()), ("permission_denied", 5));
+    let your_ctx = ctx_of(&mut c, &you);
+    let err = circulation::return_loan(&mut c, &your_ctx, &LoanRef::Id(loan.id)).unwrap_err();
+    assert_eq!(err.exit_code(), 5);
+    let err = circulation::borrow(&mut c, &system(), &you, &b).unwrap_err();
+    assert_eq!(err.exit_code(), 5, "the system actor does not run the desk");
+    assert_eq!(
+        audit_outcomes(&mut c, "loan.borrow"),
+        ["ok", "denied", "denied"]
+    );
+    assert_eq!(audit_outcomes(&mut c, "loan.return"), ["denied"]);
+    assert_eq!(available(&mut c, &b), 1);
+}
+
+#[test]
+fn backdating_is_for_staff_and_cannot_predate_the_member() {
+    let tdb = TestDb::new();
+    let mut c = tdb.client();
+    let m = add_member(&mut c, "new@example.org", "member");
+    let b = add_book(&mut c, 1, 1);
+    let err = libcore::actor::resolve(&mut c, Some(&m), Some(days_ago(1))).unwrap_err();
+    assert_eq!(err.exit_code(), 5);
+    let err = borrow_at(&mut c, days_ago(3), &m, &b).unwrap_err();
+    assert_eq!((err.code(), err.exit_code()), ("invalid_input", 7));
+    let err = libcore::actor::resolve(&mut c, Some(ADMIN), Some(Utc::now() + Duration::days(2)))
+        .unwrap_err();
+    assert_eq!(err.exit_code(), 7);
+    let err = libcore::actor::resolve(&mut c, Some("ghost@example.org"), None).unwrap_err();
+    assert_eq!((err.code(), err.exit_code()), ("unknown_actor", 5));
+    assert_invariants(&mut c);
+}

@@ -1,0 +1,195 @@
+//! Races on real threads and real connections; afterwards every invariant of SPEC §5 holds.
+
+use std::sync::{Arc, Barrier};
+
+use libcore::circulation::{self, LoanRef};
+use libcore::Error;
+
+use crate::support::*;
+
+/// Runs `jobs` at once, each on its own connection, released together by a barrier.
+fn race<T: Send + 'static>(
+    tdb: &TestDb,
+    jobs: Vec<Box<dyn FnOnce(&mut postgres::Client) -> T + Send>>,
+) -> Vec<T> {
+    let barrier = Arc::new(Barrier::new(jobs.len()));
+    let handles: Vec<_> = jobs
+        .into_iter()
+        .map(|job| {
+            let mut client = tdb.client();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                job(&mut client)
+            })
+        })
+        .collect();
+    handles
+        .into_iter()
+        .map(|h| h.join().expect("thread"))
+        .collect()
+}
+
+fn codes(results: &[Result<circulation::Loan, Error>]) -> (usize, Vec<&'static str>) {
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    let mut errs: Vec<&'static str> = results
+        .iter()
+        .filter_map(|r| r.as_ref().err().map(Error::code))
+        .collect();
+    errs.sort();
+    (ok, errs)
+}
+
+#[test]
+fn twelve_members_race_for_three_copies() {
+    let tdb = TestDb::new();
+    let mut c = tdb.client();
+    let book = add_book(&mut c, 1, 3);
+    let members: Vec<String> = (0..12)
+        .map(|i| add_member(&mut c, &format!("m{i}@example.org"), "member"))
+        .collect();
+    let ctx = admin(&mut c);
+    let jobs = members
+        .into_iter()
+        .map(|m| {
+            let (ctx, book) = (ctx.clone(), book.clone());
+            Box::new(move |client: &mut postgres::Client| {
+                circulation::borrow(client, &ctx, &m, &book)
+            }) as Box<dyn FnOnce(&mut postgres::Client) -> _ + Send>
+        })
+        .collect();
+    let results = race(&tdb, jobs);
+    let (ok, errs) = codes(&results);
+    assert_eq!(ok, 3);
+    assert_eq!(errs, vec!["no_copy_available"; 9]);
+    let available: i32 = c
+        .query_one(
+            "SELECT available_copies FROM book WHERE isbn = $1",
+            &[&book],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(available, 0);
+    assert_invariants(&mut c);
+}
+
+#[test]
+fn a_member_with_four_loans_fires_six_borrows_and_exactly_one_wins() {
+    let tdb = TestDb::new();
+    let mut c = tdb.client();
+    let m = add_member(&mut c, "greedy@example.org", "member");
+    let ctx = admin(&mut c);
+    for n in 0..4 {
+        let b = add_book(&mut c, n, 1);
+        circulation::borrow(&mut c, &ctx, &m, &b).unwrap();
+    }
+    let books: Vec<String> = (10..16).map(|n| add_book(&mut c, n, 1)).collect();
+    let jobs = books
+        .into_iter()
+        .map(|b| {
+            let (ctx, m) = (ctx.clone(), m.clone());
+            Box::new(move |client: &mut postgres::Client| circulation::borrow(client, &ctx, &m, &b))
+                as Box<dyn FnOnce(&mut postgres::Client) -> _ + Send>
+        })
+        .collect();
+    let results = race(&tdb, jobs);
+    let (ok, errs) = codes(&results);
+    assert_eq!(ok, 1);
+    assert_eq!(errs, vec!["loan_limit_reached"; 5]);
+    let open: i64 = c
+        .query_one("SELECT count(*) FROM loan l JOIN member m ON m.id = l.member_id WHERE m.email = $1 AND returned_at IS NULL", &[&m])
+        .unwrap()
+        .get(0);
+    assert_eq!(open, 5);
+    assert_invariants(&mut c);
+}
+
+#[test]
+fn one_member_borrows_the_same_book_five_times_at_once() {
+    let tdb = TestDb::new();
+    let mut c = tdb.client();
+    let m = add_member(&mut c, "twice@example.org", "member");
+    let b = add_book(&mut c, 1, 5);
+    let ctx = admin(&mut c);
+    let jobs = (0..5)
+        .map(|_| {
+            let (ctx, m, b) = (ctx.clone(), m.clone(), b.clone());
+            Box::new(move |client: &mut postgres::Client| circulation::borrow(client, &ctx, &m, &b))
+                as Box<dyn FnOnce(&mut postgres::Client) -> _ + Send>
+        })
+        .collect();
+    let results = race(&tdb, jobs);
+    let (ok, errs) = codes(&results);
+    assert_eq!(ok, 1);
+    assert_eq!(errs, vec!["duplicate_loan"; 4]);
+    assert_invariants(&mut c);
+}
+
+#[test]
+fn two_returns_of_one_loan_at_once() {
+    let tdb = TestDb::new();
+    let mut c = tdb.client();
+    let m = add_member(&mut c, "back@example.org", "member");
+    let b = add_book(&mut c, 1, 1);
+    let ctx = admin(&mut c);
+    let loan = circulation::borrow(&mut c, &ctx, &m, &b).unwrap();
+    let jobs = (0..2)
+        .map(|_| {
+            let ctx = ctx.clone();
+            Box::new(move |client: &mut postgres::Client| {
+                circulation::return_loan(client, &ctx, &LoanRef::Id(loan.id))
+            }) as Box<dyn FnOnce(&mut postgres::Client) -> _ + Send>
+        })
+        .collect();
+    let results = race(&tdb, jobs);
+    let (ok, errs) = codes(&results);
+    assert_eq!(ok, 1);
+    assert_eq!(errs, vec!["already_returned"]);
+    let available: i32 = c
+        .query_one("SELECT available_copies FROM book WHERE isbn = $1", &[&b])
+        .unwrap()
+        .get(0);
+    assert_eq!(available, 1);
+    assert_invariants(&mut c);
+}
+
+#[test]
+fn mixed_borrow_return_renew_storm_keeps_every_invariant() {
+    let tdb = TestDb::new();
+    let mut c = tdb.client();
+    let members: Vec<String> = (0..8)
+        .map(|i| add_member(&mut c, &format!("s{i}@example.org"), "member"))
+        .collect();
+    let books: Vec<String> = (0..4).map(|n| add_book(&mut c, n, 2)).collect();
+    let ctx = admin(&mut c);
+    let jobs = members
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let (ctx, books) = (ctx.clone(), books.clone());
+            Box::new(move |client: &mut postgres::Client| {
+                for round in 0..15 {
+                    let b = &books[(i + round) % books.len()];
+                    match circulation::borrow(client, &ctx, &m, b) {
+                        Ok(loan) if round % 3 == 0 => {
+                            circulation::renew(client, &ctx, &LoanRef::Id(loan.id)).unwrap();
+                        }
+                        Ok(_) => {}
+                        Err(e) => assert_eq!(e.exit_code(), 4, "{e}"),
+                    }
+                    if round % 2 == 1 {
+                        let back = LoanRef::MemberBook {
+                            member: m.clone(),
+                            book: books[(i + round - 1) % books.len()].clone(),
+                        };
+                        if let Err(e) = circulation::return_loan(client, &ctx, &back) {
+                            assert!(matches!(e.code(), "already_returned" | "not_found"), "{e}");
+                        }
+                    }
+                }
+            }) as Box<dyn FnOnce(&mut postgres::Client) + Send>
+        })
+        .collect();
+    race(&tdb, jobs);
+    assert_invariants(&mut c);
+}

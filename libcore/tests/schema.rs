@@ -1,0 +1,105 @@
+//! Migrations, the schema gate, the append-only audit log and `db check`.
+
+use crate::support::*;
+use libcore::db;
+
+#[test]
+fn migrate_is_idempotent_and_the_gate_passes() {
+    let tdb = TestDb::new();
+    let mut client = tdb.client();
+    assert_eq!(db::migrate(&mut client).unwrap(), Vec::<i32>::new());
+    db::require_current_schema(&mut client).unwrap();
+    let status = db::status(&mut client).unwrap();
+    assert_eq!(status.state, "ok");
+    assert_eq!(status.schema_version, Some(db::latest_version()));
+}
+
+#[test]
+fn an_uninitialised_or_outdated_database_is_refused_with_exit_10() {
+    let tdb = TestDb::new();
+    let mut client = tdb.client();
+    client
+        .batch_execute("UPDATE refinery_schema_history SET version = 0")
+        .unwrap();
+    let err = db::require_current_schema(&mut client).unwrap_err();
+    assert_eq!(err.exit_code(), 10);
+    assert!(err.to_string().contains("libctl db migrate"), "{err}");
+
+    client
+        .batch_execute("DROP TABLE refinery_schema_history")
+        .unwrap();
+    let err = db::require_current_schema(&mut client).unwrap_err();
+    assert_eq!(err.exit_code(), 10);
+    assert!(err.to_string().contains("libctl db init"), "{err}");
+}
+
+#[test]
+fn audit_log_rejects_update_delete_and_truncate_even_for_the_owner() {
+    let tdb = TestDb::new();
+    let mut client = tdb.client();
+    add_member(&mut client, "a@example.org", "member");
+    let rows: i64 = client
+        .query_one("SELECT count(*) FROM audit_log", &[])
+        .unwrap()
+        .get(0);
+    assert!(rows >= 1);
+    for sql in [
+        "UPDATE audit_log SET actor = 'x'",
+        "DELETE FROM audit_log",
+        "TRUNCATE audit_log",
+    ] {
+        let err = client.batch_execute(sql).unwrap_err();
+        assert!(
+            err.to_string().contains("append-only") || format!("{err:?}").contains("append-only"),
+            "{sql}: {err:?}"
+        );
+    }
+    let after: i64 = client
+        .query_one("SELECT count(*) FROM audit_log", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, after);
+}
+
+#[test]
+fn db_check_finds_a_broken_invariant() {
+    let tdb = TestDb::new();
+    let mut client = tdb.client();
+    let isbn = add_book(&mut client, 1, 2);
+    assert_invariants(&mut client);
+    client
+        .execute(
+            "UPDATE book SET available_copies = 1 WHERE isbn = $1",
+            &[&isbn],
+        )
+        .unwrap();
+    let results = db::check(&mut client).unwrap();
+    let broken: Vec<_> = results.iter().filter(|r| r.violations > 0).collect();
+    assert_eq!(broken.len(), 1);
+    assert!(broken[0].invariant.starts_with("available_copies"));
+    let err = db::fail_on_violations(&results).unwrap_err();
+    assert_eq!(err.exit_code(), 8);
+    assert_eq!(err.code(), "integrity_check_failed");
+}
+
+#[test]
+fn the_sql_fine_twin_matches_a_hand_computed_case() {
+    let tdb = TestDb::new();
+    let mut client = tdb.client();
+    client
+        .batch_execute("INSERT INTO closed_day (day) VALUES ('2024-02-03'), ('2024-02-04')")
+        .unwrap();
+    let overdue: i32 = client
+        .query_one(
+            "SELECT overdue_days('2024-02-01T23:59:59Z', '2024-02-06T10:00:00Z', 'UTC')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(overdue, 3);
+    let fine: i64 = client
+        .query_one("SELECT fine_cents(100, 2, 2000, 3)", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(fine, 300);
+}

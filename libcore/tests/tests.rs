@@ -1,0 +1,8 @@
+//! libcore integration tests: one binary (linking is slow on 2 cores), one module per area.
+
+mod support;
+
+mod circulation;
+mod concurrency;
+mod imports;
+mod schema;
