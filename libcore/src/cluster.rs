@@ -43,6 +43,16 @@ fn data_dir() -> PathBuf {
     home().join("pg")
 }
 
+/// The URL of the embedded cluster's maintenance database (for tools that create databases).
+pub fn embedded_server_url() -> String {
+    format!("postgres://postgres@127.0.0.1:{EMBEDDED_PORT}/postgres")
+}
+
+/// True when something accepts connections at 127.0.0.1:`port`.
+pub fn is_listening(port: u16) -> bool {
+    listening(port)
+}
+
 /// The URL of the embedded cluster's `library` database.
 pub fn embedded_url() -> String {
     format!("postgres://postgres@127.0.0.1:{EMBEDDED_PORT}/library")

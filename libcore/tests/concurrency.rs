@@ -7,11 +7,11 @@ use libcore::Error;
 
 use crate::support::*;
 
+/// One racer's work, run on its own connection.
+type Job<T> = Box<dyn FnOnce(&mut postgres::Client) -> T + Send>;
+
 /// Runs `jobs` at once, each on its own connection, released together by a barrier.
-fn race<T: Send + 'static>(
-    tdb: &TestDb,
-    jobs: Vec<Box<dyn FnOnce(&mut postgres::Client) -> T + Send>>,
-) -> Vec<T> {
+fn race<T: Send + 'static>(tdb: &TestDb, jobs: Vec<Job<T>>) -> Vec<T> {
     let barrier = Arc::new(Barrier::new(jobs.len()));
     let handles: Vec<_> = jobs
         .into_iter()
@@ -55,7 +55,7 @@ fn twelve_members_race_for_three_copies() {
             let (ctx, book) = (ctx.clone(), book.clone());
             Box::new(move |client: &mut postgres::Client| {
                 circulation::borrow(client, &ctx, &m, &book)
-            }) as Box<dyn FnOnce(&mut postgres::Client) -> _ + Send>
+            }) as Job<_>
         })
         .collect();
     let results = race(&tdb, jobs);
@@ -89,7 +89,7 @@ fn a_member_with_four_loans_fires_six_borrows_and_exactly_one_wins() {
         .map(|b| {
             let (ctx, m) = (ctx.clone(), m.clone());
             Box::new(move |client: &mut postgres::Client| circulation::borrow(client, &ctx, &m, &b))
-                as Box<dyn FnOnce(&mut postgres::Client) -> _ + Send>
+                as Job<_>
         })
         .collect();
     let results = race(&tdb, jobs);
@@ -115,7 +115,7 @@ fn one_member_borrows_the_same_book_five_times_at_once() {
         .map(|_| {
             let (ctx, m, b) = (ctx.clone(), m.clone(), b.clone());
             Box::new(move |client: &mut postgres::Client| circulation::borrow(client, &ctx, &m, &b))
-                as Box<dyn FnOnce(&mut postgres::Client) -> _ + Send>
+                as Job<_>
         })
         .collect();
     let results = race(&tdb, jobs);
@@ -138,7 +138,7 @@ fn two_returns_of_one_loan_at_once() {
             let ctx = ctx.clone();
             Box::new(move |client: &mut postgres::Client| {
                 circulation::return_loan(client, &ctx, &LoanRef::Id(loan.id))
-            }) as Box<dyn FnOnce(&mut postgres::Client) -> _ + Send>
+            }) as Job<_>
         })
         .collect();
     let results = race(&tdb, jobs);
@@ -187,7 +187,7 @@ fn mixed_borrow_return_renew_storm_keeps_every_invariant() {
                         }
                     }
                 }
-            }) as Box<dyn FnOnce(&mut postgres::Client) + Send>
+            }) as Job<()>
         })
         .collect();
     race(&tdb, jobs);

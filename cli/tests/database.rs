@@ -1,0 +1,129 @@
+//! `db init | migrate | status | check`, the schema gate, completions and the man page.
+
+use crate::support::*;
+use crate::util::*;
+
+#[test]
+fn db_init_creates_a_missing_database_migrates_and_makes_an_admin() {
+    let name = format!("libctl_cli_init_{}", uuid::Uuid::new_v4().simple());
+    let url = format!("{}/{name}", server_url().rsplit_once('/').unwrap().0);
+    let report = Libctl::with_url(&url)
+        .args([
+            "db",
+            "init",
+            "--admin-email",
+            "boss@example.org",
+            "--format",
+            "json",
+        ])
+        .run()
+        .json();
+    assert_eq!(report["database_created"], true);
+    assert_eq!(report["admin_created"], "boss@example.org");
+    let again = Libctl::with_url(&url)
+        .args(["db", "init", "--format", "json"])
+        .run()
+        .json();
+    assert_eq!(again["database_created"], false);
+    assert_eq!(again["migrations_applied"], serde_json::json!([]));
+    assert_eq!(again["admin_created"], serde_json::Value::Null);
+    let status = Libctl::with_url(&url)
+        .args(["db", "status", "--format", "json"])
+        .run()
+        .json();
+    assert_eq!(status["state"], "ok");
+    assert_eq!(status["policy"]["timezone"], "UTC");
+    Libctl::with_url(&url)
+        .args(["db", "migrate"])
+        .run()
+        .expect(0);
+    libcore::db::drop_database_if_exists(&url).unwrap();
+}
+
+#[test]
+fn commands_refuse_a_database_without_the_schema_with_exit_10() {
+    let tdb = TestDb::new();
+    tdb.client()
+        .batch_execute("DROP TABLE refinery_schema_history")
+        .unwrap();
+    let run = Libctl::new(&tdb).args(["book", "list"]).run().expect(10);
+    assert!(
+        run.stderr().contains("error[schema_outdated]"),
+        "{}",
+        run.stderr()
+    );
+    assert!(run.stderr().contains("libctl db init"), "{}", run.stderr());
+    let missing = Libctl::with_url(&format!(
+        "{}/libctl_no_such_db",
+        server_url().rsplit_once('/').unwrap().0
+    ))
+    .args(["book", "list"])
+    .run()
+    .expect(10);
+    assert!(
+        missing.stderr().contains("libctl db init"),
+        "{}",
+        missing.stderr()
+    );
+}
+
+#[test]
+fn passwords_never_appear_in_errors() {
+    let run = Libctl::with_url("postgres://someone:sup3rsecret@127.0.0.1:1/library")
+        .args(["db", "status"])
+        .run()
+        .expect(10);
+    assert!(!run.stderr().contains("sup3rsecret"), "{}", run.stderr());
+    assert!(run.stderr().contains("***"), "{}", run.stderr());
+}
+
+#[test]
+fn db_check_passes_then_exits_8_and_lists_a_violation() {
+    let tdb = TestDb::new();
+    let mut c = tdb.client();
+    let isbn = add_book(&mut c, 1, 3);
+    Libctl::new(&tdb).args(["db", "check"]).run().expect(0);
+    c.execute(
+        "UPDATE book SET available_copies = 2 WHERE isbn = $1",
+        &[&isbn],
+    )
+    .unwrap();
+    let run = Libctl::new(&tdb).args(["db", "check"]).run().expect(8);
+    assert!(
+        run.stderr().contains("error[integrity_check_failed]"),
+        "{}",
+        run.stderr()
+    );
+    assert!(
+        run.stdout().contains("available_copies"),
+        "{}",
+        run.stdout()
+    );
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let tdb = TestDb::new();
+    Libctl::new(&tdb)
+        .args(["borrow", "--member", "x"])
+        .run()
+        .expect(2);
+    Libctl::new(&tdb).args(["return"]).run().expect(2);
+    Libctl::new(&tdb).args(["no-such-command"]).run().expect(2);
+}
+
+#[test]
+fn completions_and_man_page_are_generated() {
+    let tdb = TestDb::new();
+    let bash = Libctl::new(&tdb)
+        .args(["completions", "bash"])
+        .run()
+        .expect(0);
+    assert!(bash.stdout().contains("libctl"));
+    let man = Libctl::new(&tdb).args(["man"]).run().expect(0);
+    assert!(
+        man.stdout().contains(".TH libctl"),
+        "{}",
+        &man.stdout()[..200.min(man.stdout().len())]
+    );
+}

@@ -1,0 +1,9 @@
+//! CLI tests: the real `libctl` binary against a real PostgreSQL, one database per test.
+
+#[path = "../../libcore/tests/support/mod.rs"]
+mod support;
+mod util;
+
+mod catalogue_and_members;
+mod circulation;
+mod database;
