@@ -106,13 +106,19 @@ impl App {
         let ctx = self.ctx(&mut client)?;
         Ok((client, ctx))
     }
+
+    /// True when progress may be drawn: stderr is a terminal and not --quiet.
+    pub fn show_progress(&self) -> bool {
+        use std::io::IsTerminal;
+        !self.global.quiet && std::io::stderr().is_terminal()
+    }
 }
 
 fn init_logging(global: &Global) {
     let default = if global.quiet {
         "error"
     } else if global.verbose {
-        "info,libcore=debug,seeder=debug,cli=debug"
+        "info,refinery_core=warn,libcore=debug,seeder=debug,cli=debug"
     } else {
         "warn"
     };

@@ -7,3 +7,4 @@ mod util;
 mod catalogue_and_members;
 mod circulation;
 mod database;
+mod seed;

@@ -41,6 +41,16 @@ impl Libctl {
         self
     }
 
+    pub fn env(mut self, key: &str, value: &str) -> Libctl {
+        self.cmd.env(key, value);
+        self
+    }
+
+    pub fn arg_path(mut self, path: &std::path::Path) -> Libctl {
+        self.cmd.arg(path);
+        self
+    }
+
     pub fn run(mut self) -> Run {
         Run(self.cmd.output().expect("run libctl"))
     }

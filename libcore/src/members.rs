@@ -407,6 +407,13 @@ pub fn bootstrap_admin(client: &mut Client, email: &str, name: &str) -> Result<O
         role: Some("admin".into()),
         category: Some("staff".into()),
     })?;
+    // Nothing to do (and nothing to audit) once an admin exists.
+    if client
+        .query_opt("SELECT 1 FROM member WHERE role = 'admin' LIMIT 1", &[])?
+        .is_some()
+    {
+        return Ok(None);
+    }
     audit::run(client, &ctx, &op, |tx| {
         // Serialise concurrent `db init`s so exactly one creates the admin.
         tx.execute("LOCK TABLE member IN SHARE ROW EXCLUSIVE MODE", &[])?;

@@ -1,1 +1,698 @@
+//! # seeder: realistic libctl datasets, fast, deterministic and atomic
+//!
+//! [`seed`] loads a scenario into a database in one transaction: it drops the keys, indexes
+//! and foreign keys of the seeded tables, truncates them, streams every table in with binary
+//! `COPY … FREEZE` while rayon generates the next chunks, rebuilds the keys and indexes, and
+//! commits. A failure or a `kill -9` anywhere before COMMIT leaves the database as it was.
+//! [`write_csv`] writes the same rows as one CSV file per table instead.
+//!
+//! Rows are a pure function of (scenario, seed, as-of date): see [`generate`].
+#![warn(missing_docs)]
 
+pub mod copy;
+pub mod generate;
+mod load;
+pub mod model;
+pub mod rows;
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
+
+use chrono::NaiveDate;
+use libcore::{Error, Refusal, Result};
+use rand::SeedableRng;
+use rayon::prelude::*;
+
+use generate::{AuditRow, LoanRow, Month, Plan};
+
+/// The size and shape of a generated library (SPEC §12).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Scenario {
+    /// Its name.
+    pub name: String,
+    /// Books.
+    pub books: usize,
+    /// Members (besides staff).
+    pub members: usize,
+    /// Desk librarians (besides the admin).
+    pub librarians: usize,
+    /// Target number of loans.
+    pub loans: usize,
+    /// Months of history.
+    pub months: u32,
+    /// The most recent months whose circulation is in the audit log.
+    pub audit_months: u32,
+}
+
+impl Scenario {
+    /// The named scenarios.
+    pub fn named(name: &str) -> Result<Scenario> {
+        let s = |books, members, librarians, loans, months, audit_months| Scenario {
+            name: name.to_string(),
+            books,
+            members,
+            librarians,
+            loans,
+            months,
+            audit_months,
+        };
+        Ok(match name {
+            "minimal" => s(5_000, 1_000, 3, 2_300, 12, 12),
+            "load_test" => s(10_000, 2_000, 4, 7_500, 12, 12),
+            "scaled_demo" => s(50_000, 5_000, 6, 25_000, 24, 24),
+            "high_scale" => s(200_000, 60_000, 20, 4_000_000, 120, 16),
+            // A tiny library for tests and demos that must run in a second.
+            "tiny" => s(300, 120, 2, 600, 6, 6),
+            other => {
+                return Err(Error::invalid(
+                    "invalid_input",
+                    format!("unknown scenario {other:?}: minimal, load_test, scaled_demo, high_scale or tiny"),
+                ))
+            }
+        })
+    }
+}
+
+/// How to seed.
+#[derive(Debug, Clone)]
+pub struct SeedOptions {
+    /// Scenario.
+    pub scenario: Scenario,
+    /// Seed of every random stream.
+    pub seed: u64,
+    /// The history ends at the start of this day.
+    pub as_of: NaiveDate,
+    /// Worker threads for generation.
+    pub jobs: usize,
+    /// Replace a non-empty database.
+    pub replace: bool,
+}
+
+/// Progress callbacks, so the binary can draw bars on a terminal and stay quiet in cron.
+pub trait Observer: Sync {
+    /// A table starts loading; `expected` rows is an estimate.
+    fn table_started(&self, _table: &str, _expected: u64) {}
+    /// `rows` more rows of `table` were written.
+    fn rows_written(&self, _table: &str, _rows: u64) {}
+    /// A table is complete.
+    fn table_finished(&self, _table: &str, _rows: u64) {}
+    /// A phase (generate and copy, keys and indexes, analyze) finished after `seconds`.
+    fn phase_finished(&self, _phase: &str, _seconds: f64) {}
+}
+
+/// An observer that reports nothing.
+pub struct Silent;
+impl Observer for Silent {}
+
+/// What a seed did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SeedSummary {
+    /// Scenario name.
+    pub scenario: String,
+    /// Seed.
+    pub seed: u64,
+    /// End of the history.
+    pub as_of: NaiveDate,
+    /// Rows per table.
+    pub tables: Vec<TableRows>,
+    /// Total rows.
+    pub rows: u64,
+    /// Seconds per phase.
+    pub phases: Vec<Phase>,
+    /// Wall-clock seconds end to end.
+    pub seconds: f64,
+    /// Rows per second end to end.
+    pub rows_per_sec: f64,
+    /// Peak resident memory of the process, MiB.
+    pub peak_rss_mib: f64,
+}
+
+/// Rows of one table.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TableRows {
+    /// Table.
+    pub table: String,
+    /// Rows.
+    pub rows: u64,
+}
+
+/// Duration of one phase.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Phase {
+    /// Name.
+    pub phase: String,
+    /// Seconds.
+    pub seconds: f64,
+}
+
+/// Peak resident set size of this process in MiB (Linux `VmHWM`), 0 where unknown.
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Whether rows go out as binary COPY or CSV.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Encoding {
+    Binary,
+    Csv,
+}
+
+/// Encodes a slice of rows into one buffer in the chosen encoding.
+pub(crate) fn encode<T>(
+    encoding: Encoding,
+    rows: &[T],
+    binary: impl Fn(&mut Vec<u8>, &T),
+    record: impl Fn(&T) -> Vec<String>,
+) -> Vec<u8> {
+    match encoding {
+        Encoding::Binary => {
+            let mut buf = Vec::with_capacity(rows.len() * 160);
+            for row in rows {
+                binary(&mut buf, row);
+            }
+            buf
+        }
+        Encoding::Csv => {
+            let mut writer = csv::WriterBuilder::new()
+                .has_headers(false)
+                .from_writer(Vec::new());
+            for row in rows {
+                writer
+                    .write_record(record(row))
+                    .expect("writing CSV to memory");
+            }
+            writer.into_inner().expect("CSV buffer")
+        }
+    }
+}
+
+/// Where one table's rows go: a COPY stream or a CSV file.
+pub(crate) trait TableOut {
+    /// Writes an encoded chunk.
+    fn write_chunk(&mut self, bytes: &[u8]) -> Result<()>;
+    /// Ends the table.
+    fn finish(self: Box<Self>) -> Result<()>;
+}
+
+/// Opens tables for writing.
+pub(crate) trait Sink {
+    fn encoding(&self) -> Encoding;
+    fn open<'a>(
+        &'a mut self,
+        table: &'static str,
+        columns: &[&str],
+    ) -> Result<Box<dyn TableOut + 'a>>;
+}
+
+/// Counts and reports the rows of one table as they are written.
+struct Counter<'o> {
+    table: &'static str,
+    rows: u64,
+    observer: &'o dyn Observer,
+}
+
+impl Counter<'_> {
+    fn add(&mut self, rows: usize) {
+        self.rows += rows as u64;
+        self.observer.rows_written(self.table, rows as u64);
+    }
+}
+
+/// Per-month loan output once encoded: the bytes, the drafts still out, and late fines.
+struct EncodedMonth {
+    bytes: Vec<u8>,
+    rows: usize,
+    open: Vec<generate::OpenDraft>,
+    fines: Vec<(u32, i64, chrono::DateTime<chrono::Utc>)>,
+}
+
+fn encode_month(plan: &Plan, encoding: Encoding, month: Month) -> EncodedMonth {
+    let bytes = encode(
+        encoding,
+        &month.returned,
+        |b, l| rows::encode_loan(b, plan, l),
+        |l| rows::loan_record(plan, l),
+    );
+    let fines = month
+        .returned
+        .iter()
+        .filter(|l| l.fine_cents > 0)
+        .map(|l| (l.member, l.fine_cents, l.returned_at.expect("returned")))
+        .collect();
+    EncodedMonth {
+        bytes,
+        rows: month.returned.len(),
+        open: month.open,
+        fines,
+    }
+}
+
+/// Generates the whole dataset into `sink`. Returns rows per table.
+fn generate_into(
+    sink: &mut dyn Sink,
+    options: &SeedOptions,
+    observer: &dyn Observer,
+    pool: &rayon::ThreadPool,
+) -> Result<Vec<TableRows>> {
+    let encoding = sink.encoding();
+    let mut plan =
+        pool.install(|| Plan::new(options.scenario.clone(), options.seed, options.as_of));
+    let mut tables = Vec::new();
+    let window = (pool.current_num_threads() * 2).max(2);
+
+    // Small tables first.
+    let closed = plan.closed_days.clone();
+    write_table(
+        sink,
+        pool,
+        "closed_day",
+        &["day", "reason"],
+        &closed,
+        observer,
+        &mut tables,
+        |b, (day, why)| {
+            copy::RowEncoder::new(b, 2).date(*day).text(why);
+        },
+        |(day, why)| vec![day.to_string(), why.to_string()],
+    )?;
+    let members = std::mem::take(&mut plan.members);
+    write_table(
+        sink,
+        pool,
+        "member",
+        rows::MEMBER_COLUMNS,
+        &members,
+        observer,
+        &mut tables,
+        rows::encode_member,
+        rows::member_record,
+    )?;
+    plan.members = members;
+
+    // Loans: months generated in parallel windows on a producer thread while this thread
+    // streams the previous window; the drafts still out are admitted at the end.
+    let mut fines_by_member: Vec<(i64, Option<chrono::DateTime<chrono::Utc>>)> =
+        vec![(0, None); plan.members.len()];
+    let mut drafts = Vec::new();
+    let open_loans: Vec<LoanRow>;
+    {
+        observer.table_started("loan", plan.scenario.loans as u64);
+        let mut out = sink.open("loan", rows::LOAN_COLUMNS)?;
+        let mut counter = Counter {
+            table: "loan",
+            rows: 0,
+            observer,
+        };
+        let plan_ref = &plan;
+        let months = plan.months.len();
+        std::thread::scope(|scope| -> Result<()> {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<EncodedMonth>>(1);
+            scope.spawn(move || {
+                for first in (0..months).step_by(window) {
+                    let batch: Vec<EncodedMonth> = pool.install(|| {
+                        (first..(first + window).min(months))
+                            .into_par_iter()
+                            .map(|m| encode_month(plan_ref, encoding, plan_ref.month(m)))
+                            .collect()
+                    });
+                    if tx.send(batch).is_err() {
+                        return;
+                    }
+                }
+            });
+            for batch in rx {
+                for month in batch {
+                    out.write_chunk(&month.bytes)?;
+                    counter.add(month.rows);
+                    for (member, cents, at) in month.fines {
+                        let entry = &mut fines_by_member[member as usize];
+                        entry.0 += cents;
+                        entry.1 = entry.1.max(Some(at));
+                    }
+                    drafts.extend(month.open);
+                }
+            }
+            Ok(())
+        })?;
+        let admitted = plan.admit_open_loans(drafts);
+        let bytes = encode(
+            encoding,
+            &admitted,
+            |b, l| rows::encode_loan(b, &plan, l),
+            |l| rows::loan_record(&plan, l),
+        );
+        out.write_chunk(&bytes)?;
+        counter.add(admitted.len());
+        fail_point("loan")?;
+        out.finish()?;
+        observer.table_finished("loan", counter.rows);
+        tables.push(TableRows {
+            table: "loan".into(),
+            rows: counter.rows,
+        });
+        open_loans = admitted;
+    }
+    let books = std::mem::take(&mut plan.books);
+    write_table(
+        sink,
+        pool,
+        "book",
+        rows::BOOK_COLUMNS,
+        &books,
+        observer,
+        &mut tables,
+        rows::encode_book,
+        rows::book_record,
+    )?;
+    plan.books = books;
+
+    let ledger = plan.ledger(&fines_by_member);
+    write_table(
+        sink,
+        pool,
+        "account_entry",
+        rows::ACCOUNT_COLUMNS,
+        &ledger,
+        observer,
+        &mut tables,
+        |b, a| rows::encode_account(b, &plan, a),
+        |a| rows::account_record(&plan, a),
+    )?;
+
+    // Audit: the recent months' circulation again (regenerated, not kept in memory), the
+    // loans still out, payments, and the injected bursts.
+    {
+        observer.table_started(
+            "audit_log",
+            (plan.scenario.loans as u64 * u64::from(plan.scenario.audit_months) * 2)
+                / u64::from(plan.scenario.months.max(1)),
+        );
+        let mut out = sink.open("audit_log", rows::AUDIT_COLUMNS)?;
+        let mut counter = Counter {
+            table: "audit_log",
+            rows: 0,
+            observer,
+        };
+        let from = plan.audit_from_month;
+        let months = plan.months.len();
+        let plan_ref = &plan;
+        let audit_of = |m: usize, loans: &[LoanRow]| -> Vec<AuditRow> {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(plan_ref.seed ^ 0xA0D1);
+            rng.set_stream(m as u64);
+            loans
+                .iter()
+                .flat_map(|l| plan_ref.loan_audit(l, &mut rng))
+                .flatten()
+                .collect()
+        };
+        for first in (from..months).step_by(window) {
+            let batch: Vec<(Vec<u8>, usize)> = pool.install(|| {
+                (first..(first + window).min(months))
+                    .into_par_iter()
+                    .map(|m| {
+                        let audit = audit_of(m, &plan_ref.month(m).returned);
+                        (
+                            encode(encoding, &audit, rows::encode_audit, rows::audit_record),
+                            audit.len(),
+                        )
+                    })
+                    .collect()
+            });
+            for (bytes, n) in batch {
+                out.write_chunk(&bytes)?;
+                counter.add(n);
+            }
+        }
+        let audit_start = plan
+            .months
+            .get(from)
+            .map(|d| d.and_hms_opt(0, 0, 0).expect("midnight").and_utc());
+        let recent_open: Vec<LoanRow> = open_loans
+            .into_iter()
+            .filter(|l| Some(l.borrowed_at) >= audit_start)
+            .collect();
+        let mut extra = audit_of(months, &recent_open);
+        extra.extend(
+            ledger
+                .iter()
+                .filter(|a| Some(a.created_at) >= audit_start)
+                .map(|a| AuditRow {
+                    id: libcore::ids::id_from_parts(a.created_at, a.id.as_u128() ^ 1),
+                    at: a.created_at,
+                    actor: plan.members[plan.desk_staff[0] as usize].email.clone(),
+                    actor_role: "librarian",
+                    action: if a.kind == "payment" {
+                        "fines.pay"
+                    } else {
+                        "request.approve"
+                    },
+                    entity_type: "account_entry",
+                    entity_id: Some(a.id),
+                    outcome: "ok",
+                    details: format!("{{\"amount_cents\":{}}}", a.amount_cents),
+                }),
+        );
+        extra.extend(plan.bursts());
+        out.write_chunk(&encode(
+            encoding,
+            &extra,
+            rows::encode_audit,
+            rows::audit_record,
+        ))?;
+        counter.add(extra.len());
+        fail_point("audit_log")?;
+        out.finish()?;
+        observer.table_finished("audit_log", counter.rows);
+        tables.push(TableRows {
+            table: "audit_log".into(),
+            rows: counter.rows,
+        });
+    }
+    Ok(tables)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_table<T: Sync>(
+    sink: &mut dyn Sink,
+    pool: &rayon::ThreadPool,
+    table: &'static str,
+    columns: &[&str],
+    rows: &[T],
+    observer: &dyn Observer,
+    tables: &mut Vec<TableRows>,
+    binary: impl Fn(&mut Vec<u8>, &T) + Sync,
+    record: impl Fn(&T) -> Vec<String> + Sync,
+) -> Result<()> {
+    observer.table_started(table, rows.len() as u64);
+    let encoding = sink.encoding();
+    let mut out = sink.open(table, columns)?;
+    let chunks: Vec<Vec<u8>> = pool.install(|| {
+        rows.par_chunks(20_000)
+            .map(|c| encode(encoding, c, &binary, &record))
+            .collect()
+    });
+    for (bytes, chunk) in chunks.iter().zip(rows.chunks(20_000)) {
+        out.write_chunk(bytes)?;
+        observer.rows_written(table, chunk.len() as u64);
+    }
+    fail_point(table)?;
+    out.finish()?;
+    observer.table_finished(table, rows.len() as u64);
+    tables.push(TableRows {
+        table: table.to_string(),
+        rows: rows.len() as u64,
+    });
+    Ok(())
+}
+
+/// Test-only failure injection: `LIBCTL_SEED_FAIL_AFTER=<table>` makes the seed fail right after
+/// writing that table, to prove a failed seed leaves the database as it was.
+fn fail_point(table: &str) -> Result<()> {
+    if std::env::var("LIBCTL_SEED_FAIL_AFTER").is_ok_and(|t| t == table) {
+        return Err(Error::Internal(format!(
+            "injected failure after {table} (LIBCTL_SEED_FAIL_AFTER)"
+        )));
+    }
+    Ok(())
+}
+
+fn thread_pool(jobs: usize) -> Result<rayon::ThreadPool> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(jobs.max(1))
+        .build()
+        .map_err(|e| Error::Internal(format!("cannot start {jobs} worker threads: {e}")))
+}
+
+/// Seeds a migrated database atomically. Refuses a non-empty one unless `replace`.
+pub fn seed(
+    client: &mut libcore::Client,
+    options: &SeedOptions,
+    observer: &dyn Observer,
+) -> Result<SeedSummary> {
+    let started = Instant::now();
+    let pool = thread_pool(options.jobs)?;
+    let mut phases = Vec::new();
+    let mut tx = client.transaction()?;
+    load::prepare(&mut tx, options.replace)?;
+    let schema = load::capture_and_drop(&mut tx)?;
+    load::truncate(&mut tx)?;
+    load::write_settings(&mut tx, &generate::scenario_rules())?;
+    let generate_started = Instant::now();
+    let tables = {
+        let mut sink = load::CopySink { tx: &mut tx };
+        generate_into(&mut sink, options, observer, &pool)?
+    };
+    let t = generate_started.elapsed().as_secs_f64();
+    observer.phase_finished("generate + COPY", t);
+    phases.push(Phase {
+        phase: "generate + COPY".into(),
+        seconds: t,
+    });
+    let keys_started = Instant::now();
+    load::rebuild(&mut tx, &schema)?;
+    let t = keys_started.elapsed().as_secs_f64();
+    observer.phase_finished("keys + indexes", t);
+    phases.push(Phase {
+        phase: "keys + indexes".into(),
+        seconds: t,
+    });
+    fail_point("rebuild")?;
+    tx.commit()?;
+    let analyze_started = Instant::now();
+    client.batch_execute("ANALYZE")?;
+    let t = analyze_started.elapsed().as_secs_f64();
+    observer.phase_finished("analyze", t);
+    phases.push(Phase {
+        phase: "analyze".into(),
+        seconds: t,
+    });
+    Ok(summary(options, tables, phases, started))
+}
+
+fn summary(
+    options: &SeedOptions,
+    tables: Vec<TableRows>,
+    phases: Vec<Phase>,
+    started: Instant,
+) -> SeedSummary {
+    let rows: u64 = tables.iter().map(|t| t.rows).sum();
+    let seconds = started.elapsed().as_secs_f64();
+    SeedSummary {
+        scenario: options.scenario.name.clone(),
+        seed: options.seed,
+        as_of: options.as_of,
+        tables,
+        rows,
+        phases,
+        seconds,
+        rows_per_sec: rows as f64 / seconds.max(1e-9),
+        peak_rss_mib: peak_rss_mib(),
+    }
+}
+
+/// Writes the dataset as `<table>.csv` files (with headers) into `dir` instead of loading it.
+pub fn write_csv(
+    dir: &Path,
+    options: &SeedOptions,
+    observer: &dyn Observer,
+) -> Result<SeedSummary> {
+    let started = Instant::now();
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    let pool = thread_pool(options.jobs)?;
+    let mut sink = CsvSink { dir };
+    let tables = generate_into(&mut sink, options, observer, &pool)?;
+    let rules = generate::scenario_rules();
+    let mut w = csv::Writer::from_path(dir.join("circulation_rule.csv"))
+        .map_err(|e| Error::Internal(format!("writing circulation_rule.csv: {e}")))?;
+    let header = [
+        "category",
+        "loan_days",
+        "max_active_loans",
+        "max_renewals",
+        "fine_cents_per_day",
+        "grace_days",
+        "max_fine_cents_per_loan",
+        "block_fine_cents",
+        "block_overdue_days",
+    ];
+    let mut records = vec![header.iter().map(|s| s.to_string()).collect::<Vec<_>>()];
+    records.extend(rules.iter().map(|r| {
+        vec![
+            r.category.clone(),
+            r.loan_days.to_string(),
+            r.max_active_loans.to_string(),
+            r.max_renewals.to_string(),
+            r.fine_cents_per_day.to_string(),
+            r.grace_days.to_string(),
+            r.max_fine_cents_per_loan.to_string(),
+            r.block_fine_cents.to_string(),
+            r.block_overdue_days.to_string(),
+        ]
+    }));
+    for record in records {
+        w.write_record(record)
+            .map_err(|e| Error::Internal(format!("writing circulation_rule.csv: {e}")))?;
+    }
+    w.flush()
+        .map_err(|e| Error::io("writing circulation_rule.csv", e))?;
+    Ok(summary(options, tables, Vec::new(), started))
+}
+
+struct CsvSink<'d> {
+    dir: &'d Path,
+}
+
+struct CsvTable {
+    file: std::io::BufWriter<std::fs::File>,
+    path: std::path::PathBuf,
+}
+
+impl TableOut for CsvTable {
+    fn write_chunk(&mut self, bytes: &[u8]) -> Result<()> {
+        self.file
+            .write_all(bytes)
+            .map_err(|e| Error::io(format!("writing {}", self.path.display()), e))
+    }
+    fn finish(mut self: Box<Self>) -> Result<()> {
+        self.file
+            .flush()
+            .map_err(|e| Error::io(format!("writing {}", self.path.display()), e))
+    }
+}
+
+impl Sink for CsvSink<'_> {
+    fn encoding(&self) -> Encoding {
+        Encoding::Csv
+    }
+    fn open<'a>(
+        &'a mut self,
+        table: &'static str,
+        columns: &[&str],
+    ) -> Result<Box<dyn TableOut + 'a>> {
+        let path = self.dir.join(format!("{table}.csv"));
+        let file = std::fs::File::create(&path)
+            .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
+        let mut file = std::io::BufWriter::new(file);
+        writeln!(file, "{}", columns.join(","))
+            .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+        Ok(Box::new(CsvTable { file, path }))
+    }
+}
+
+/// Refuses a database that already holds circulation data.
+pub(crate) fn not_empty() -> Error {
+    Error::refused(
+        Refusal::DatabaseNotEmpty,
+        "the database already holds books, loans or members; pass --replace to replace them atomically",
+    )
+}

@@ -34,6 +34,15 @@ pub struct InitArgs {
     pub admin_name: String,
 }
 
+impl Default for InitArgs {
+    fn default() -> Self {
+        InitArgs {
+            admin_email: "admin@library.test".into(),
+            admin_name: "Library Administrator".into(),
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct InitReport {
     database_created: bool,

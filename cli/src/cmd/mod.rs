@@ -13,6 +13,7 @@ pub mod db;
 pub mod member;
 pub mod misc;
 pub mod policy;
+pub mod seed;
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -39,6 +40,8 @@ pub enum Command {
     /// Days the library is closed (skipped by due dates and fines)
     #[command(subcommand, name = "closed-day")]
     ClosedDay(policy::ClosedDayCommand),
+    /// Generate a realistic library (atomically), or write it as CSV
+    Seed(seed::SeedArgs),
     /// Print shell completions
     Completions(misc::CompletionsArgs),
     /// Print the man page
@@ -56,6 +59,7 @@ pub fn run(app: &mut App, command: Command) -> anyhow::Result<ExitCode> {
         Command::Loans(a) => circulation::loans(app, a),
         Command::Policy(c) => policy::run(app, c),
         Command::ClosedDay(c) => policy::run_closed_day(app, c),
+        Command::Seed(a) => seed::run(app, a),
         Command::Completions(a) => misc::completions(a),
         Command::Man => misc::man(),
     }

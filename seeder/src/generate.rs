@@ -1,0 +1,987 @@
+//! Row generation: the scenario's whole dataset as a deterministic function of the seed.
+//!
+//! Determinism whatever `--jobs` is: every unit of work (a chunk of books, a chunk of members,
+//! one month of loans) draws from its own ChaCha stream (`set_stream(unit)`), so the rows do
+//! not depend on which thread made them or when. The history ends at the start of `as_of`,
+//! never at the wall clock, so two runs on the same day are identical, ids included.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Datelike, Days, Months, NaiveDate, Utc};
+use fake::faker::lorem::en::Words;
+use fake::faker::name::en::{FirstName, LastName};
+use fake::Fake;
+use libcore::calendar::Calendar;
+use libcore::fines::{self, FinePolicy};
+use libcore::ids::id_from_parts;
+use libcore::policy::CirculationRule;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use uuid::Uuid;
+
+use crate::model;
+use crate::Scenario;
+
+/// RNG stream families; each unit of work adds its own index.
+const BOOK_STREAM: u64 = 1 << 40;
+const MEMBER_STREAM: u64 = 2 << 40;
+const LOAN_STREAM: u64 = 3 << 40;
+const ADMIT_STREAM: u64 = 4 << 40;
+const LEDGER_STREAM: u64 = 5 << 40;
+const AUDIT_STREAM: u64 = 6 << 40;
+const CALENDAR_STREAM: u64 = 7 << 40;
+
+/// Rows per book or member chunk.
+const CHUNK: usize = 10_000;
+
+fn rng_for(seed: u64, stream: u64) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(stream);
+    rng
+}
+
+fn at(day: NaiveDate, rng: &mut impl Rng) -> DateTime<Utc> {
+    day.and_time(model::time_of_day(rng)).and_utc()
+}
+
+/// A catalogued title.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BookRow {
+    /// Primary key.
+    pub id: Uuid,
+    /// ISBN-13.
+    pub isbn: String,
+    /// Title.
+    pub title: String,
+    /// Author.
+    pub author: String,
+    /// Genre.
+    pub genre: &'static str,
+    /// Circulation category.
+    pub category: &'static str,
+    /// Copies owned.
+    pub total_copies: i32,
+    /// Copies on the shelf at the end of the history (set after open loans are admitted).
+    pub available_copies: i32,
+    /// When catalogued.
+    pub created_at: DateTime<Utc>,
+    /// Popularity tier, 0 = A … 3 = D (not stored).
+    pub tier: u8,
+}
+
+/// A member or staff account.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemberRow {
+    /// Primary key.
+    pub id: Uuid,
+    /// Name.
+    pub name: String,
+    /// Email (unique).
+    pub email: String,
+    /// Phone.
+    pub phone: Option<String>,
+    /// Role.
+    pub role: &'static str,
+    /// Category.
+    pub category: &'static str,
+    /// Status.
+    pub status: &'static str,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Expires.
+    pub expires_at: DateTime<Utc>,
+    /// Segment, 0 = heavy … 3 = inactive (not stored); staff are inactive borrowers.
+    pub segment: u8,
+}
+
+/// A loan, referring to books and members by index.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoanRow {
+    /// Primary key.
+    pub id: Uuid,
+    /// Index into the books.
+    pub book: u32,
+    /// Index into the members.
+    pub member: u32,
+    /// Borrowed.
+    pub borrowed_at: DateTime<Utc>,
+    /// Due.
+    pub due_at: DateTime<Utc>,
+    /// Returned, or `None` when still out at the end of the history.
+    pub returned_at: Option<DateTime<Utc>>,
+    /// Policy snapshot.
+    pub policy: FinePolicy,
+    /// Frozen (returned) or assessed (open) fine.
+    pub fine_cents: i64,
+    /// The as-of date of the assessment.
+    pub fine_assessed_on: Option<NaiveDate>,
+    /// Whether the member checked it out at a self-service kiosk (for the audit actor).
+    pub self_service: bool,
+}
+
+/// A payment or waiver.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccountRow {
+    /// Primary key.
+    pub id: Uuid,
+    /// Index into the members.
+    pub member: u32,
+    /// `payment` or `waiver`.
+    pub kind: &'static str,
+    /// Amount.
+    pub amount_cents: i64,
+    /// When.
+    pub created_at: DateTime<Utc>,
+}
+
+/// One audit row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditRow {
+    /// Primary key.
+    pub id: Uuid,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Actor email.
+    pub actor: String,
+    /// Actor role.
+    pub actor_role: &'static str,
+    /// Action.
+    pub action: &'static str,
+    /// Entity type.
+    pub entity_type: &'static str,
+    /// Entity id.
+    pub entity_id: Option<Uuid>,
+    /// Outcome.
+    pub outcome: &'static str,
+    /// JSON details.
+    pub details: String,
+}
+
+/// Everything small enough to hold in memory, from which the large tables are generated.
+pub struct Plan {
+    /// The scenario.
+    pub scenario: Scenario,
+    /// The seed.
+    pub seed: u64,
+    /// First simulated day.
+    pub start: NaiveDate,
+    /// The history ends at the start of this day (library time, UTC for seeded data).
+    pub end: NaiveDate,
+    /// Closed days and zone.
+    pub calendar: Calendar,
+    /// Closed days, with reasons, for the table.
+    pub closed_days: Vec<(NaiveDate, &'static str)>,
+    /// Circulation rules by member category.
+    pub rules: Vec<CirculationRule>,
+    /// Books.
+    pub books: Vec<BookRow>,
+    /// Members, sorted by `created_at` (staff first).
+    pub members: Vec<MemberRow>,
+    /// Cumulative borrow weight of books.
+    book_weights: Vec<u64>,
+    /// Cumulative borrow weight of members in `created_at` order.
+    member_weights: Vec<u64>,
+    /// The first day of each month of the history.
+    pub months: Vec<NaiveDate>,
+    /// Mean loans per open day before seasonality.
+    base_volume: f64,
+    /// Loans in months from this one on get audit rows.
+    pub audit_from_month: usize,
+    /// Librarians who staff the desk (indices into members).
+    pub desk_staff: Vec<u32>,
+}
+
+/// The circulation rules every seeded library uses.
+pub fn scenario_rules() -> Vec<CirculationRule> {
+    let rule =
+        |category: &str, loan_days, max_active_loans, fine_cents_per_day, grace_days, cap| {
+            CirculationRule {
+                category: category.to_string(),
+                loan_days,
+                max_active_loans,
+                max_renewals: 2,
+                fine_cents_per_day,
+                grace_days,
+                max_fine_cents_per_loan: cap,
+                block_fine_cents: 1000,
+                block_overdue_days: 30,
+            }
+        };
+    vec![
+        rule("public", 14, 5, 100, 0, 2000),
+        rule("staff", 28, 10, 50, 2, 1500),
+        rule("student", 21, 6, 50, 1, 1500),
+    ]
+}
+
+fn rule_index(category: &str) -> usize {
+    match category {
+        "public" => 0,
+        "staff" => 1,
+        _ => 2,
+    }
+}
+
+const GENRES: &[&str] = &[
+    "Fiction",
+    "Mystery",
+    "Science Fiction",
+    "Fantasy",
+    "Romance",
+    "History",
+    "Biography",
+    "Science",
+    "Children",
+    "Poetry",
+    "Travel",
+    "Philosophy",
+    "Cookery",
+    "Art",
+    "Economics",
+];
+
+fn isbn_for(index: usize) -> String {
+    let body = format!("979{:09}", 100_000_000 + index);
+    format!("{body}{}", libcore::validate::isbn13_check_digit(&body))
+}
+
+fn title_case(words: Vec<String>) -> String {
+    words
+        .into_iter()
+        .map(|w| {
+            let mut c = w.chars();
+            match c.next() {
+                Some(f) => f.to_uppercase().collect::<String>() + c.as_str(),
+                None => String::new(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn generate_books(seed: u64, count: usize, start: NaiveDate) -> Vec<BookRow> {
+    let chunks = count.div_ceil(CHUNK);
+    (0..chunks)
+        .into_par_iter()
+        .flat_map_iter(|chunk| {
+            let mut rng = rng_for(seed, BOOK_STREAM + chunk as u64);
+            let range = chunk * CHUNK..((chunk + 1) * CHUNK).min(count);
+            range
+                .map(|i| {
+                    let tier = model::book_tier(&mut rng);
+                    let copies = model::copies_for_tier(&mut rng, tier);
+                    let day = start - Days::new(rng.random_range(1..=5 * 365));
+                    let created_at = at(day, &mut rng);
+                    let category = match rng.random_range(0..100) {
+                        0..=2 => "reference",
+                        3..=6 => "short_loan",
+                        _ => "standard",
+                    };
+                    let words: Vec<String> = Words(1..5).fake_with_rng(&mut rng);
+                    let author = format!(
+                        "{} {}",
+                        FirstName().fake_with_rng::<String, _>(&mut rng),
+                        LastName().fake_with_rng::<String, _>(&mut rng)
+                    );
+                    BookRow {
+                        id: id_from_parts(created_at, rng.random()),
+                        isbn: isbn_for(i),
+                        title: title_case(words),
+                        author,
+                        genre: GENRES[rng.random_range(0..GENRES.len())],
+                        category,
+                        total_copies: copies,
+                        available_copies: copies,
+                        created_at,
+                        tier,
+                    }
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn generate_members(seed: u64, count: usize, start: NaiveDate, end: NaiveDate) -> Vec<MemberRow> {
+    let history_days = (end - start).num_days().max(1) as u64;
+    let chunks = count.div_ceil(CHUNK);
+    let mut members: Vec<MemberRow> = (0..chunks)
+        .into_par_iter()
+        .flat_map_iter(|chunk| {
+            let mut rng = rng_for(seed, MEMBER_STREAM + chunk as u64);
+            let range = chunk * CHUNK..((chunk + 1) * CHUNK).min(count);
+            range
+                .map(|i| {
+                    // 60 % joined before the history starts, the rest during it.
+                    let day = if rng.random::<f64>() < 0.6 {
+                        start - Days::new(rng.random_range(1..=3 * 365))
+                    } else {
+                        start + Days::new(rng.random_range(0..history_days))
+                    };
+                    let created_at = at(day, &mut rng);
+                    let first: String = FirstName().fake_with_rng(&mut rng);
+                    let last: String = LastName().fake_with_rng(&mut rng);
+                    let email = format!(
+                        "{}.{}{}@example.org",
+                        first
+                            .to_lowercase()
+                            .replace(|c: char| !c.is_ascii_alphanumeric(), ""),
+                        last.to_lowercase()
+                            .replace(|c: char| !c.is_ascii_alphanumeric(), ""),
+                        i
+                    );
+                    let category = match rng.random_range(0..10) {
+                        0..=3 => "student",
+                        4 => "staff",
+                        _ => "public",
+                    };
+                    let status = match rng.random_range(0..100) {
+                        0..=2 => "suspended",
+                        3..=4 => "closed",
+                        _ => "active",
+                    };
+                    // Memberships renew yearly; 5 % lapsed at their last anniversary.
+                    let mut expires_at = created_at;
+                    while expires_at.date_naive() <= end {
+                        expires_at = expires_at + Months::new(12);
+                    }
+                    if rng.random::<f64>() < 0.05 && expires_at - Months::new(12) > created_at {
+                        expires_at = expires_at - Months::new(12);
+                    }
+                    let phone = (rng.random::<f64>() < 0.8).then(|| {
+                        format!(
+                            "+1 555 {:03}-{:04}",
+                            rng.random_range(100..1000),
+                            rng.random_range(0..10_000)
+                        )
+                    });
+                    MemberRow {
+                        id: id_from_parts(created_at, rng.random()),
+                        name: format!("{first} {last}"),
+                        email,
+                        phone,
+                        role: "member",
+                        category,
+                        status,
+                        created_at,
+                        expires_at,
+                        segment: model::member_segment(&mut rng),
+                    }
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    members.sort_by_key(|m| (m.created_at, m.id));
+    members
+}
+
+fn staff_accounts(seed: u64, count: usize, start: NaiveDate, end: NaiveDate) -> Vec<MemberRow> {
+    let mut rng = rng_for(seed, MEMBER_STREAM - 1);
+    let created_at = (start - Days::new(5 * 365))
+        .and_hms_opt(9, 0, 0)
+        .expect("time")
+        .and_utc();
+    let mut expires_at = created_at;
+    while expires_at.date_naive() <= end {
+        expires_at = expires_at + Months::new(12);
+    }
+    (0..=count)
+        .map(|i| {
+            let (email, name, role) = if i == 0 {
+                (
+                    "admin@library.test".to_string(),
+                    "Library Administrator".to_string(),
+                    "admin",
+                )
+            } else {
+                (
+                    format!("librarian{i}@library.test"),
+                    format!("Desk Librarian {i}"),
+                    "librarian",
+                )
+            };
+            MemberRow {
+                id: id_from_parts(
+                    created_at + chrono::Duration::seconds(i as i64),
+                    rng.random(),
+                ),
+                name,
+                email,
+                phone: None,
+                role,
+                category: "staff",
+                status: "active",
+                created_at: created_at + chrono::Duration::seconds(i as i64),
+                expires_at,
+                segment: 3,
+            }
+        })
+        .collect()
+}
+
+fn closed_days(seed: u64, start: NaiveDate, end: NaiveDate) -> Vec<(NaiveDate, &'static str)> {
+    let mut rng = rng_for(seed, CALENDAR_STREAM);
+    let mut days = Vec::new();
+    for year in start.year()..=end.year() {
+        for (m, d, why) in [
+            (1, 1, "New Year's Day"),
+            (12, 25, "Christmas Day"),
+            (12, 26, "Boxing Day"),
+        ] {
+            days.push((NaiveDate::from_ymd_opt(year, m, d).expect("date"), why));
+        }
+        for _ in 0..2 {
+            let day = NaiveDate::from_ymd_opt(year, 1, 1).expect("date")
+                + Days::new(rng.random_range(14..350));
+            days.push((day, "Staff training"));
+        }
+    }
+    days.sort();
+    days.dedup_by_key(|d| d.0);
+    days
+}
+
+fn book_weights_total(books: &[BookRow]) -> u64 {
+    books
+        .iter()
+        .map(|b| u64::from(model::TIERS[b.tier as usize].1))
+        .sum()
+}
+
+impl Plan {
+    /// Generates the small tables and the sampling tables for `scenario` ending at `as_of`.
+    pub fn new(scenario: Scenario, seed: u64, as_of: NaiveDate) -> Plan {
+        let end = as_of;
+        let start = end - Months::new(scenario.months);
+        let closed = closed_days(seed, start, end);
+        let calendar = Calendar::new(chrono_tz::UTC, closed.iter().map(|d| d.0));
+        let books = generate_books(seed, scenario.books, start);
+        let staff = staff_accounts(seed, scenario.librarians, start, end);
+        let mut members = staff;
+        members.extend(generate_members(seed, scenario.members, start, end));
+        let book_weights = books
+            .iter()
+            .scan(0u64, |acc, b| {
+                *acc += u64::from(model::TIERS[b.tier as usize].1);
+                Some(*acc)
+            })
+            .collect();
+        let member_weights = members
+            .iter()
+            .scan(0u64, |acc, m| {
+                *acc += u64::from(model::SEGMENTS[m.segment as usize].1);
+                Some(*acc)
+            })
+            .collect();
+        let mut months = Vec::new();
+        let mut m = start;
+        while m < end {
+            months.push(m);
+            m = m + Months::new(1);
+        }
+        let open_day_weight: f64 = start
+            .iter_days()
+            .take_while(|d| *d < end)
+            .filter(|d| !calendar.is_closed(*d))
+            .map(model::seasonality)
+            .sum();
+        // Draws that land on a reference book are not loans; scale up so the total stays on target.
+        let loanable_weight: u64 = books
+            .iter()
+            .filter(|b| b.category != "reference")
+            .map(|b| u64::from(model::TIERS[b.tier as usize].1))
+            .sum();
+        let total_weight = book_weights_total(&books).max(1);
+        let loanable_share = loanable_weight as f64 / total_weight as f64;
+        let base_volume =
+            scenario.loans as f64 / open_day_weight.max(1.0) / loanable_share.max(0.01);
+        let audit_from_month = months.len().saturating_sub(scenario.audit_months as usize);
+        let desk_staff = (1..=scenario.librarians as u32).collect();
+        Plan {
+            scenario,
+            seed,
+            start,
+            end,
+            calendar,
+            closed_days: closed,
+            rules: scenario_rules(),
+            books,
+            members,
+            book_weights,
+            member_weights,
+            months,
+            base_volume,
+            audit_from_month,
+            desk_staff,
+        }
+    }
+
+    /// The instant the history ends: midnight at the start of `end`.
+    pub fn end_instant(&self) -> DateTime<Utc> {
+        self.end.and_hms_opt(0, 0, 0).expect("midnight").and_utc()
+    }
+
+    fn rule_of(&self, member: u32) -> &CirculationRule {
+        &self.rules[rule_index(self.members[member as usize].category)]
+    }
+
+    /// Members created before `t` form a prefix of the (created_at-sorted) member list.
+    fn members_before(&self, t: DateTime<Utc>) -> usize {
+        self.members.partition_point(|m| m.created_at < t)
+    }
+
+    fn loan_days(&self, member: u32, book: u32) -> i32 {
+        let days = self.rule_of(member).loan_days;
+        if self.books[book as usize].category == "short_loan" {
+            days.min(libcore::circulation::SHORT_LOAN_MAX_DAYS)
+        } else {
+            days
+        }
+    }
+
+    fn loanable(&self, book: u32) -> bool {
+        self.books[book as usize].category != "reference"
+    }
+}
+
+/// A loan still out at the end of the history, waiting for admission (copies, limits and
+/// duplicates are decided in one ordered pass over all of them).
+#[derive(Debug, Clone)]
+pub struct OpenDraft {
+    loan: LoanRow,
+    /// Random bits for deterministic re-draws during admission.
+    redraw_seed: u64,
+}
+
+/// One month of loans.
+pub struct Month {
+    /// Loans returned before the end of the history.
+    pub returned: Vec<LoanRow>,
+    /// Loans still out at the end, not yet admitted.
+    pub open: Vec<OpenDraft>,
+}
+
+impl Plan {
+    /// Generates month `index` of the history. Pure: the same plan and index give the same rows.
+    pub fn month(&self, index: usize) -> Month {
+        let mut rng = rng_for(self.seed, LOAN_STREAM + index as u64);
+        let first = self.months[index];
+        let next = (first + Months::new(1)).min(self.end);
+        let end_instant = self.end_instant();
+        let mut month = Month {
+            returned: Vec::new(),
+            open: Vec::new(),
+        };
+        for day in first.iter_days().take_while(|d| *d < next) {
+            if self.calendar.is_closed(day) {
+                continue;
+            }
+            let volume = model::daily_volume(&mut rng, day, self.base_volume);
+            let eligible =
+                self.members_before(day.and_hms_opt(0, 0, 0).expect("midnight").and_utc());
+            for _ in 0..volume {
+                let Some(member) = model::sample_prefix(&mut rng, &self.member_weights, eligible)
+                else {
+                    continue;
+                };
+                let Some(book) =
+                    model::sample_prefix(&mut rng, &self.book_weights, self.books.len())
+                else {
+                    continue;
+                };
+                let (member, book) = (member as u32, book as u32);
+                let borrowed_at = at(day, &mut rng);
+                let id_bits: u128 = rng.random();
+                let self_service = rng.random::<f64>() < 0.3;
+                let redraw_seed: u64 = rng.random();
+                let return_time = model::time_of_day(&mut rng);
+                if !self.loanable(book) {
+                    continue;
+                }
+                let loan_days = self.loan_days(member, book);
+                let due_at = self.calendar.due_at(borrowed_at, loan_days);
+                let (after, late) = model::return_after_days(&mut rng, loan_days);
+                let return_day = if late {
+                    self.calendar.local_date(due_at)
+                        + Days::new((after - i64::from(loan_days)) as u64)
+                } else {
+                    day + Days::new(after as u64)
+                };
+                let return_day = self.calendar.next_open_day(return_day);
+                let mut returned_at = return_day.and_time(return_time).and_utc();
+                if returned_at <= borrowed_at {
+                    returned_at = borrowed_at + chrono::Duration::minutes(rng.random_range(5..120));
+                }
+                let policy = self.rule_of(member).fine_policy();
+                let mut loan = LoanRow {
+                    id: id_from_parts(borrowed_at, id_bits),
+                    book,
+                    member,
+                    borrowed_at,
+                    due_at,
+                    returned_at: Some(returned_at),
+                    policy,
+                    fine_cents: 0,
+                    fine_assessed_on: None,
+                    self_service,
+                };
+                if returned_at < end_instant {
+                    loan.fine_cents =
+                        fines::fine_cents(&policy, due_at, returned_at, &self.calendar);
+                    loan.fine_assessed_on = Some(return_day);
+                    month.returned.push(loan);
+                } else {
+                    month.open.push(OpenDraft { loan, redraw_seed });
+                }
+            }
+        }
+        month
+    }
+
+    /// Decides which drafts are still out at the end, in borrow order, so that no book has more
+    /// open loans than copies, no member exceeds their limit, nobody holds a title twice and
+    /// closed accounts hold nothing. A draft that does not fit is re-drawn (another member or
+    /// another copy-bearing book) a few times, and dropped if it still does not fit. Sets each
+    /// book's `available_copies`. Returns the admitted loans.
+    pub fn admit_open_loans(&mut self, mut drafts: Vec<OpenDraft>) -> Vec<LoanRow> {
+        drafts.sort_by_key(|d| (d.loan.borrowed_at, d.loan.id));
+        let mut book_open = vec![0i32; self.books.len()];
+        let mut member_open = vec![0i32; self.members.len()];
+        let mut held: HashSet<(u32, u32)> = HashSet::new();
+        let as_of_end = self.end_instant() - chrono::Duration::seconds(1);
+        let mut admitted = Vec::with_capacity(drafts.len());
+        for draft in drafts {
+            let mut rng = rng_for(self.seed, ADMIT_STREAM ^ draft.redraw_seed);
+            let mut loan = draft.loan;
+            let eligible = self.members_before(loan.borrowed_at);
+            let mut fits = false;
+            for attempt in 0..8 {
+                if attempt > 0 {
+                    if let Some(m) = model::sample_prefix(&mut rng, &self.member_weights, eligible)
+                    {
+                        loan.member = m as u32;
+                    }
+                    if let Some(b) =
+                        model::sample_prefix(&mut rng, &self.book_weights, self.books.len())
+                    {
+                        loan.book = b as u32;
+                    }
+                }
+                let (m, b) = (loan.member as usize, loan.book as usize);
+                if self.members[m].status == "closed"
+                    || !self.loanable(loan.book)
+                    || member_open[m] >= self.rule_of(loan.member).max_active_loans
+                    || book_open[b] >= self.books[b].total_copies
+                    || held.contains(&(loan.member, loan.book))
+                {
+                    continue;
+                }
+                fits = true;
+                break;
+            }
+            if !fits {
+                continue;
+            }
+            // A re-drawn member or book changes the loan period and the policy snapshot.
+            loan.due_at = self
+                .calendar
+                .due_at(loan.borrowed_at, self.loan_days(loan.member, loan.book));
+            loan.policy = self.rule_of(loan.member).fine_policy();
+            loan.returned_at = None;
+            loan.fine_cents =
+                fines::fine_cents(&loan.policy, loan.due_at, as_of_end, &self.calendar);
+            loan.fine_assessed_on = Some(self.calendar.local_date(as_of_end));
+            book_open[loan.book as usize] += 1;
+            member_open[loan.member as usize] += 1;
+            held.insert((loan.member, loan.book));
+            admitted.push(loan);
+        }
+        for (book, open) in self.books.iter_mut().zip(&book_open) {
+            book.available_copies = book.total_copies - open;
+        }
+        admitted
+    }
+
+    /// Payments and waivers for the fines members were charged, never more than they owe:
+    /// most pay in full some days after their last late return, some pay half, a few get a
+    /// small waiver, the rest still owe.
+    pub fn ledger(&self, fines_by_member: &[(i64, Option<DateTime<Utc>>)]) -> Vec<AccountRow> {
+        let end_instant = self.end_instant();
+        let mut rows = Vec::new();
+        for (chunk_index, chunk) in fines_by_member.chunks(CHUNK).enumerate() {
+            let mut rng = rng_for(self.seed, LEDGER_STREAM + chunk_index as u64);
+            for (offset, (owed, last)) in chunk.iter().enumerate() {
+                let (Some(last), true) = (last, *owed > 0) else {
+                    continue;
+                };
+                let member = (chunk_index * CHUNK + offset) as u32;
+                let x: f64 = rng.random();
+                let paid_at = *last + chrono::Duration::hours(rng.random_range(1..24 * 30));
+                if paid_at >= end_instant {
+                    continue;
+                }
+                let mut push = |kind, amount_cents: i64, created_at: DateTime<Utc>, bits: u128| {
+                    rows.push(AccountRow {
+                        id: id_from_parts(created_at, bits),
+                        member,
+                        kind,
+                        amount_cents,
+                        created_at,
+                    });
+                };
+                if x < 0.70 {
+                    push("payment", *owed, paid_at, rng.random());
+                } else if x < 0.90 && *owed >= 2 {
+                    push("payment", owed / 2, paid_at, rng.random());
+                } else if x < 0.95 {
+                    push("waiver", (*owed).min(500), paid_at, rng.random());
+                }
+            }
+        }
+        rows
+    }
+
+    /// The audit rows of one loan: the borrow, and the return if it came back.
+    pub fn loan_audit(&self, loan: &LoanRow, rng: &mut impl Rng) -> [Option<AuditRow>; 2] {
+        let member = &self.members[loan.member as usize];
+        let desk =
+            &self.members[self.desk_staff[rng.random_range(0..self.desk_staff.len())] as usize];
+        let (actor, role) = if loan.self_service {
+            (member.email.clone(), "member")
+        } else {
+            (desk.email.clone(), "librarian")
+        };
+        let book = &self.books[loan.book as usize];
+        let details = format!(
+            "{{\"member_id\":\"{}\",\"book_id\":\"{}\"}}",
+            member.id, book.id
+        );
+        let borrow = AuditRow {
+            id: id_from_parts(loan.borrowed_at, rng.random()),
+            at: loan.borrowed_at,
+            actor: actor.clone(),
+            actor_role: role,
+            action: "loan.borrow",
+            entity_type: "loan",
+            entity_id: Some(loan.id),
+            outcome: "ok",
+            details: details.clone(),
+        };
+        let ret = loan.returned_at.map(|t| AuditRow {
+            id: id_from_parts(t, rng.random()),
+            at: t,
+            actor,
+            actor_role: role,
+            action: "loan.return",
+            entity_type: "loan",
+            entity_id: Some(loan.id),
+            outcome: "ok",
+            details: format!("{{\"fine_cents\":{}}}", loan.fine_cents),
+        });
+        [Some(borrow), ret]
+    }
+
+    /// Bursts injected into the audit history: a member's self-service kiosk session firing
+    /// a dozen borrows within ten seconds, the tail of it rate limited. The rate-limit audit
+    /// must find these.
+    pub fn bursts(&self) -> Vec<AuditRow> {
+        let mut rng = rng_for(self.seed, AUDIT_STREAM);
+        let audit_start = self
+            .months
+            .get(self.audit_from_month)
+            .copied()
+            .unwrap_or(self.start);
+        let span = (self.end - audit_start).num_days().max(1) as u64;
+        let count = (self.scenario.members / 500).clamp(3, 120);
+        let first_member = self.scenario.librarians + 1;
+        let mut rows = Vec::new();
+        for _ in 0..count {
+            let member = &self.members[rng.random_range(first_member..self.members.len())];
+            let day = audit_start + Days::new(rng.random_range(0..span));
+            let start = at(day, &mut rng).max(member.created_at + chrono::Duration::days(1));
+            if start >= self.end_instant() {
+                continue;
+            }
+            let attempts = rng.random_range(10..16);
+            for k in 0..attempts {
+                let t = start + chrono::Duration::milliseconds(rng.random_range(0..10_000));
+                rows.push(AuditRow {
+                    id: id_from_parts(t, rng.random()),
+                    at: t,
+                    actor: member.email.clone(),
+                    actor_role: "member",
+                    action: "loan.borrow",
+                    entity_type: "loan",
+                    entity_id: None,
+                    outcome: if k < 5 { "refused" } else { "rate_limited" },
+                    details: "{\"injected\":\"burst\"}".to_string(),
+                });
+            }
+        }
+        rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Datelike;
+
+    fn all_loans(plan: &mut Plan) -> Vec<LoanRow> {
+        let mut loans = Vec::new();
+        let mut drafts = Vec::new();
+        for m in 0..plan.months.len() {
+            let month = plan.month(m);
+            loans.extend(month.returned);
+            drafts.extend(month.open);
+        }
+        loans.extend(plan.admit_open_loans(drafts));
+        loans
+    }
+
+    fn plan(name: &str) -> Plan {
+        Plan::new(
+            Scenario::named(name).unwrap(),
+            7,
+            NaiveDate::from_ymd_opt(2026, 1, 15).unwrap(),
+        )
+    }
+
+    #[test]
+    fn the_behaviour_model_shows_in_the_loans() {
+        let mut plan = plan("scaled_demo");
+        let loans = all_loans(&mut plan);
+        let n = loans.len() as f64;
+        assert!(
+            (n - 25_000.0).abs() / 25_000.0 < 0.1,
+            "about 25k loans, got {n}"
+        );
+
+        // Tier shares of loans follow the borrow weights over the loanable books.
+        let mut by_tier = [0f64; 4];
+        let mut weight = [0f64; 4];
+        for b in plan.books.iter().filter(|b| b.category != "reference") {
+            weight[b.tier as usize] += f64::from(model::TIERS[b.tier as usize].1);
+        }
+        for l in &loans {
+            by_tier[plan.books[l.book as usize].tier as usize] += 1.0;
+        }
+        let total_weight: f64 = weight.iter().sum();
+        for t in 0..4 {
+            let expected = weight[t] / total_weight;
+            assert!(
+                (by_tier[t] / n - expected).abs() < 0.02,
+                "tier {t}: {} vs {expected}",
+                by_tier[t] / n
+            );
+        }
+        assert_eq!(by_tier[3], 0.0, "tier D is never borrowed");
+
+        // Segments: heavy members borrow 8x, inactive ones never.
+        let mut by_segment = [0f64; 4];
+        let mut members_in = [0f64; 4];
+        for m in &plan.members[plan.scenario.librarians + 1..] {
+            members_in[m.segment as usize] += 1.0;
+        }
+        for l in &loans {
+            by_segment[plan.members[l.member as usize].segment as usize] += 1.0;
+        }
+        assert_eq!(by_segment[3], 0.0, "inactive members never borrow");
+        let per_member = |s: usize| by_segment[s] / members_in[s];
+        let heavy_vs_casual = per_member(0) / per_member(2);
+        assert!(
+            (6.0..10.5).contains(&heavy_vs_casual),
+            "heavy/casual per member {heavy_vs_casual}"
+        );
+        let regular_vs_casual = per_member(1) / per_member(2);
+        assert!(
+            (1.6..2.5).contains(&regular_vs_casual),
+            "regular/casual per member {regular_vs_casual}"
+        );
+
+        // 12 % ± 1.5 of returned loans come back late.
+        let returned: Vec<&LoanRow> = loans.iter().filter(|l| l.returned_at.is_some()).collect();
+        let late = returned
+            .iter()
+            .filter(|l| l.returned_at.unwrap() > l.due_at)
+            .count() as f64;
+        let rate = late / returned.len() as f64;
+        assert!((rate - 0.12).abs() <= 0.015, "late rate {rate}");
+
+        // Times of day spread over opening hours.
+        let hours: std::collections::BTreeSet<u32> = loans
+            .iter()
+            .map(|l| chrono::Timelike::hour(&l.borrowed_at))
+            .collect();
+        assert!(hours.len() >= 10, "{hours:?}");
+
+        // Nobody borrows before they joined.
+        assert!(loans
+            .iter()
+            .all(|l| l.borrowed_at >= plan.members[l.member as usize].created_at));
+    }
+
+    #[test]
+    fn seasonality_shows_in_daily_volume() {
+        let mut plan = plan("high_scale");
+        plan.months.retain(|m| m.year() >= 2023);
+        let mut per_day: std::collections::BTreeMap<NaiveDate, u32> = Default::default();
+        for m in 0..plan.months.len() {
+            for l in plan.month(m).returned.iter() {
+                *per_day.entry(l.borrowed_at.date_naive()).or_default() += 1;
+            }
+        }
+        let mean = |months: &[u32]| {
+            let days: Vec<u32> = per_day
+                .iter()
+                .filter(|(d, _)| months.contains(&d.month()))
+                .map(|(_, n)| *n)
+                .collect();
+            f64::from(days.iter().sum::<u32>()) / days.len() as f64
+        };
+        let ratio = mean(&[11, 12]) / mean(&[6, 7]);
+        assert!(
+            (ratio - 1.3 / 0.8).abs() < 0.08,
+            "Nov/Dec vs Jun/Jul daily volume {ratio}"
+        );
+    }
+
+    #[test]
+    fn open_loans_respect_copies_limits_and_duplicates() {
+        let mut plan = plan("minimal");
+        let loans = all_loans(&mut plan);
+        let open: Vec<&LoanRow> = loans.iter().filter(|l| l.returned_at.is_none()).collect();
+        assert!(!open.is_empty());
+        let mut per_book = std::collections::HashMap::new();
+        let mut per_member = std::collections::HashMap::new();
+        let mut pairs = std::collections::HashSet::new();
+        for l in &open {
+            *per_book.entry(l.book).or_insert(0) += 1;
+            *per_member.entry(l.member).or_insert(0) += 1;
+            assert!(pairs.insert((l.member, l.book)), "duplicate open loan");
+        }
+        for (b, n) in per_book {
+            let book = &plan.books[b as usize];
+            assert!(n <= book.total_copies);
+            assert_eq!(book.available_copies, book.total_copies - n);
+        }
+        for (m, n) in per_member {
+            assert!(n <= plan.rule_of(m).max_active_loans);
+        }
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_rows() {
+        let a = plan("tiny");
+        let b = plan("tiny");
+        assert_eq!(a.books, b.books);
+        assert_eq!(a.members, b.members);
+        assert_eq!(a.month(3).returned, b.month(3).returned);
+        let c = Plan::new(
+            Scenario::named("tiny").unwrap(),
+            8,
+            NaiveDate::from_ymd_opt(2026, 1, 15).unwrap(),
+        );
+        assert_ne!(a.books, c.books);
+    }
+}

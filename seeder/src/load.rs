@@ -1,0 +1,201 @@
+//! The database side of a seed, all inside the caller's one transaction: refuse or replace
+//! existing data, capture and drop keys and indexes, truncate, COPY … FREEZE, rebuild.
+//!
+//! Every DDL statement replayed here comes from the catalog (`pg_get_constraintdef`,
+//! `pg_indexes`) of the migrated schema, so the seeder never restates the schema and cannot
+//! drift from the migrations.
+
+use libcore::{Error, Result};
+use postgres::Transaction;
+
+use crate::{Encoding, Sink, TableOut};
+
+/// Tables the seeder fills (or empties), children first.
+pub(crate) const SEEDED_TABLES: &[&str] = &[
+    "loan",
+    "account_entry",
+    "audit_log",
+    "book",
+    "member",
+    "closed_day",
+];
+
+/// Tables later migrations add that reference seeded data; emptied too when they exist.
+const DEPENDENT_TABLES: &[&str] = &[
+    "notice",
+    "request",
+    "review",
+    "recommendation",
+    "rate_limit_state",
+    "monthly_circulation",
+];
+
+/// Settings for a bulk load inside this transaction only.
+pub(crate) fn prepare(tx: &mut Transaction<'_>, replace: bool) -> Result<()> {
+    tx.batch_execute(
+        "SET LOCAL maintenance_work_mem = '1GB';
+         SET LOCAL synchronous_commit = off;
+         SET LOCAL libctl.audit_maintenance = 'on';
+         SET LOCAL lock_timeout = '30s';",
+    )?;
+    let has_data: bool = tx
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM book) OR EXISTS (SELECT 1 FROM loan) OR (SELECT count(*) FROM member) > 1",
+            &[],
+        )?
+        .get(0);
+    if has_data && !replace {
+        return Err(crate::not_empty());
+    }
+    Ok(())
+}
+
+/// DDL to replay after the load, in order.
+pub(crate) struct Schema {
+    creates: Vec<String>,
+}
+
+fn seeded_and_dependent(tx: &mut Transaction<'_>) -> Result<Vec<String>> {
+    let mut tables: Vec<String> = SEEDED_TABLES.iter().map(|t| t.to_string()).collect();
+    for t in DEPENDENT_TABLES {
+        let exists: bool = tx
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[t])?
+            .get(0);
+        if exists {
+            tables.push(t.to_string());
+        }
+    }
+    Ok(tables)
+}
+
+/// Records and drops every foreign key touching the seeded tables, their primary and unique
+/// keys, and their other indexes.
+pub(crate) fn capture_and_drop(tx: &mut Transaction<'_>) -> Result<Schema> {
+    let tables = seeded_and_dependent(tx)?;
+    let fks = tx.query(
+        "SELECT format('ALTER TABLE %s DROP CONSTRAINT %I', conrelid::regclass, conname),
+                format('ALTER TABLE %s ADD CONSTRAINT %I %s', conrelid::regclass, conname, pg_get_constraintdef(oid))
+         FROM pg_constraint
+         WHERE contype = 'f'
+           AND (conrelid::regclass::text = ANY($1) OR confrelid::regclass::text = ANY($1))
+         ORDER BY conname",
+        &[&tables],
+    )?;
+    let keys = tx.query(
+        "SELECT format('ALTER TABLE %s DROP CONSTRAINT %I', conrelid::regclass, conname),
+                format('ALTER TABLE %s ADD CONSTRAINT %I %s', conrelid::regclass, conname, pg_get_constraintdef(oid))
+         FROM pg_constraint
+         WHERE contype IN ('p', 'u') AND conrelid::regclass::text = ANY($1)
+         ORDER BY contype, conname",
+        &[&tables],
+    )?;
+    let indexes = tx.query(
+        "SELECT format('DROP INDEX %I.%I', i.schemaname, i.indexname), i.indexdef
+         FROM pg_indexes i
+         WHERE i.schemaname = current_schema() AND i.tablename = ANY($1)
+           AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname AND c.contype IN ('p', 'u', 'x'))
+         ORDER BY i.indexname",
+        &[&tables],
+    )?;
+    let mut creates = Vec::new();
+    for group in [&fks, &keys, &indexes] {
+        for row in group.iter() {
+            tx.batch_execute(row.get::<_, &str>(0))?;
+        }
+    }
+    creates.extend(keys.iter().map(|r| r.get::<_, String>(1)));
+    creates.extend(indexes.iter().map(|r| r.get::<_, String>(1)));
+    creates.extend(fks.iter().map(|r| r.get::<_, String>(1)));
+    Ok(Schema { creates })
+}
+
+/// Empties every seeded and dependent table (in this transaction, so COPY can FREEZE).
+pub(crate) fn truncate(tx: &mut Transaction<'_>) -> Result<()> {
+    let tables = seeded_and_dependent(tx)?;
+    // Names come from the constant lists above, never from input.
+    tx.batch_execute(&format!("TRUNCATE {}", tables.join(", ")))?;
+    Ok(())
+}
+
+/// The seeded library's rules and time zone.
+pub(crate) fn write_settings(
+    tx: &mut Transaction<'_>,
+    rules: &[libcore::policy::CirculationRule],
+) -> Result<()> {
+    for r in rules {
+        tx.execute(
+            "INSERT INTO circulation_rule (category, loan_days, max_active_loans, max_renewals, fine_cents_per_day,
+                                           grace_days, max_fine_cents_per_loan, block_fine_cents, block_overdue_days)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT (category) DO UPDATE SET loan_days = excluded.loan_days, max_active_loans = excluded.max_active_loans,
+                 max_renewals = excluded.max_renewals, fine_cents_per_day = excluded.fine_cents_per_day,
+                 grace_days = excluded.grace_days, max_fine_cents_per_loan = excluded.max_fine_cents_per_loan,
+                 block_fine_cents = excluded.block_fine_cents, block_overdue_days = excluded.block_overdue_days",
+            &[&r.category, &r.loan_days, &r.max_active_loans, &r.max_renewals, &r.fine_cents_per_day,
+              &r.grace_days, &r.max_fine_cents_per_loan, &r.block_fine_cents, &r.block_overdue_days],
+        )?;
+    }
+    tx.execute(
+        "UPDATE library_setting SET value = 'UTC' WHERE key = 'timezone'",
+        &[],
+    )?;
+    Ok(())
+}
+
+/// Rebuilds keys, then indexes, then foreign keys.
+pub(crate) fn rebuild(tx: &mut Transaction<'_>, schema: &Schema) -> Result<()> {
+    for ddl in &schema.creates {
+        tx.batch_execute(ddl)?;
+    }
+    Ok(())
+}
+
+/// COPY … FROM STDIN (FORMAT binary, FREEZE) into the open transaction.
+pub(crate) struct CopySink<'t, 'c> {
+    pub(crate) tx: &'t mut Transaction<'c>,
+}
+
+struct CopyTable<'a> {
+    writer: postgres::CopyInWriter<'a>,
+    table: &'static str,
+}
+
+impl TableOut for CopyTable<'_> {
+    fn write_chunk(&mut self, bytes: &[u8]) -> Result<()> {
+        use std::io::Write;
+        self.writer
+            .write_all(bytes)
+            .map_err(|e| Error::io(format!("COPY into {}", self.table), e))
+    }
+    fn finish(mut self: Box<Self>) -> Result<()> {
+        use std::io::Write;
+        self.writer
+            .write_all(crate::copy::TRAILER)
+            .map_err(|e| Error::io(format!("COPY into {}", self.table), e))?;
+        self.writer.finish()?;
+        Ok(())
+    }
+}
+
+impl Sink for CopySink<'_, '_> {
+    fn encoding(&self) -> Encoding {
+        Encoding::Binary
+    }
+    fn open<'a>(
+        &'a mut self,
+        table: &'static str,
+        columns: &[&str],
+    ) -> Result<Box<dyn TableOut + 'a>> {
+        use std::io::Write;
+        // Table and column names come from the seeder's constants.
+        let sql = format!(
+            "COPY {table} ({}) FROM STDIN (FORMAT binary, FREEZE)",
+            columns.join(", ")
+        );
+        let mut writer = self.tx.copy_in(&sql)?;
+        writer
+            .write_all(crate::copy::HEADER)
+            .map_err(|e| Error::io(format!("COPY into {table}"), e))?;
+        Ok(Box::new(CopyTable { writer, table }))
+    }
+}

@@ -1,0 +1,227 @@
+//! How each generated row becomes a binary COPY row or a CSV record. One place per table, so
+//! the database load and `--csv` can never disagree.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use crate::copy::RowEncoder;
+use crate::generate::{AccountRow, AuditRow, BookRow, LoanRow, MemberRow, Plan};
+
+/// Column lists, in COPY order; also the CSV headers.
+pub const BOOK_COLUMNS: &[&str] = &[
+    "id",
+    "isbn",
+    "title",
+    "author",
+    "genre",
+    "category",
+    "total_copies",
+    "available_copies",
+    "created_at",
+];
+/// Member columns.
+pub const MEMBER_COLUMNS: &[&str] = &[
+    "id",
+    "name",
+    "email",
+    "phone",
+    "role",
+    "category",
+    "status",
+    "created_at",
+    "expires_at",
+];
+/// Loan columns.
+pub const LOAN_COLUMNS: &[&str] = &[
+    "id",
+    "book_id",
+    "member_id",
+    "borrowed_at",
+    "due_at",
+    "returned_at",
+    "renewals",
+    "fine_cents_per_day",
+    "grace_days",
+    "max_fine_cents",
+    "fine_cents",
+    "fine_assessed_on",
+];
+/// Ledger columns.
+pub const ACCOUNT_COLUMNS: &[&str] = &[
+    "id",
+    "member_id",
+    "kind",
+    "amount_cents",
+    "created_at",
+    "note",
+];
+/// Audit columns.
+pub const AUDIT_COLUMNS: &[&str] = &[
+    "id",
+    "at",
+    "recorded_at",
+    "actor",
+    "actor_role",
+    "action",
+    "entity_type",
+    "entity_id",
+    "outcome",
+    "details",
+];
+
+fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn opt_ts(t: Option<DateTime<Utc>>) -> String {
+    t.map(ts).unwrap_or_default()
+}
+
+/// Appends one book.
+pub fn encode_book(buf: &mut Vec<u8>, b: &BookRow) {
+    RowEncoder::new(buf, 9)
+        .uuid(b.id)
+        .text(&b.isbn)
+        .text(&b.title)
+        .text(&b.author)
+        .text(b.genre)
+        .text(b.category)
+        .int4(b.total_copies)
+        .int4(b.available_copies)
+        .timestamptz(b.created_at);
+}
+
+/// One book as CSV.
+pub fn book_record(b: &BookRow) -> Vec<String> {
+    vec![
+        b.id.to_string(),
+        b.isbn.clone(),
+        b.title.clone(),
+        b.author.clone(),
+        b.genre.to_string(),
+        b.category.to_string(),
+        b.total_copies.to_string(),
+        b.available_copies.to_string(),
+        ts(b.created_at),
+    ]
+}
+
+/// Appends one member.
+pub fn encode_member(buf: &mut Vec<u8>, m: &MemberRow) {
+    RowEncoder::new(buf, 9)
+        .uuid(m.id)
+        .text(&m.name)
+        .text(&m.email)
+        .opt_text(m.phone.as_deref())
+        .text(m.role)
+        .text(m.category)
+        .text(m.status)
+        .timestamptz(m.created_at)
+        .timestamptz(m.expires_at);
+}
+
+/// One member as CSV.
+pub fn member_record(m: &MemberRow) -> Vec<String> {
+    vec![
+        m.id.to_string(),
+        m.name.clone(),
+        m.email.clone(),
+        m.phone.clone().unwrap_or_default(),
+        m.role.to_string(),
+        m.category.to_string(),
+        m.status.to_string(),
+        ts(m.created_at),
+        ts(m.expires_at),
+    ]
+}
+
+/// Appends one loan.
+pub fn encode_loan(buf: &mut Vec<u8>, plan: &Plan, l: &LoanRow) {
+    RowEncoder::new(buf, 12)
+        .uuid(l.id)
+        .uuid(plan.books[l.book as usize].id)
+        .uuid(plan.members[l.member as usize].id)
+        .timestamptz(l.borrowed_at)
+        .timestamptz(l.due_at)
+        .opt_timestamptz(l.returned_at)
+        .int4(0)
+        .int8(l.policy.fine_cents_per_day)
+        .int4(l.policy.grace_days)
+        .int8(l.policy.max_fine_cents)
+        .int8(l.fine_cents)
+        .opt_date(l.fine_assessed_on);
+}
+
+/// One loan as CSV.
+pub fn loan_record(plan: &Plan, l: &LoanRow) -> Vec<String> {
+    vec![
+        l.id.to_string(),
+        plan.books[l.book as usize].id.to_string(),
+        plan.members[l.member as usize].id.to_string(),
+        ts(l.borrowed_at),
+        ts(l.due_at),
+        opt_ts(l.returned_at),
+        "0".into(),
+        l.policy.fine_cents_per_day.to_string(),
+        l.policy.grace_days.to_string(),
+        l.policy.max_fine_cents.to_string(),
+        l.fine_cents.to_string(),
+        l.fine_assessed_on
+            .map(|d| d.to_string())
+            .unwrap_or_default(),
+    ]
+}
+
+/// Appends one ledger entry.
+pub fn encode_account(buf: &mut Vec<u8>, plan: &Plan, a: &AccountRow) {
+    RowEncoder::new(buf, 6)
+        .uuid(a.id)
+        .uuid(plan.members[a.member as usize].id)
+        .text(a.kind)
+        .int8(a.amount_cents)
+        .timestamptz(a.created_at)
+        .null();
+}
+
+/// One ledger entry as CSV.
+pub fn account_record(plan: &Plan, a: &AccountRow) -> Vec<String> {
+    vec![
+        a.id.to_string(),
+        plan.members[a.member as usize].id.to_string(),
+        a.kind.to_string(),
+        a.amount_cents.to_string(),
+        ts(a.created_at),
+        String::new(),
+    ]
+}
+
+/// Appends one audit row.
+pub fn encode_audit(buf: &mut Vec<u8>, a: &AuditRow) {
+    let entity_id = a.entity_id.map(|id| id.to_string());
+    RowEncoder::new(buf, 10)
+        .uuid(a.id)
+        .timestamptz(a.at)
+        .timestamptz(a.at)
+        .text(&a.actor)
+        .text(a.actor_role)
+        .text(a.action)
+        .text(a.entity_type)
+        .opt_text(entity_id.as_deref())
+        .text(a.outcome)
+        .jsonb(&a.details);
+}
+
+/// One audit row as CSV.
+pub fn audit_record(a: &AuditRow) -> Vec<String> {
+    vec![
+        a.id.to_string(),
+        ts(a.at),
+        ts(a.at),
+        a.actor.clone(),
+        a.actor_role.to_string(),
+        a.action.to_string(),
+        a.entity_type.to_string(),
+        a.entity_id.map(|id| id.to_string()).unwrap_or_default(),
+        a.outcome.to_string(),
+        a.details.clone(),
+    ]
+}
