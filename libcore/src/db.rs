@@ -34,6 +34,16 @@ pub fn latest_version() -> i32 {
         .unwrap_or(0)
 }
 
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn urls() {
+        assert_eq!(super::redact_url("postgres://u:secret@h:5/db"), "postgres://u:***@h:5/db");
+        assert_eq!(super::url_with_database("postgres://u@h:5/db?sslmode=disable", "x"), "postgres://u@h:5/x?sslmode=disable");
+        assert_eq!(super::url_with_database("postgres://u@h:5", "x"), "postgres://u@h:5/x");
+    }
+}
+
 /// Hides the password of a connection URL, for logs and messages.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -175,6 +185,25 @@ pub fn create_database_if_missing(url: &str) -> Result<bool> {
         // Another process created it between the check and the CREATE.
         Err(e) if e.code() == Some(&postgres::error::SqlState::DUPLICATE_DATABASE) => Ok(false),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// The same URL naming another database (for scratch databases beside the configured one).
+pub fn url_with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let prefix = match base.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('/') {
+            Some((authority, _)) => format!("{scheme}://{authority}"),
+            None => base.to_string(),
+        },
+        None => base.to_string(),
+    };
+    match query {
+        Some(q) => format!("{prefix}/{database}?{q}"),
+        None => format!("{prefix}/{database}"),
     }
 }
 

@@ -696,3 +696,77 @@ pub(crate) fn not_empty() -> Error {
         "the database already holds books, loans or members; pass --replace to replace them atomically",
     )
 }
+
+/// The load limit of SPEC §14: the same rows, generated beforehand (not timed), loaded by raw
+/// binary COPY into the same bare tables, then the same keys and indexes built.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LoadLimit {
+    /// Rows loaded.
+    pub rows: u64,
+    /// Seconds of COPY.
+    pub copy_seconds: f64,
+    /// Seconds of key and index builds.
+    pub index_seconds: f64,
+    /// Total seconds.
+    pub seconds: f64,
+    /// Rows per second.
+    pub rows_per_sec: f64,
+}
+
+struct MemorySink {
+    tables: Vec<(&'static str, Vec<String>, Vec<u8>)>,
+}
+
+struct MemoryTable<'a> {
+    bytes: &'a mut Vec<u8>,
+}
+
+impl TableOut for MemoryTable<'_> {
+    fn write_chunk(&mut self, bytes: &[u8]) -> Result<()> {
+        self.bytes.extend_from_slice(bytes);
+        Ok(())
+    }
+    fn finish(self: Box<Self>) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl Sink for MemorySink {
+    fn encoding(&self) -> Encoding {
+        Encoding::Binary
+    }
+    fn open<'a>(&'a mut self, table: &'static str, columns: &[&str]) -> Result<Box<dyn TableOut + 'a>> {
+        self.tables.push((table, columns.iter().map(|c| c.to_string()).collect(), Vec::new()));
+        let bytes = &mut self.tables.last_mut().expect("just pushed").2;
+        Ok(Box::new(MemoryTable { bytes }))
+    }
+}
+
+/// Measures the load limit on a migrated, empty scratch database.
+pub fn measure_load_limit(client: &mut libcore::Client, options: &SeedOptions) -> Result<LoadLimit> {
+    let pool = thread_pool(options.jobs)?;
+    let mut sink = MemorySink { tables: Vec::new() };
+    let tables = generate_into(&mut sink, options, &Silent, &pool)?;
+    let rows = tables.iter().map(|t| t.rows).sum();
+    let mut tx = client.transaction()?;
+    load::prepare(&mut tx, true)?;
+    let schema = load::capture_and_drop(&mut tx)?;
+    load::truncate(&mut tx)?;
+    load::write_settings(&mut tx, &generate::scenario_rules())?;
+    let started = Instant::now();
+    for (table, columns, bytes) in &sink.tables {
+        let sql = format!("COPY {table} ({}) FROM STDIN (FORMAT binary, FREEZE)", columns.join(", "));
+        let mut writer = tx.copy_in(&sql)?;
+        for part in [copy::HEADER, bytes.as_slice(), copy::TRAILER] {
+            writer.write_all(part).map_err(|e| Error::io(format!("COPY into {table}"), e))?;
+        }
+        writer.finish()?;
+    }
+    let copy_seconds = started.elapsed().as_secs_f64();
+    let index_started = Instant::now();
+    load::rebuild(&mut tx, &schema)?;
+    let index_seconds = index_started.elapsed().as_secs_f64();
+    tx.commit()?;
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(LoadLimit { rows, copy_seconds, index_seconds, seconds, rows_per_sec: rows as f64 / seconds.max(1e-9) })
+}

@@ -7,6 +7,7 @@ use clap::Subcommand;
 
 use crate::app::App;
 
+pub mod bench;
 pub mod book;
 pub mod circulation;
 pub mod db;
@@ -42,6 +43,9 @@ pub enum Command {
     ClosedDay(policy::ClosedDayCommand),
     /// Generate a realistic library (atomically), or write it as CSV
     Seed(seed::SeedArgs),
+    /// Measure seed, reports and circulation against baselines taken in the same run
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
     /// Print shell completions
     Completions(misc::CompletionsArgs),
     /// Print the man page
@@ -60,6 +64,7 @@ pub fn run(app: &mut App, command: Command) -> anyhow::Result<ExitCode> {
         Command::Policy(c) => policy::run(app, c),
         Command::ClosedDay(c) => policy::run_closed_day(app, c),
         Command::Seed(a) => seed::run(app, a),
+        Command::Bench(c) => bench::run(app, c),
         Command::Completions(a) => misc::completions(a),
         Command::Man => misc::man(),
     }

@@ -1,0 +1,106 @@
+//! `libctl bench …`: measurements with their baselines taken in the same run.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Args, Subcommand};
+use libcore::db;
+use serde::Serialize;
+
+use crate::app::App;
+use crate::cmd::seed::Progress;
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Seed a scenario into a scratch database and compare with the load limit
+    Seed(SeedBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SeedBenchArgs {
+    #[arg(long, default_value = "minimal")]
+    pub scenario: String,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// Keep the scratch databases afterwards
+    #[arg(long)]
+    pub keep: bool,
+}
+
+#[derive(Serialize)]
+struct SeedBench {
+    scenario: String,
+    rows: u64,
+    seed_seconds: f64,
+    seed_rows_per_sec: f64,
+    seed_phases: Vec<seeder::Phase>,
+    peak_rss_mib: f64,
+    load_limit_seconds: f64,
+    load_limit_copy_seconds: f64,
+    load_limit_index_seconds: f64,
+    load_limit_rows_per_sec: f64,
+    ratio_of_load_limit: f64,
+}
+
+/// A scratch database beside the configured one: created and migrated now, dropped later.
+pub fn scratch_database(app: &App, suffix: &str) -> anyhow::Result<(String, libcore::Client)> {
+    let base = app.database_url()?;
+    let config_db = base
+        .rsplit_once('/')
+        .map(|(_, d)| d.split('?').next().unwrap_or("library").to_string())
+        .unwrap_or_else(|| "library".into());
+    let url = db::url_with_database(&base, &format!("{config_db}_{suffix}"));
+    db::drop_database_if_exists(&url)?;
+    db::create_database_if_missing(&url)?;
+    let mut client = db::connect(&url)?;
+    db::migrate(&mut client)?;
+    Ok((url, client))
+}
+
+pub fn run(app: &mut App, command: BenchCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        BenchCommand::Seed(args) => {
+            let options = crate::cmd::seed::SeedArgs {
+                scenario: args.scenario.clone(),
+                seed: args.seed,
+                jobs: args.jobs,
+                as_of: None,
+                csv: None,
+                replace: true,
+                summary_json: false,
+            }
+            .options()?;
+            // The seed first, so its peak RSS is not the load limit's pre-generated rows.
+            let (seed_url, mut seed_client) = scratch_database(app, "bench_seed")?;
+            let started = Instant::now();
+            let summary = seeder::seed(&mut seed_client, &options, &Progress::new(app))?;
+            let seconds = started.elapsed().as_secs_f64();
+            drop(seed_client);
+            if !args.keep {
+                db::drop_database_if_exists(&seed_url)?;
+            }
+            let (limit_url, mut limit_client) = scratch_database(app, "bench_limit")?;
+            let limit = seeder::measure_load_limit(&mut limit_client, &options)?;
+            drop(limit_client);
+            if !args.keep {
+                db::drop_database_if_exists(&limit_url)?;
+            }
+            app.out.record(&SeedBench {
+                scenario: options.scenario.name,
+                rows: summary.rows,
+                seed_seconds: seconds,
+                seed_rows_per_sec: summary.rows as f64 / seconds,
+                seed_phases: summary.phases,
+                peak_rss_mib: summary.peak_rss_mib,
+                load_limit_seconds: limit.seconds,
+                load_limit_copy_seconds: limit.copy_seconds,
+                load_limit_index_seconds: limit.index_seconds,
+                load_limit_rows_per_sec: limit.rows_per_sec,
+                ratio_of_load_limit: limit.seconds / seconds,
+            })?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
