@@ -33,3 +33,16 @@ CREATE TABLE circulation_month (
     active_members bigint NOT NULL
 );
 INSERT INTO library_setting (key, value) VALUES ('rollup_complete_before', '1900-01-01');
+
+-- A UUID v7 for rows made by set-based SQL (PostgreSQL 15 has no uuidv7()): the
+-- millisecond timestamp in the first 48 bits of a random UUID, version bits set to 7.
+CREATE FUNCTION uuid_v7(ts timestamptz) RETURNS uuid
+LANGUAGE sql VOLATILE AS $$
+    SELECT encode(
+        set_bit(set_bit(
+            overlay(uuid_send(gen_random_uuid())
+                    PLACING substring(int8send(floor(extract(epoch FROM ts) * 1000)::bigint) FROM 3)
+                    FROM 1 FOR 6),
+            52, 1), 53, 1),
+        'hex')::uuid
+$$;

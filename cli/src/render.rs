@@ -23,7 +23,7 @@ pub enum Format {
 /// Writes command results to stdout in the chosen format.
 pub struct Renderer {
     format: Format,
-    out: io::BufWriter<io::Stdout>,
+    out: io::BufWriter<Box<dyn Write>>,
 }
 
 fn to_object(value: &impl Serialize) -> io::Result<Map<String, Value>> {
@@ -49,9 +49,14 @@ fn cell(value: &Value) -> String {
 impl Renderer {
     /// A renderer writing to stdout.
     pub fn new(format: Format) -> Renderer {
+        Renderer::to_writer(format, Box::new(io::stdout()))
+    }
+
+    /// A renderer writing somewhere else (a file for `--out`).
+    pub fn to_writer(format: Format, out: Box<dyn Write>) -> Renderer {
         Renderer {
             format,
-            out: io::BufWriter::new(io::stdout()),
+            out: io::BufWriter::new(out),
         }
     }
 
@@ -144,6 +149,14 @@ impl Renderer {
         self.out.flush()
     }
 
+    /// Starts streaming rows one at a time (csv writes its header with the first row).
+    pub fn stream(&mut self) -> RowStream<'_> {
+        RowStream {
+            renderer: self,
+            started: false,
+        }
+    }
+
     /// Renders one page of a keyset listing with its next cursor: inside the JSON document,
     /// after the table, or on stderr for the streaming formats (so stdout stays pure data).
     pub fn page<T: Serialize>(&mut self, page: &libcore::page::Page<T>) -> io::Result<()> {
@@ -173,5 +186,43 @@ impl Renderer {
             self.out.flush()?;
         }
         Ok(())
+    }
+}
+
+/// Rows written as they arrive, for the streaming formats (csv, ndjson). Other formats
+/// should collect and call [`Renderer::rows`].
+pub struct RowStream<'a> {
+    renderer: &'a mut Renderer,
+    started: bool,
+}
+
+impl RowStream<'_> {
+    /// Writes one row.
+    pub fn push(&mut self, row: &impl Serialize) -> io::Result<()> {
+        let out = &mut self.renderer.out;
+        match self.renderer.format {
+            Format::Csv => {
+                let object = to_object(row)?;
+                let mut writer = csv::WriterBuilder::new()
+                    .has_headers(false)
+                    .from_writer(&mut *out);
+                if !self.started {
+                    writer.write_record(object.keys())?;
+                }
+                writer.write_record(object.values().map(cell))?;
+                writer.flush()?;
+            }
+            _ => {
+                serde_json::to_writer(&mut *out, row).map_err(io::Error::other)?;
+                writeln!(out)?;
+            }
+        }
+        self.started = true;
+        Ok(())
+    }
+
+    /// Flushes what is buffered.
+    pub fn finish(self) -> io::Result<()> {
+        self.renderer.out.flush()
     }
 }

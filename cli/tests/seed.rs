@@ -185,15 +185,30 @@ fn a_killed_seed_leaves_the_previous_contents() {
 #[test]
 fn bench_seed_reports_the_seed_beside_its_load_limit() {
     let db = TestDb::new();
-    let report = Libctl::new(&db).args(["bench", "seed", "--scenario", "tiny", "--format", "json"]).run().json();
-    for field in ["seed_seconds", "load_limit_seconds", "load_limit_copy_seconds", "load_limit_index_seconds", "ratio_of_load_limit"] {
-        assert!(report[field].as_f64().is_some_and(|v| v > 0.0), "{field}: {report}");
+    let report = Libctl::new(&db)
+        .args(["bench", "seed", "--scenario", "tiny", "--format", "json"])
+        .run()
+        .json();
+    for field in [
+        "seed_seconds",
+        "load_limit_seconds",
+        "load_limit_copy_seconds",
+        "load_limit_index_seconds",
+        "ratio_of_load_limit",
+    ] {
+        assert!(
+            report[field].as_f64().is_some_and(|v| v > 0.0),
+            "{field}: {report}"
+        );
     }
     assert!(report["rows"].as_u64().unwrap() > 1_000);
     // Scratch databases are dropped afterwards.
     let mut admin = postgres::Client::connect(&server_url(), postgres::NoTls).unwrap();
     let left: i64 = admin
-        .query_one("SELECT count(*) FROM pg_database WHERE datname LIKE $1", &[&format!("{}_bench_%", db.name)])
+        .query_one(
+            "SELECT count(*) FROM pg_database WHERE datname LIKE $1",
+            &[&format!("{}_bench_%", db.name)],
+        )
         .unwrap()
         .get(0);
     assert_eq!(left, 0);

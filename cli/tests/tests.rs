@@ -7,4 +7,5 @@ mod util;
 mod catalogue_and_members;
 mod circulation;
 mod database;
+mod reports;
 mod seed;

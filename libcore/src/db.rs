@@ -22,6 +22,8 @@ pub const TABLES: &[&str] = &[
     "loan",
     "account_entry",
     "audit_log",
+    "notice",
+    "circulation_month",
 ];
 
 /// The schema version this binary was built with.
@@ -38,9 +40,18 @@ pub fn latest_version() -> i32 {
 mod tests {
     #[test]
     fn urls() {
-        assert_eq!(super::redact_url("postgres://u:secret@h:5/db"), "postgres://u:***@h:5/db");
-        assert_eq!(super::url_with_database("postgres://u@h:5/db?sslmode=disable", "x"), "postgres://u@h:5/x?sslmode=disable");
-        assert_eq!(super::url_with_database("postgres://u@h:5", "x"), "postgres://u@h:5/x");
+        assert_eq!(
+            super::redact_url("postgres://u:secret@h:5/db"),
+            "postgres://u:***@h:5/db"
+        );
+        assert_eq!(
+            super::url_with_database("postgres://u@h:5/db?sslmode=disable", "x"),
+            "postgres://u@h:5/x?sslmode=disable"
+        );
+        assert_eq!(
+            super::url_with_database("postgres://u@h:5", "x"),
+            "postgres://u@h:5/x"
+        );
     }
 }
 

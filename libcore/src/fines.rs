@@ -228,9 +228,17 @@ pub(crate) fn accrue_in(tx: &mut impl GenericClient, as_of: chrono::NaiveDate) -
 }
 
 /// `libctl fines accrue --as-of DATE`: the nightly assessment, under the job lock.
-pub fn accrue(client: &mut postgres::Client, ctx: &crate::actor::Ctx, as_of: chrono::NaiveDate) -> Result<Accrual> {
+pub fn accrue(
+    client: &mut postgres::Client,
+    ctx: &crate::actor::Ctx,
+    as_of: chrono::NaiveDate,
+) -> Result<Accrual> {
     use crate::audit::{self, Audited, Operation};
-    let op = Operation::new("fines.accrue", "loan", serde_json::json!({ "as_of": as_of }));
+    let op = Operation::new(
+        "fines.accrue",
+        "loan",
+        serde_json::json!({ "as_of": as_of }),
+    );
     audit::run(client, ctx, &op, |tx| {
         ctx.require(crate::actor::Capability::Jobs)?;
         lock_jobs(tx, "fines accrue")?;
@@ -241,7 +249,12 @@ pub fn accrue(client: &mut postgres::Client, ctx: &crate::actor::Ctx, as_of: chr
 
 /// Assesses one member's open loans up to `now` (same rule as the nightly run), so what they
 /// owe is stored before a payment is checked against it.
-fn assess_member(tx: &mut impl GenericClient, member_id: Uuid, now: DateTime<Utc>, calendar: &Calendar) -> Result<()> {
+fn assess_member(
+    tx: &mut impl GenericClient,
+    member_id: Uuid,
+    now: DateTime<Utc>,
+    calendar: &Calendar,
+) -> Result<()> {
     let today = calendar.local_date(now);
     tx.execute(
         "UPDATE loan SET
@@ -287,7 +300,10 @@ pub struct FinedLoan {
 }
 
 /// Reads a member's account (`fines show`).
-pub fn account(client: &mut impl GenericClient, member: &crate::members::Member) -> Result<Account> {
+pub fn account(
+    client: &mut impl GenericClient,
+    member: &crate::members::Member,
+) -> Result<Account> {
     let loans = client
         .query(
             "SELECT l.id, b.title, l.due_at, l.returned_at, l.fine_cents, l.fine_assessed_on
@@ -326,7 +342,11 @@ pub fn account(client: &mut impl GenericClient, member: &crate::members::Member)
 
 /// Shows a member's account: their own, or anyone's for staff. Open loans are assessed up to
 /// now first (in a transaction that is rolled back: showing changes nothing).
-pub fn show(client: &mut postgres::Client, ctx: &crate::actor::Ctx, member_key: &str) -> Result<Account> {
+pub fn show(
+    client: &mut postgres::Client,
+    ctx: &crate::actor::Ctx,
+    member_key: &str,
+) -> Result<Account> {
     let member = crate::members::find_member(client, member_key)?;
     ctx.require_self_or(member.id, crate::actor::Capability::ManageMembers)?;
     let mut tx = client.transaction()?;
@@ -365,14 +385,17 @@ pub(crate) fn credit_in(
     now: DateTime<Utc>,
 ) -> Result<LedgerEntry> {
     if amount_cents <= 0 {
-        return Err(crate::Error::invalid("invalid_input", "the amount must be a positive number of cents"));
+        return Err(crate::Error::invalid(
+            "invalid_input",
+            "the amount must be a positive number of cents",
+        ));
     }
     let calendar = Calendar::load(tx)?;
     assess_member(tx, member_id, now, &calendar)?;
     let balance: i64 = tx
         .query_one(
-            "SELECT (SELECT coalesce(sum(fine_cents), 0) FROM loan WHERE member_id = $1 AND fine_cents > 0)
-                  - (SELECT coalesce(sum(amount_cents), 0) FROM account_entry WHERE member_id = $1)",
+            "SELECT ((SELECT coalesce(sum(fine_cents), 0) FROM loan WHERE member_id = $1 AND fine_cents > 0)
+                  - (SELECT coalesce(sum(amount_cents), 0) FROM account_entry WHERE member_id = $1))::bigint",
             &[&member_id],
         )?
         .get::<_, Option<i64>>(0)
@@ -385,7 +408,9 @@ pub(crate) fn credit_in(
         };
         return Err(crate::Error::refused(
             reason,
-            format!("{kind} of {amount_cents} cents exceeds the outstanding balance of {balance} cents"),
+            format!(
+                "{kind} of {amount_cents} cents exceeds the outstanding balance of {balance} cents"
+            ),
         ));
     }
     let id = crate::ids::new_id(now);
@@ -404,7 +429,12 @@ pub(crate) fn credit_in(
 }
 
 /// `libctl fines pay`: staff record a payment of at most the outstanding balance.
-pub fn pay(client: &mut postgres::Client, ctx: &crate::actor::Ctx, member_key: &str, amount_cents: i64) -> Result<LedgerEntry> {
+pub fn pay(
+    client: &mut postgres::Client,
+    ctx: &crate::actor::Ctx,
+    member_key: &str,
+    amount_cents: i64,
+) -> Result<LedgerEntry> {
     use crate::audit::{self, Audited, Operation};
     let op = Operation::new(
         "fines.pay",
@@ -414,8 +444,15 @@ pub fn pay(client: &mut postgres::Client, ctx: &crate::actor::Ctx, member_key: &
     audit::run(client, ctx, &op, |tx| {
         ctx.require(crate::actor::Capability::CirculateForOthers)?;
         let member = crate::members::find_member(tx, member_key)?;
-        tx.execute("SELECT 1 FROM member WHERE id = $1 FOR UPDATE", &[&member.id])?;
+        tx.execute(
+            "SELECT 1 FROM member WHERE id = $1 FOR UPDATE",
+            &[&member.id],
+        )?;
         let entry = credit_in(tx, member.id, "payment", amount_cents, None, ctx.now())?;
-        Ok(Audited::new(entry.clone(), entry.id, serde_json::json!({ "after": entry })))
+        Ok(Audited::new(
+            entry.clone(),
+            entry.id,
+            serde_json::json!({ "after": entry }),
+        ))
     })
 }

@@ -25,6 +25,8 @@
 //! - [`catalog`], [`members`]: books and people.
 //! - [`circulation`]: borrow, return, renew.
 //! - [`calendar`], [`fines`], [`policy`]: due dates, fines and the rules behind them.
+//! - [`notices`], [`jobs`]: overdue notices and the nightly job.
+//! - [`reports`]: read-only, streaming reports.
 //! - [`error`]: one error type with stable codes and exit codes.
 #![warn(missing_docs)]
 
@@ -39,9 +41,12 @@ pub mod error;
 pub mod fines;
 pub mod ids;
 mod import;
+pub mod jobs;
 pub mod members;
+pub mod notices;
 pub mod page;
 pub mod policy;
+pub mod reports;
 pub mod validate;
 
 pub use error::{Error, Refusal, Result, RowError};

@@ -4,5 +4,6 @@ mod support;
 
 mod circulation;
 mod concurrency;
+mod fines;
 mod imports;
 mod schema;

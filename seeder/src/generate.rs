@@ -452,7 +452,11 @@ impl Plan {
     /// Generates the small tables and the sampling tables for `scenario` ending at `as_of`.
     pub fn new(scenario: Scenario, seed: u64, as_of: NaiveDate) -> Plan {
         let end = as_of;
-        let start = end - Months::new(scenario.months);
+        // Whole calendar months (the last one partial), so each month of loans is one chunk and
+        // the monthly rollup can be counted per chunk.
+        let start = (end - Months::new(scenario.months))
+            .with_day(1)
+            .expect("day 1");
         let closed = closed_days(seed, start, end);
         let calendar = Calendar::new(chrono_tz::UTC, closed.iter().map(|d| d.0));
         let books = generate_books(seed, scenario.books, start);
@@ -479,6 +483,7 @@ impl Plan {
             months.push(m);
             m = m + Months::new(1);
         }
+        debug_assert!(months.iter().all(|m| m.day() == 1));
         let open_day_weight: f64 = start
             .iter_days()
             .take_while(|d| *d < end)

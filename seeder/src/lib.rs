@@ -19,7 +19,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use libcore::{Error, Refusal, Result};
 use rand::SeedableRng;
 use rayon::prelude::*;
@@ -206,6 +206,10 @@ pub(crate) trait TableOut {
 /// Opens tables for writing.
 pub(crate) trait Sink {
     fn encoding(&self) -> Encoding;
+    /// Records that the rollup holds every month before `month` (database sinks only).
+    fn rollup_complete_before(&mut self, _month: NaiveDate) -> Result<()> {
+        Ok(())
+    }
     fn open<'a>(
         &'a mut self,
         table: &'static str,
@@ -233,6 +237,69 @@ struct EncodedMonth {
     rows: usize,
     open: Vec<generate::OpenDraft>,
     fines: Vec<(u32, i64, chrono::DateTime<chrono::Utc>)>,
+    /// Members who borrowed (returned loans of this month), sorted and deduplicated.
+    borrowers: Vec<u32>,
+    /// (month of return, late?) of every returned loan.
+    returns: Vec<(NaiveDate, bool)>,
+}
+
+/// The monthly rollup, counted while the loans stream past.
+#[derive(Default)]
+struct Rollup {
+    months: std::collections::BTreeMap<NaiveDate, MonthStats>,
+}
+
+#[derive(Default)]
+struct MonthStats {
+    loans: i64,
+    returns: i64,
+    late_returns: i64,
+    borrowers: Vec<u32>,
+}
+
+fn month_of(t: chrono::DateTime<chrono::Utc>) -> NaiveDate {
+    use chrono::Datelike;
+    t.date_naive().with_day(1).expect("day 1")
+}
+
+impl Rollup {
+    fn add_month(&mut self, month: &EncodedMonth, first_day: NaiveDate) {
+        let stats = self.months.entry(first_day).or_default();
+        stats.loans += month.rows as i64;
+        stats.borrowers.extend(&month.borrowers);
+        for (returned, late) in &month.returns {
+            let s = self.months.entry(*returned).or_default();
+            s.returns += 1;
+            s.late_returns += i64::from(*late);
+        }
+    }
+
+    fn add_open(&mut self, loans: &[LoanRow]) {
+        for l in loans {
+            let s = self.months.entry(month_of(l.borrowed_at)).or_default();
+            s.loans += 1;
+            s.borrowers.push(l.member);
+        }
+    }
+
+    /// Complete months only: the current one is computed live by the report.
+    fn rows(mut self, before: NaiveDate) -> Vec<(NaiveDate, i64, i64, i64, i64)> {
+        self.months
+            .iter_mut()
+            .filter(|(m, _)| **m < before)
+            .map(|(m, s)| {
+                s.borrowers.sort_unstable();
+                s.borrowers.dedup();
+                (
+                    *m,
+                    s.loans,
+                    s.returns,
+                    s.late_returns,
+                    s.borrowers.len() as i64,
+                )
+            })
+            .collect()
+    }
 }
 
 fn encode_month(plan: &Plan, encoding: Encoding, month: Month) -> EncodedMonth {
@@ -248,11 +315,24 @@ fn encode_month(plan: &Plan, encoding: Encoding, month: Month) -> EncodedMonth {
         .filter(|l| l.fine_cents > 0)
         .map(|l| (l.member, l.fine_cents, l.returned_at.expect("returned")))
         .collect();
+    let mut borrowers: Vec<u32> = month.returned.iter().map(|l| l.member).collect();
+    borrowers.sort_unstable();
+    borrowers.dedup();
+    let returns = month
+        .returned
+        .iter()
+        .map(|l| {
+            let back = l.returned_at.expect("returned");
+            (month_of(back), back > l.due_at)
+        })
+        .collect();
     EncodedMonth {
         bytes,
         rows: month.returned.len(),
         open: month.open,
         fines,
+        borrowers,
+        returns,
     }
 }
 
@@ -303,6 +383,7 @@ fn generate_into(
     let mut fines_by_member: Vec<(i64, Option<chrono::DateTime<chrono::Utc>>)> =
         vec![(0, None); plan.members.len()];
     let mut drafts = Vec::new();
+    let mut rollup = Rollup::default();
     let open_loans: Vec<LoanRow>;
     {
         observer.table_started("loan", plan.scenario.loans as u64);
@@ -329,8 +410,11 @@ fn generate_into(
                     }
                 }
             });
+            let mut index = 0;
             for batch in rx {
                 for month in batch {
+                    rollup.add_month(&month, plan_ref.months[index]);
+                    index += 1;
                     out.write_chunk(&month.bytes)?;
                     counter.add(month.rows);
                     for (member, cents, at) in month.fines {
@@ -344,6 +428,7 @@ fn generate_into(
             Ok(())
         })?;
         let admitted = plan.admit_open_loans(drafts);
+        rollup.add_open(&admitted);
         let bytes = encode(
             encoding,
             &admitted,
@@ -374,6 +459,42 @@ fn generate_into(
         rows::book_record,
     )?;
     plan.books = books;
+
+    let complete_before = plan.end.with_day(1).expect("day 1");
+    let months = rollup.rows(complete_before);
+    write_table(
+        sink,
+        pool,
+        "circulation_month",
+        &[
+            "month",
+            "loans",
+            "returns",
+            "late_returns",
+            "active_members",
+        ],
+        &months,
+        observer,
+        &mut tables,
+        |b, (m, loans, returns, late, members)| {
+            copy::RowEncoder::new(b, 5)
+                .date(*m)
+                .int8(*loans)
+                .int8(*returns)
+                .int8(*late)
+                .int8(*members);
+        },
+        |(m, loans, returns, late, members)| {
+            vec![
+                m.to_string(),
+                loans.to_string(),
+                returns.to_string(),
+                late.to_string(),
+                members.to_string(),
+            ]
+        },
+    )?;
+    sink.rollup_complete_before(complete_before)?;
 
     let ledger = plan.ledger(&fines_by_member);
     write_table(
@@ -735,15 +856,26 @@ impl Sink for MemorySink {
     fn encoding(&self) -> Encoding {
         Encoding::Binary
     }
-    fn open<'a>(&'a mut self, table: &'static str, columns: &[&str]) -> Result<Box<dyn TableOut + 'a>> {
-        self.tables.push((table, columns.iter().map(|c| c.to_string()).collect(), Vec::new()));
+    fn open<'a>(
+        &'a mut self,
+        table: &'static str,
+        columns: &[&str],
+    ) -> Result<Box<dyn TableOut + 'a>> {
+        self.tables.push((
+            table,
+            columns.iter().map(|c| c.to_string()).collect(),
+            Vec::new(),
+        ));
         let bytes = &mut self.tables.last_mut().expect("just pushed").2;
         Ok(Box::new(MemoryTable { bytes }))
     }
 }
 
 /// Measures the load limit on a migrated, empty scratch database.
-pub fn measure_load_limit(client: &mut libcore::Client, options: &SeedOptions) -> Result<LoadLimit> {
+pub fn measure_load_limit(
+    client: &mut libcore::Client,
+    options: &SeedOptions,
+) -> Result<LoadLimit> {
     let pool = thread_pool(options.jobs)?;
     let mut sink = MemorySink { tables: Vec::new() };
     let tables = generate_into(&mut sink, options, &Silent, &pool)?;
@@ -755,10 +887,15 @@ pub fn measure_load_limit(client: &mut libcore::Client, options: &SeedOptions) -
     load::write_settings(&mut tx, &generate::scenario_rules())?;
     let started = Instant::now();
     for (table, columns, bytes) in &sink.tables {
-        let sql = format!("COPY {table} ({}) FROM STDIN (FORMAT binary, FREEZE)", columns.join(", "));
+        let sql = format!(
+            "COPY {table} ({}) FROM STDIN (FORMAT binary, FREEZE)",
+            columns.join(", ")
+        );
         let mut writer = tx.copy_in(&sql)?;
         for part in [copy::HEADER, bytes.as_slice(), copy::TRAILER] {
-            writer.write_all(part).map_err(|e| Error::io(format!("COPY into {table}"), e))?;
+            writer
+                .write_all(part)
+                .map_err(|e| Error::io(format!("COPY into {table}"), e))?;
         }
         writer.finish()?;
     }
@@ -768,5 +905,11 @@ pub fn measure_load_limit(client: &mut libcore::Client, options: &SeedOptions) -
     let index_seconds = index_started.elapsed().as_secs_f64();
     tx.commit()?;
     let seconds = started.elapsed().as_secs_f64();
-    Ok(LoadLimit { rows, copy_seconds, index_seconds, seconds, rows_per_sec: rows as f64 / seconds.max(1e-9) })
+    Ok(LoadLimit {
+        rows,
+        copy_seconds,
+        index_seconds,
+        seconds,
+        rows_per_sec: rows as f64 / seconds.max(1e-9),
+    })
 }

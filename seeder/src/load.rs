@@ -18,6 +18,7 @@ pub(crate) const SEEDED_TABLES: &[&str] = &[
     "book",
     "member",
     "closed_day",
+    "circulation_month",
 ];
 
 /// Tables later migrations add that reference seeded data; emptied too when they exist.
@@ -27,7 +28,6 @@ const DEPENDENT_TABLES: &[&str] = &[
     "review",
     "recommendation",
     "rate_limit_state",
-    "monthly_circulation",
 ];
 
 /// Settings for a bulk load inside this transaction only.
@@ -180,6 +180,13 @@ impl TableOut for CopyTable<'_> {
 impl Sink for CopySink<'_, '_> {
     fn encoding(&self) -> Encoding {
         Encoding::Binary
+    }
+    fn rollup_complete_before(&mut self, month: chrono::NaiveDate) -> Result<()> {
+        self.tx.execute(
+            "UPDATE library_setting SET value = $1::date::text WHERE key = 'rollup_complete_before'",
+            &[&month],
+        )?;
+        Ok(())
     }
     fn open<'a>(
         &'a mut self,

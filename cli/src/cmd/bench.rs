@@ -14,6 +14,70 @@ use crate::cmd::seed::Progress;
 pub enum BenchCommand {
     /// Seed a scenario into a scratch database and compare with the load limit
     Seed(SeedBenchArgs),
+    /// Time every report kind on the current database
+    Reports(ReportsBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReportsBenchArgs {
+    /// Runs per report; the median is reported
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+}
+
+#[derive(Serialize)]
+struct ReportTiming {
+    report: &'static str,
+    rows: u64,
+    median_ms: f64,
+    min_ms: f64,
+    max_ms: f64,
+}
+
+/// Runs one report to completion, counting its rows without rendering them.
+fn run_report(
+    client: &mut libcore::Client,
+    ctx: &libcore::actor::Ctx,
+    kind: &str,
+) -> anyhow::Result<u64> {
+    use libcore::reports::{self, ReportOptions};
+    let options = ReportOptions::default();
+    let mut rows = 0u64;
+    let mut count = |_| -> libcore::Result<()> {
+        rows += 1;
+        Ok(())
+    };
+    match kind {
+        "summary" => {
+            reports::summary(client, ctx, &options)?;
+            rows = 1;
+        }
+        "overdue" => {
+            reports::overdue(client, ctx, &options, &mut |r| {
+                count(serde_json::json!(r.loan_id))
+            })?;
+        }
+        "fines" => {
+            reports::fines(client, ctx, &options, &mut |r| {
+                count(serde_json::json!(r.member_id))
+            })?;
+        }
+        "inventory" => {
+            reports::inventory(client, ctx, &options, &mut |r| {
+                count(serde_json::json!(r.book_id))
+            })?;
+        }
+        "risk" => {
+            reports::risk(client, ctx, &options, &mut |r| {
+                count(serde_json::json!(r.member_id))
+            })?;
+        }
+        "popular" => rows = reports::ranked(client, ctx, &options, false)?.len() as u64,
+        "top-members" => rows = reports::ranked(client, ctx, &options, true)?.len() as u64,
+        "trends" => rows = reports::trends(client, ctx, &options)?.len() as u64,
+        other => anyhow::bail!("unknown report {other}"),
+    }
+    Ok(rows)
 }
 
 #[derive(Debug, Args)]
@@ -61,6 +125,29 @@ pub fn scratch_database(app: &App, suffix: &str) -> anyhow::Result<(String, libc
 
 pub fn run(app: &mut App, command: BenchCommand) -> anyhow::Result<ExitCode> {
     match command {
+        BenchCommand::Reports(args) => {
+            let (mut client, ctx) = app.session()?;
+            let mut timings = Vec::new();
+            for kind in libcore::reports::KINDS {
+                let mut samples = Vec::new();
+                let mut rows = 0;
+                for _ in 0..args.runs.max(1) {
+                    let started = Instant::now();
+                    rows = run_report(&mut client, &ctx, kind)?;
+                    samples.push(started.elapsed().as_secs_f64() * 1000.0);
+                }
+                samples.sort_by(f64::total_cmp);
+                let ms = |v: f64| (v * 100.0).round() / 100.0;
+                timings.push(ReportTiming {
+                    report: kind,
+                    rows,
+                    median_ms: ms(samples[samples.len() / 2]),
+                    min_ms: ms(samples[0]),
+                    max_ms: ms(samples[samples.len() - 1]),
+                });
+            }
+            app.out.rows(&timings)?;
+        }
         BenchCommand::Seed(args) => {
             let options = crate::cmd::seed::SeedArgs {
                 scenario: args.scenario.clone(),

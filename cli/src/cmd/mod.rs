@@ -11,9 +11,11 @@ pub mod bench;
 pub mod book;
 pub mod circulation;
 pub mod db;
+pub mod jobs;
 pub mod member;
 pub mod misc;
 pub mod policy;
+pub mod report;
 pub mod seed;
 
 #[derive(Debug, Subcommand)]
@@ -35,6 +37,16 @@ pub enum Command {
     Renew(circulation::LoanArgs),
     /// List loans
     Loans(circulation::LoansArgs),
+    /// Fines: nightly accrual, payments, a member's account
+    #[command(subcommand)]
+    Fines(jobs::FinesCommand),
+    /// Overdue notices
+    #[command(subcommand)]
+    Notices(jobs::NoticesCommand),
+    /// The nightly job: fines accrue, notices generate, rollup refresh, under one lock
+    Nightly(jobs::NightlyArgs),
+    /// Read-only reports: summary, overdue, fines, inventory, popular, top-members, trends, risk
+    Report(report::ReportArgs),
     /// Circulation rules and the library time zone
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
@@ -61,6 +73,10 @@ pub fn run(app: &mut App, command: Command) -> anyhow::Result<ExitCode> {
         Command::Return(a) => circulation::return_loan(app, a),
         Command::Renew(a) => circulation::renew(app, a),
         Command::Loans(a) => circulation::loans(app, a),
+        Command::Fines(c) => jobs::run_fines(app, c),
+        Command::Notices(c) => jobs::run_notices(app, c),
+        Command::Nightly(a) => jobs::run_nightly(app, a),
+        Command::Report(a) => report::run(app, a),
         Command::Policy(c) => policy::run(app, c),
         Command::ClosedDay(c) => policy::run_closed_day(app, c),
         Command::Seed(a) => seed::run(app, a),

@@ -1,0 +1,122 @@
+//! `libctl report KIND`: render what libcore's reports stream.
+
+use std::process::ExitCode;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use clap::{Args, ValueEnum};
+use libcore::reports::{self, ReportOptions};
+
+use crate::app::App;
+use crate::render::Format;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Kind {
+    Summary,
+    Overdue,
+    Fines,
+    Inventory,
+    Popular,
+    TopMembers,
+    Trends,
+    Risk,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    #[arg(value_enum)]
+    pub kind: Kind,
+    /// The report's "now" (RFC 3339 or a date, taken as its end in library time) [default: now]
+    #[arg(long, value_parser = crate::app::parse_timestamp)]
+    pub as_of: Option<DateTime<Utc>>,
+    /// First day of the window, inclusive
+    #[arg(long)]
+    pub from: Option<NaiveDate>,
+    /// Last day of the window, inclusive
+    #[arg(long)]
+    pub to: Option<NaiveDate>,
+    #[arg(long)]
+    pub limit: Option<i64>,
+}
+
+/// Streams rows straight to stdout for csv/ndjson; collects them for table/json.
+fn streamed<T: serde::Serialize>(
+    app: &mut App,
+    produce: impl FnOnce(&mut dyn FnMut(T) -> libcore::Result<()>) -> libcore::Result<()>,
+) -> anyhow::Result<()> {
+    match app.out.format() {
+        Format::Csv | Format::Ndjson => {
+            let mut stream = app.out.stream();
+            produce(&mut |row| {
+                stream
+                    .push(&row)
+                    .map_err(|e| libcore::Error::io("writing the report", e))
+            })?;
+            stream.finish()?;
+        }
+        _ => {
+            let mut rows = Vec::new();
+            produce(&mut |row| {
+                rows.push(row);
+                Ok(())
+            })?;
+            app.out.rows(&rows)?;
+        }
+    }
+    Ok(())
+}
+
+pub fn run(app: &mut App, a: ReportArgs) -> anyhow::Result<ExitCode> {
+    let (mut client, ctx) = app.session()?;
+    let as_of = match a.as_of {
+        // A bare date means the end of that day in library time.
+        Some(t) if t.time() == chrono::NaiveTime::MIN => {
+            Some(libcore::calendar::Calendar::load(&mut client)?.end_of_day(t.date_naive()))
+        }
+        other => other,
+    };
+    let options = ReportOptions {
+        as_of,
+        from: a.from,
+        to: a.to,
+        limit: a.limit,
+    };
+    match a.kind {
+        Kind::Summary => app
+            .out
+            .record(&reports::summary(&mut client, &ctx, &options)?)?,
+        Kind::Overdue => {
+            let mut tiers = None;
+            streamed(app, |emit| {
+                tiers = Some(reports::overdue(&mut client, &ctx, &options, emit)?);
+                Ok(())
+            })?;
+            if let (Some(t), Format::Table) = (&tiers, app.out.format()) {
+                app.out.record(t)?;
+            } else if let (Some(t), false) = (&tiers, app.global.quiet) {
+                eprintln!(
+                    "overdue per tier: 1-3 days {}, 4-7 days {}, 8+ days {}",
+                    t.tier_1_3, t.tier_4_7, t.tier_8_plus
+                );
+            }
+        }
+        Kind::Fines => streamed(app, |emit| {
+            reports::fines(&mut client, &ctx, &options, emit).map(|_| ())
+        })?,
+        Kind::Inventory => streamed(app, |emit| {
+            reports::inventory(&mut client, &ctx, &options, emit).map(|_| ())
+        })?,
+        Kind::Risk => streamed(app, |emit| {
+            reports::risk(&mut client, &ctx, &options, emit).map(|_| ())
+        })?,
+        Kind::Popular => app
+            .out
+            .rows(reports::ranked(&mut client, &ctx, &options, false)?)?,
+        Kind::TopMembers => app
+            .out
+            .rows(reports::ranked(&mut client, &ctx, &options, true)?)?,
+        Kind::Trends => app
+            .out
+            .rows(reports::trends(&mut client, &ctx, &options)?)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}

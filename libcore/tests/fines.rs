@@ -1,0 +1,305 @@
+//! Fines, notices and the nightly job against a real database: the SQL twin agrees with the
+//! Rust rule, accrual is idempotent, notices are exactly-once, and the job lock holds.
+
+use std::sync::{Arc, Barrier};
+
+use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
+use libcore::actor::Ctx;
+use libcore::calendar::Calendar;
+use libcore::circulation::{self, LoanRef};
+use libcore::fines::{self, FinePolicy};
+use libcore::{jobs, notices};
+use postgres::Client;
+use proptest::prelude::*;
+
+use crate::support::*;
+
+fn d(s: &str) -> NaiveDate {
+    s.parse().unwrap()
+}
+
+/// A member and a loan borrowed `days_ago` days ago (due 14 days after), as the admin.
+fn overdue_loan(c: &mut Client, email: &str, book: u32, days_ago: i64) -> circulation::Loan {
+    let created = admin_at(c, Utc::now() - Duration::days(days_ago + 10));
+    libcore::members::add_member(
+        c,
+        &created,
+        &libcore::members::NewMember {
+            name: "Late Reader".into(),
+            email: email.into(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let b = add_book(c, book, 1);
+    let at = admin_at(c, Utc::now() - Duration::days(days_ago));
+    circulation::borrow(c, &at, email, &b).unwrap()
+}
+
+fn admin_at(c: &mut Client, at: DateTime<Utc>) -> Ctx {
+    Ctx {
+        at: Some(at),
+        ..admin(c)
+    }
+}
+
+fn stored_fine(c: &mut Client, loan: uuid::Uuid) -> i64 {
+    c.query_one("SELECT fine_cents FROM loan WHERE id = $1", &[&loan])
+        .unwrap()
+        .get(0)
+}
+
+const ZONES: &[&str] = &[
+    "UTC",
+    "Europe/Berlin",
+    "America/New_York",
+    "Australia/Sydney",
+    "Asia/Kolkata",
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
+
+    /// The SQL used by accrue and the reports equals the Rust function.
+    #[test]
+    fn sql_twin_equals_the_rust_fine(
+        due_secs in 1_600_000_000i64..1_800_000_000,
+        span_hours in -48i64..2_000,
+        closed_offsets in proptest::collection::vec(-5i64..90, 0..12),
+        zone in 0usize..ZONES.len(),
+        per_day in 0i64..500,
+        grace in 0i32..10,
+        cap in 0i64..5_000,
+    ) {
+        let tdb = shared_db();
+        let mut c = tdb.client();
+        let mut tx = c.transaction().unwrap();
+        let tz: chrono_tz::Tz = ZONES[zone].parse().unwrap();
+        let due_at = Utc.timestamp_opt(due_secs, 0).unwrap();
+        let end = due_at + Duration::hours(span_hours);
+        let due_day = due_at.with_timezone(&tz).date_naive();
+        let closed: Vec<NaiveDate> = closed_offsets.iter().map(|o| due_day + Duration::days(*o)).collect();
+        tx.execute("DELETE FROM closed_day", &[]).unwrap();
+        tx.execute("INSERT INTO closed_day (day) SELECT DISTINCT unnest($1::date[])", &[&closed]).unwrap();
+        let sql: i64 = tx
+            .query_one(
+                "SELECT fine_cents($1, $2, $3, overdue_days($4, $5, $6))",
+                &[&per_day, &grace, &cap, &due_at, &end, &ZONES[zone]],
+            )
+            .unwrap()
+            .get(0);
+        tx.rollback().unwrap();
+        let policy = FinePolicy { fine_cents_per_day: per_day, grace_days: grace, max_fine_cents: cap };
+        let rust = fines::fine_cents(&policy, due_at, end, &Calendar::new(tz, closed));
+        prop_assert_eq!(sql, rust);
+    }
+}
+
+/// One database for the property test's cases (each case runs in a rolled-back transaction).
+fn shared_db() -> &'static TestDb {
+    static DB: std::sync::OnceLock<TestDb> = std::sync::OnceLock::new();
+    DB.get_or_init(TestDb::new)
+}
+
+#[test]
+fn accrue_recomputes_never_increments_and_never_goes_back() {
+    let tdb = TestDb::new();
+    let mut c = tdb.client();
+    let loan = overdue_loan(&mut c, "late@example.org", 1, 20);
+    let due = loan.due_at.date_naive();
+    let sys = system();
+    let first = fines::accrue(&mut c, &sys, due + Duration::days(5)).unwrap();
+    assert_eq!((first.loans_assessed, first.fines_cents), (1, 500));
+    assert_eq!(stored_fine(&mut c, loan.id), 500);
+    fines::accrue(&mut c, &sys, due + Duration::days(5)).unwrap();
+    assert_eq!(
+        stored_fine(&mut c, loan.id),
+        500,
+        "twice gives the same state"
+    );
+    fines::accrue(&mut c, &sys, due + Duration::days(6)).unwrap();
+    assert_eq!(stored_fine(&mut c, loan.id), 600);
+    let back = fines::accrue(&mut c, &sys, due + Duration::days(2)).unwrap();
+    assert_eq!(
+        back.loans_assessed, 0,
+        "an older date leaves a newer assessment alone"
+    );
+    assert_eq!(stored_fine(&mut c, loan.id), 600);
+    // The return freezes the fine as of the return; accrual no longer touches it.
+    let ctx = admin(&mut c);
+    let returned = circulation::return_loan(&mut c, &ctx, &LoanRef::Id(loan.id)).unwrap();
+    fines::accrue(&mut c, &sys, due + Duration::days(30)).unwrap();
+    assert_eq!(stored_fine(&mut c, loan.id), returned.fine_cents);
+    assert_invariants(&mut c);
+    let member = ctx_of(&mut c, "late@example.org");
+    let members_cannot = fines::accrue(&mut c, &member, due).unwrap_err();
+    assert_eq!(members_cannot.exit_code(), 5);
+}
+
+#[test]
+fn notices_are_issued_once_per_level_and_catch_up_after_missed_nights() {
+    let tdb = TestDb::new();
+    let mut c = tdb.client();
+    let loan = overdue_loan(&mut c, "late@example.org", 1, 40);
+    let due = loan.due_at.date_naive();
+    let sys = system();
+    assert!(notices::generate(&mut c, &sys, due).unwrap().is_empty());
+    let day1 = notices::generate(&mut c, &sys, due + Duration::days(1)).unwrap();
+    assert_eq!(day1.iter().map(|n| n.level).collect::<Vec<_>>(), [1]);
+    assert!(notices::generate(&mut c, &sys, due + Duration::days(2))
+        .unwrap()
+        .is_empty());
+    // Nights 3 to 15 were missed: the next run issues levels 2 and 3, once each.
+    let caught_up = notices::generate(&mut c, &sys, due + Duration::days(16)).unwrap();
+    assert_eq!(
+        caught_up.iter().map(|n| n.level).collect::<Vec<_>>(),
+        [2, 3]
+    );
+    assert_eq!(caught_up[1].overdue_days, 16);
+    assert!(notices::generate(&mut c, &sys, due + Duration::days(17))
+        .unwrap()
+        .is_empty());
+    let total: i64 = c
+        .query_one("SELECT count(*) FROM notice", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(total, 3);
+    let letters = notices::group_by_member(&caught_up);
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].notices.len(), 2);
+}
+
+#[test]
+fn nightly_twice_gives_the_same_notices_and_dry_run_keeps_nothing() {
+    let tdb = TestDb::new();
+    let mut c = tdb.client();
+    overdue_loan(&mut c, "a@example.org", 1, 25);
+    overdue_loan(&mut c, "b@example.org", 2, 16);
+    let as_of = Utc::now().date_naive();
+    let sys = system();
+    let dry = jobs::nightly(&mut c, &sys, as_of, true).unwrap();
+    assert!(dry.dry_run && dry.notices_issued > 0);
+    let kept: i64 = c
+        .query_one("SELECT count(*) FROM notice", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, 0, "a dry run keeps nothing");
+    let first = jobs::nightly(&mut c, &sys, as_of, false).unwrap();
+    assert_eq!(first.notices_issued, dry.notices_issued);
+    assert_eq!(first.loans_assessed, 2);
+    let second = jobs::nightly(&mut c, &sys, as_of, false).unwrap();
+    assert_eq!(second.notices_issued, 0);
+    assert_eq!(second.fines_cents, first.fines_cents);
+    assert_invariants(&mut c);
+}
+
+#[test]
+fn a_held_job_lock_makes_a_second_run_exit_4_and_racing_runs_do_the_work_once() {
+    let tdb = TestDb::new();
+    let mut c = tdb.client();
+    for i in 0..6 {
+        overdue_loan(&mut c, &format!("r{i}@example.org"), i, 30 + i as i64);
+    }
+    let as_of = Utc::now().date_naive();
+    let mut holder = tdb.client();
+    let mut held = holder.transaction().unwrap();
+    held.execute("SELECT pg_advisory_xact_lock($1)", &[&fines::JOB_LOCK_KEY])
+        .unwrap();
+    let err = jobs::nightly(&mut c, &system(), as_of, false).unwrap_err();
+    assert_eq!((err.code(), err.exit_code()), ("job_already_running", 4));
+    held.rollback().unwrap();
+
+    let barrier = Arc::new(Barrier::new(4));
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let mut client = tdb.client();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                jobs::nightly(&mut client, &system(), as_of, false)
+            })
+        })
+        .collect();
+    let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let issued: usize = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .map(|r| r.notices_issued)
+        .sum();
+    for r in &results {
+        if let Err(e) = r {
+            assert_eq!(e.code(), "job_already_running");
+        }
+    }
+    assert!(results.iter().any(|r| r.is_ok()));
+    let total: i64 = c
+        .query_one("SELECT count(*) FROM notice", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        issued as i64, total,
+        "every notice issued exactly once across the racing runs"
+    );
+    assert_eq!(
+        total,
+        6 * 3,
+        "each loan is past 14 days overdue: levels 1, 2 and 3"
+    );
+}
+
+#[test]
+fn payments_are_capped_by_the_balance_and_shown_in_the_account() {
+    let tdb = TestDb::new();
+    let mut c = tdb.client();
+    let loan = overdue_loan(&mut c, "owes@example.org", 1, 20);
+    let ctx = admin(&mut c);
+    circulation::return_loan(&mut c, &ctx, &LoanRef::Id(loan.id)).unwrap();
+    let owed = stored_fine(&mut c, loan.id);
+    assert_eq!(owed, 600);
+    let err = fines::pay(&mut c, &ctx, "owes@example.org", owed + 1).unwrap_err();
+    assert_eq!(
+        (err.code(), err.exit_code()),
+        ("payment_exceeds_balance", 4)
+    );
+    let err = fines::pay(&mut c, &ctx, "owes@example.org", 0).unwrap_err();
+    assert_eq!(err.exit_code(), 7);
+    let paid = fines::pay(&mut c, &ctx, "owes@example.org", 250).unwrap();
+    assert_eq!(paid.balance_cents, 350);
+    let account = fines::show(&mut c, &ctx, "owes@example.org").unwrap();
+    assert_eq!(
+        (
+            account.payments_cents,
+            account.waivers_cents,
+            account.balance_cents
+        ),
+        (250, 0, 350)
+    );
+    assert_eq!(account.loans.len(), 1);
+    assert_eq!(account.loans[0].fine_cents, 600);
+    let member_ctx = ctx_of(&mut c, "owes@example.org");
+    fines::show(&mut c, &member_ctx, "owes@example.org").unwrap();
+    let err = fines::pay(&mut c, &member_ctx, "owes@example.org", 10).unwrap_err();
+    assert_eq!(err.exit_code(), 5);
+    assert_invariants(&mut c);
+}
+
+#[test]
+fn the_closed_day_and_timezone_settings_feed_due_dates() {
+    let tdb = TestDb::new();
+    let mut c = tdb.client();
+    let ctx = admin(&mut c);
+    libcore::policy::set_timezone(&mut c, &ctx, "Pacific/Auckland").unwrap();
+    let err = libcore::policy::set_timezone(&mut c, &ctx, "Mars/Olympus").unwrap_err();
+    assert_eq!(err.exit_code(), 7);
+    let m = add_member(&mut c, "kiwi@example.org", "member");
+    let b = add_book(&mut c, 1, 1);
+    let loan = circulation::borrow(&mut c, &ctx, &m, &b).unwrap();
+    let tz: chrono_tz::Tz = "Pacific/Auckland".parse().unwrap();
+    let local_due = loan.due_at.with_timezone(&tz);
+    assert_eq!(local_due.format("%H:%M:%S").to_string(), "23:59:59");
+    assert_eq!(libcore::calendar::closed_days(&mut c).unwrap().len(), 0);
+    libcore::calendar::add_closed_day(&mut c, &ctx, d("2030-12-25"), Some("Christmas")).unwrap();
+    libcore::calendar::remove_closed_day(&mut c, &ctx, d("2030-12-25")).unwrap();
+    let err = libcore::calendar::remove_closed_day(&mut c, &ctx, d("2030-12-25")).unwrap_err();
+    assert_eq!(err.exit_code(), 3);
+}
