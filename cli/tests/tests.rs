@@ -4,6 +4,7 @@
 mod support;
 mod util;
 
+mod approvals;
 mod catalogue_and_members;
 mod circulation;
 mod database;

@@ -24,6 +24,7 @@ pub const TABLES: &[&str] = &[
     "audit_log",
     "notice",
     "circulation_month",
+    "request",
 ];
 
 /// The schema version this binary was built with.

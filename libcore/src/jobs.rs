@@ -14,6 +14,9 @@ use crate::error::Result;
 use crate::fines::{self, Accrual};
 use crate::notices::{self, Notice};
 
+/// Membership applications pending longer than this many days expire in the nightly run.
+pub const MEMBERSHIP_REQUEST_DAYS: i64 = 30;
+
 /// What a nightly run did (or, with `--dry-run`, would do).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Nightly {
@@ -29,6 +32,8 @@ pub struct Nightly {
     pub notices_issued: usize,
     /// Months of the rollup refreshed.
     pub months_refreshed: usize,
+    /// Membership applications expired after 30 days pending.
+    pub requests_expired: u64,
     /// Seconds the run took.
     pub duration_seconds: f64,
     /// The notices, for the mail merge.
@@ -52,6 +57,9 @@ fn run_steps(
     } = fines::accrue_in(tx, as_of)?;
     let notices = notices::generate_in(tx, as_of, ctx.now())?;
     let months_refreshed = crate::reports::refresh_rollup_in(tx, as_of, None)?;
+    let end_of_day = crate::calendar::Calendar::load(tx)?.end_of_day(as_of);
+    let requests_expired =
+        crate::approvals::expire_in(tx, end_of_day, MEMBERSHIP_REQUEST_DAYS, &ctx.actor.name)?;
     Ok(Nightly {
         as_of,
         dry_run,
@@ -59,6 +67,7 @@ fn run_steps(
         fines_cents,
         notices_issued: notices.len(),
         months_refreshed,
+        requests_expired,
         duration_seconds: started.elapsed().as_secs_f64(),
         notices,
     })
@@ -81,6 +90,7 @@ pub fn nightly(client: &mut Client, ctx: &Ctx, as_of: NaiveDate, dry_run: bool) 
             "fines_cents": done.fines_cents,
             "notices_issued": done.notices_issued,
             "months_refreshed": done.months_refreshed,
+            "requests_expired": done.requests_expired,
         });
         Ok(Audited::new(done, as_of, details))
     })
@@ -166,6 +176,7 @@ mod tests {
                 fines_cents: 700,
                 notices_issued: 2,
                 months_refreshed: 1,
+                requests_expired: 0,
                 duration_seconds: 0.5,
                 notices: Vec::new(),
             }),

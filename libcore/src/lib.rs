@@ -24,6 +24,7 @@
 //! - [`audit`]: the transaction runner every mutation goes through, and the audit log.
 //! - [`catalog`], [`members`]: books and people.
 //! - [`circulation`]: borrow, return, renew.
+//! - [`approvals`]: requests decided by a second person.
 //! - [`calendar`], [`fines`], [`policy`]: due dates, fines and the rules behind them.
 //! - [`notices`], [`jobs`]: overdue notices and the nightly job.
 //! - [`reports`]: read-only, streaming reports.
@@ -31,6 +32,7 @@
 #![warn(missing_docs)]
 
 pub mod actor;
+pub mod approvals;
 pub mod audit;
 pub mod calendar;
 pub mod catalog;

@@ -90,6 +90,7 @@ pub fn is_valid_category(c: &str) -> bool {
         && chars.all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_')
 }
 
+/// Validates a member as typed or imported.
 pub(crate) fn validate_member(new: &NewMember) -> Result<ValidMember> {
     let role = Role::parse_member_role(
         new.role

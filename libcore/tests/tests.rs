@@ -2,6 +2,7 @@
 
 mod support;
 
+mod approvals;
 mod circulation;
 mod concurrency;
 mod fines;

@@ -7,6 +7,7 @@ use clap::Subcommand;
 
 use crate::app::App;
 
+pub mod approvals;
 pub mod bench;
 pub mod book;
 pub mod circulation;
@@ -47,6 +48,15 @@ pub enum Command {
     Nightly(jobs::NightlyArgs),
     /// Read-only reports: summary, overdue, fines, inventory, popular, top-members, trends, risk
     Report(report::ReportArgs),
+    /// File a request for a second person to decide
+    #[command(subcommand)]
+    Request(approvals::RequestCommand),
+    /// List requests, or expire stale membership applications
+    Requests(approvals::RequestsArgs),
+    /// Approve a request (performing its effect), or all pending of a kind
+    Approve(approvals::ApproveArgs),
+    /// Reject a request
+    Reject(approvals::RejectArgs),
     /// Circulation rules and the library time zone
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
@@ -77,6 +87,10 @@ pub fn run(app: &mut App, command: Command) -> anyhow::Result<ExitCode> {
         Command::Notices(c) => jobs::run_notices(app, c),
         Command::Nightly(a) => jobs::run_nightly(app, a),
         Command::Report(a) => report::run(app, a),
+        Command::Request(c) => approvals::run_request(app, c),
+        Command::Requests(a) => approvals::run_requests(app, a),
+        Command::Approve(a) => approvals::run_approve(app, a),
+        Command::Reject(a) => approvals::run_reject(app, a),
         Command::Policy(c) => policy::run(app, c),
         Command::ClosedDay(c) => policy::run_closed_day(app, c),
         Command::Seed(a) => seed::run(app, a),
