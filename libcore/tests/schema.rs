@@ -19,7 +19,7 @@ fn an_uninitialised_or_outdated_database_is_refused_with_exit_10() {
     let tdb = TestDb::new();
     let mut client = tdb.client();
     client
-        .batch_execute("UPDATE refinery_schema_history SET version = 0")
+        .batch_execute("DELETE FROM refinery_schema_history WHERE version = (SELECT max(version) FROM refinery_schema_history)")
         .unwrap();
     let err = db::require_current_schema(&mut client).unwrap_err();
     assert_eq!(err.exit_code(), 10);

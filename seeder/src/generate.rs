@@ -89,8 +89,8 @@ pub struct MemberRow {
     pub status: &'static str,
     /// Created.
     pub created_at: DateTime<Utc>,
-    /// Expires.
-    pub expires_at: DateTime<Utc>,
+    /// Expires (`None` while an application is pending).
+    pub expires_at: Option<DateTime<Utc>>,
     /// Segment, 0 = heavy … 3 = inactive (not stored); staff are inactive borrowers.
     pub segment: u8,
 }
@@ -156,6 +156,55 @@ pub struct AuditRow {
     pub outcome: &'static str,
     /// JSON details.
     pub details: String,
+}
+
+/// A pending request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestRow {
+    /// Primary key.
+    pub id: Uuid,
+    /// Kind.
+    pub kind: &'static str,
+    /// Index into the members.
+    pub member: u32,
+    /// Waiver amount.
+    pub amount_cents: Option<i64>,
+    /// Correction field.
+    pub field: Option<&'static str>,
+    /// Correction value.
+    pub value: Option<String>,
+    /// Reason.
+    pub reason: Option<String>,
+    /// Filed by.
+    pub filed_by: String,
+    /// Filed at.
+    pub filed_at: DateTime<Utc>,
+}
+
+impl RequestRow {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        rng: &mut impl Rng,
+        kind: &'static str,
+        member: u32,
+        filed_at: DateTime<Utc>,
+        filed_by: String,
+        amount_cents: Option<i64>,
+        phone: Option<String>,
+        reason: Option<String>,
+    ) -> RequestRow {
+        RequestRow {
+            id: id_from_parts(filed_at, rng.random()),
+            kind,
+            member,
+            amount_cents,
+            field: phone.as_ref().map(|_| "phone"),
+            value: phone,
+            reason,
+            filed_by,
+            filed_at,
+        }
+    }
 }
 
 /// Everything small enough to hold in memory, from which the large tables are generated.
@@ -364,7 +413,7 @@ fn generate_members(seed: u64, count: usize, start: NaiveDate, end: NaiveDate) -
                         category,
                         status,
                         created_at,
-                        expires_at,
+                        expires_at: Some(expires_at),
                         segment: model::member_segment(&mut rng),
                     }
                 })
@@ -412,7 +461,36 @@ fn staff_accounts(seed: u64, count: usize, start: NaiveDate, end: NaiveDate) -> 
                 category: "staff",
                 status: "active",
                 created_at: created_at + chrono::Duration::seconds(i as i64),
-                expires_at,
+                expires_at: Some(expires_at),
+                segment: 3,
+            }
+        })
+        .collect()
+}
+
+/// Applicants waiting for approval: joined in the last 20 days, never borrowed.
+fn pending_applicants(
+    seed: u64,
+    count: usize,
+    first_index: usize,
+    end: NaiveDate,
+) -> Vec<MemberRow> {
+    let mut rng = rng_for(seed, MEMBER_STREAM - 2);
+    (0..count)
+        .map(|i| {
+            let created_at = at(end - Days::new(rng.random_range(1..=20)), &mut rng);
+            let first: String = FirstName().fake_with_rng(&mut rng);
+            let last: String = LastName().fake_with_rng(&mut rng);
+            MemberRow {
+                id: id_from_parts(created_at, rng.random()),
+                name: format!("{first} {last}"),
+                email: format!("applicant{}@example.org", first_index + i),
+                phone: None,
+                role: "member",
+                category: "public",
+                status: "pending",
+                created_at,
+                expires_at: None,
                 segment: 3,
             }
         })
@@ -463,6 +541,13 @@ impl Plan {
         let staff = staff_accounts(seed, scenario.librarians, start, end);
         let mut members = staff;
         members.extend(generate_members(seed, scenario.members, start, end));
+        members.extend(pending_applicants(
+            seed,
+            (scenario.members / 100).max(3),
+            scenario.members,
+            end,
+        ));
+        members.sort_by_key(|m| (m.created_at, m.id));
         let book_weights = books
             .iter()
             .scan(0u64, |acc, b| {
@@ -784,6 +869,84 @@ impl Plan {
             details: format!("{{\"fine_cents\":{}}}", loan.fine_cents),
         });
         [Some(borrow), ret]
+    }
+
+    /// Pending requests: every applicant's membership application, corrections from a few
+    /// members, and waivers for a few members who still owe something.
+    pub fn requests(
+        &self,
+        ledger: &[AccountRow],
+        fines_by_member: &[(i64, Option<DateTime<Utc>>)],
+    ) -> Vec<RequestRow> {
+        let mut rng = rng_for(self.seed, AUDIT_STREAM + 1);
+        let end = self.end_instant();
+        let mut rows = Vec::new();
+        for (i, m) in self
+            .members
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.status == "pending")
+        {
+            rows.push(RequestRow::new(
+                &mut rng,
+                "membership",
+                i as u32,
+                m.created_at,
+                "anonymous".into(),
+                None,
+                None,
+                None,
+            ));
+        }
+        let mut paid = vec![0i64; self.members.len()];
+        for entry in ledger {
+            paid[entry.member as usize] += entry.amount_cents;
+        }
+        let desk = self.members[self.desk_staff[0] as usize].email.clone();
+        let owing: Vec<u32> = (0..self.members.len())
+            .filter(|&i| fines_by_member[i].0 - paid[i] > 0 && self.members[i].status == "active")
+            .map(|i| i as u32)
+            .collect();
+        for &m in owing.iter().take((self.scenario.members / 200).max(2)) {
+            let owed = fines_by_member[m as usize].0 - paid[m as usize];
+            let filed = end - chrono::Duration::hours(rng.random_range(1..24 * 10));
+            rows.push(RequestRow::new(
+                &mut rng,
+                "waiver",
+                m,
+                filed,
+                desk.clone(),
+                Some(owed.min(300)),
+                None,
+                Some("hardship".into()),
+            ));
+        }
+        let first_member = self.scenario.librarians + 1;
+        for _ in 0..(self.scenario.members / 200).max(2) {
+            let m = rng.random_range(first_member..self.members.len()) as u32;
+            let member = &self.members[m as usize];
+            if member.status != "active" {
+                continue;
+            }
+            let filed = (end - chrono::Duration::hours(rng.random_range(1..24 * 10)))
+                .max(member.created_at);
+            let phone = format!(
+                "+1 555 {:03}-{:04}",
+                rng.random_range(100..1000),
+                rng.random_range(0..10_000)
+            );
+            rows.push(RequestRow::new(
+                &mut rng,
+                "correction",
+                m,
+                filed,
+                member.email.clone(),
+                None,
+                Some(phone),
+                Some("new number".into()),
+            ));
+        }
+        rows
     }
 
     /// Bursts injected into the audit history: a member's self-service kiosk session firing

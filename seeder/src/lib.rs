@@ -497,6 +497,18 @@ fn generate_into(
     sink.rollup_complete_before(complete_before)?;
 
     let ledger = plan.ledger(&fines_by_member);
+    let requests = plan.requests(&ledger, &fines_by_member);
+    write_table(
+        sink,
+        pool,
+        "request",
+        rows::REQUEST_COLUMNS,
+        &requests,
+        observer,
+        &mut tables,
+        |b, r| rows::encode_request(b, &plan, r),
+        |r| rows::request_record(&plan, r),
+    )?;
     write_table(
         sink,
         pool,

@@ -4,7 +4,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::copy::RowEncoder;
-use crate::generate::{AccountRow, AuditRow, BookRow, LoanRow, MemberRow, Plan};
+use crate::generate::{AccountRow, AuditRow, BookRow, LoanRow, MemberRow, Plan, RequestRow};
 
 /// Column lists, in COPY order; also the CSV headers.
 pub const BOOK_COLUMNS: &[&str] = &[
@@ -116,7 +116,7 @@ pub fn encode_member(buf: &mut Vec<u8>, m: &MemberRow) {
         .text(m.category)
         .text(m.status)
         .timestamptz(m.created_at)
-        .timestamptz(m.expires_at);
+        .opt_timestamptz(m.expires_at);
 }
 
 /// One member as CSV.
@@ -130,7 +130,7 @@ pub fn member_record(m: &MemberRow) -> Vec<String> {
         m.category.to_string(),
         m.status.to_string(),
         ts(m.created_at),
-        ts(m.expires_at),
+        opt_ts(m.expires_at),
     ]
 }
 
@@ -223,5 +223,50 @@ pub fn audit_record(a: &AuditRow) -> Vec<String> {
         a.entity_id.map(|id| id.to_string()).unwrap_or_default(),
         a.outcome.to_string(),
         a.details.clone(),
+    ]
+}
+
+/// Request columns.
+pub const REQUEST_COLUMNS: &[&str] = &[
+    "id",
+    "kind",
+    "member_id",
+    "amount_cents",
+    "field",
+    "value",
+    "reason",
+    "filed_by",
+    "filed_at",
+];
+
+/// Appends one pending request.
+pub fn encode_request(buf: &mut Vec<u8>, plan: &Plan, r: &RequestRow) {
+    let mut e = RowEncoder::new(buf, 9);
+    e.uuid(r.id)
+        .text(r.kind)
+        .uuid(plan.members[r.member as usize].id);
+    match r.amount_cents {
+        Some(a) => e.int8(a),
+        None => e.null(),
+    };
+    e.opt_text(r.field)
+        .opt_text(r.value.as_deref())
+        .opt_text(r.reason.as_deref())
+        .text(&r.filed_by)
+        .timestamptz(r.filed_at);
+}
+
+/// One pending request as CSV.
+pub fn request_record(plan: &Plan, r: &RequestRow) -> Vec<String> {
+    vec![
+        r.id.to_string(),
+        r.kind.to_string(),
+        plan.members[r.member as usize].id.to_string(),
+        r.amount_cents.map(|a| a.to_string()).unwrap_or_default(),
+        r.field.unwrap_or_default().to_string(),
+        r.value.clone().unwrap_or_default(),
+        r.reason.clone().unwrap_or_default(),
+        r.filed_by.clone(),
+        ts(r.filed_at),
     ]
 }
