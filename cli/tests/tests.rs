@@ -5,6 +5,7 @@ mod support;
 mod util;
 
 mod approvals;
+mod audit;
 mod catalogue_and_members;
 mod circulation;
 mod database;

@@ -76,6 +76,7 @@ pub fn run<T>(
     loop {
         let result: Result<T> = (|| {
             let mut tx = client.transaction()?;
+            crate::ratelimit::enforce(&mut tx, ctx, op.action)?;
             let done = body(&mut tx)?;
             record(
                 &mut tx,
@@ -216,4 +217,93 @@ fn audit_row(r: &postgres::Row) -> AuditRow {
         outcome: r.get(8),
         details: r.get(9),
     }
+}
+
+/// Filters for `audit export`.
+#[derive(Debug, Clone, Default)]
+pub struct ExportFilter {
+    /// From (inclusive).
+    pub from: Option<DateTime<Utc>>,
+    /// To (inclusive).
+    pub to: Option<DateTime<Utc>>,
+    /// Only this actor.
+    pub actor: Option<String>,
+    /// Only this action.
+    pub action: Option<String>,
+}
+
+/// Streams audit rows in time order (staff and `system`).
+pub fn export(
+    client: &mut Client,
+    ctx: &Ctx,
+    filter: &ExportFilter,
+    emit: &mut dyn FnMut(AuditRow) -> Result<()>,
+) -> Result<u64> {
+    use postgres::fallible_iterator::FallibleIterator;
+    ctx.require(crate::actor::Capability::Reports)?;
+    let params: [&(dyn postgres::types::ToSql + Sync); 4] =
+        [&filter.from, &filter.to, &filter.actor, &filter.action];
+    let mut rows = client.query_raw(
+        "SELECT id, at, recorded_at, actor, actor_role, action, entity_type, entity_id, outcome, details
+         FROM audit_log
+         WHERE ($1::timestamptz IS NULL OR at >= $1) AND ($2::timestamptz IS NULL OR at <= $2)
+           AND ($3::text IS NULL OR actor = $3) AND ($4::text IS NULL OR action = $4)
+         ORDER BY at, id",
+        params.iter().copied(),
+    )?;
+    let mut n = 0;
+    while let Some(row) = rows.next()? {
+        emit(audit_row(&row))?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// What a prune removed (or, unconfirmed, would remove).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Prune {
+    /// Rows older than this.
+    pub before: DateTime<Utc>,
+    /// How many.
+    pub rows: i64,
+    /// False for the dry run without `--confirm`.
+    pub deleted: bool,
+}
+
+/// `audit prune --before DATE --confirm`: the only way to remove history. Admin only, and
+/// audited itself. Without `confirm` it only counts.
+pub fn prune(
+    client: &mut Client,
+    ctx: &Ctx,
+    before: DateTime<Utc>,
+    confirm: bool,
+) -> Result<Prune> {
+    if !confirm {
+        ctx.require(crate::actor::Capability::Administer)?;
+        let rows: i64 = client
+            .query_one("SELECT count(*) FROM audit_log WHERE at < $1", &[&before])?
+            .get(0);
+        return Ok(Prune {
+            before,
+            rows,
+            deleted: false,
+        });
+    }
+    let op = Operation::new("audit.prune", "audit_log", json!({ "before": before }));
+    run(client, ctx, &op, |tx| {
+        ctx.require(crate::actor::Capability::Administer)?;
+        tx.batch_execute("SET LOCAL libctl.audit_maintenance = 'on'")?;
+        let rows = tx.execute("DELETE FROM audit_log WHERE at < $1", &[&before])? as i64;
+        tx.batch_execute("SET LOCAL libctl.audit_maintenance = 'off'")?;
+        let pruned = Prune {
+            before,
+            rows,
+            deleted: true,
+        };
+        Ok(Audited::new(
+            pruned.clone(),
+            "audit_log",
+            json!({ "before": before, "rows": rows }),
+        ))
+    })
 }

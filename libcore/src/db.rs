@@ -25,6 +25,7 @@ pub const TABLES: &[&str] = &[
     "notice",
     "circulation_month",
     "request",
+    "rate_limit_policy",
 ];
 
 /// The schema version this binary was built with.

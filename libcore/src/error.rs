@@ -52,6 +52,8 @@ pub enum Refusal {
     NotBorrowed,
     /// A second review of the same book by the same member.
     DuplicateReview,
+    /// `rate-limit audit --fail-on-violation` found violations.
+    RateLimitViolations,
 }
 
 impl Refusal {
@@ -79,6 +81,7 @@ impl Refusal {
             Refusal::MemberHasLoans => "member_has_loans",
             Refusal::NotBorrowed => "not_borrowed",
             Refusal::DuplicateReview => "duplicate_review",
+            Refusal::RateLimitViolations => "rate_limit_violations",
         }
     }
 }

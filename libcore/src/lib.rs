@@ -28,6 +28,7 @@
 //! - [`calendar`], [`fines`], [`policy`]: due dates, fines and the rules behind them.
 //! - [`notices`], [`jobs`]: overdue notices and the nightly job.
 //! - [`reports`]: read-only, streaming reports.
+//! - [`ratelimit`]: sliding-window rate limits over the audit log, and their audit.
 //! - [`error`]: one error type with stable codes and exit codes.
 #![warn(missing_docs)]
 
@@ -48,6 +49,7 @@ pub mod members;
 pub mod notices;
 pub mod page;
 pub mod policy;
+pub mod ratelimit;
 pub mod reports;
 pub mod validate;
 

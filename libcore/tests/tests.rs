@@ -7,4 +7,5 @@ mod circulation;
 mod concurrency;
 mod fines;
 mod imports;
+mod ratelimit;
 mod schema;

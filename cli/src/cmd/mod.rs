@@ -8,6 +8,7 @@ use clap::Subcommand;
 use crate::app::App;
 
 pub mod approvals;
+pub mod audit;
 pub mod bench;
 pub mod book;
 pub mod circulation;
@@ -57,6 +58,12 @@ pub enum Command {
     Approve(approvals::ApproveArgs),
     /// Reject a request
     Reject(approvals::RejectArgs),
+    /// The audit log: export and prune
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
+    /// Rate limits: policies, an actor's status, and the audit of the log
+    #[command(subcommand, name = "rate-limit")]
+    RateLimit(audit::RateLimitCommand),
     /// Circulation rules and the library time zone
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
@@ -91,6 +98,8 @@ pub fn run(app: &mut App, command: Command) -> anyhow::Result<ExitCode> {
         Command::Requests(a) => approvals::run_requests(app, a),
         Command::Approve(a) => approvals::run_approve(app, a),
         Command::Reject(a) => approvals::run_reject(app, a),
+        Command::Audit(c) => audit::run_audit(app, c),
+        Command::RateLimit(c) => audit::run_rate_limit(app, c),
         Command::Policy(c) => policy::run(app, c),
         Command::ClosedDay(c) => policy::run_closed_day(app, c),
         Command::Seed(a) => seed::run(app, a),

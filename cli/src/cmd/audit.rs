@@ -1,0 +1,200 @@
+//! `libctl audit …` and `libctl rate-limit …`.
+
+use std::process::ExitCode;
+
+use chrono::{DateTime, Utc};
+use clap::{Args, Subcommand};
+use libcore::audit::{self, ExportFilter};
+use libcore::ratelimit::{self, Policy};
+
+use crate::app::{parse_timestamp, App};
+use crate::render::Format;
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Stream the audit log (csv, json or ndjson)
+    Export(ExportArgs),
+    /// Remove history older than a date (admin; counts only, unless --confirm)
+    Prune(PruneArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[arg(long, value_parser = parse_timestamp)]
+    pub from: Option<DateTime<Utc>>,
+    #[arg(long, value_parser = parse_timestamp)]
+    pub to: Option<DateTime<Utc>>,
+    /// Only this actor's rows (`--actor A` on the command line means the same)
+    #[arg(long)]
+    pub for_actor: Option<String>,
+    #[arg(long)]
+    pub action: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    #[arg(long, value_parser = parse_timestamp)]
+    pub before: DateTime<Utc>,
+    /// Really delete (otherwise only count)
+    #[arg(long)]
+    pub confirm: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RateLimitCommand {
+    /// Rate-limit policies
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// An actor's current budget per policy
+    Status(StatusArgs),
+    /// Per actor: requests, peak sliding-window counts, violations, near misses, bursts; worst first
+    Audit(RateAuditArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// List the policies
+    List,
+    /// Create or change a policy (admin)
+    Set(PolicySetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PolicySetArgs {
+    /// member, librarian, admin or any
+    #[arg(long)]
+    pub role: String,
+    /// borrow (borrow and renew) or mutation (everything)
+    #[arg(long)]
+    pub action_group: String,
+    #[arg(long)]
+    pub limit: i32,
+    /// 60s, 15m, 1h, 1d
+    #[arg(long)]
+    pub window: String,
+    /// At most this many within 10 seconds [default: the limit]
+    #[arg(long)]
+    pub burst: Option<i32>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The actor to inspect (`--actor A` on the command line means the same) [default: yourself]
+    #[arg(long = "for-actor")]
+    pub target: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RateAuditArgs {
+    #[arg(long, value_parser = parse_timestamp)]
+    pub from: Option<DateTime<Utc>>,
+    #[arg(long, value_parser = parse_timestamp)]
+    pub to: Option<DateTime<Utc>>,
+    /// Exit 4 when any violation is found (for cron alerting)
+    #[arg(long)]
+    pub fail_on_violation: bool,
+}
+
+/// Streams rows in csv/ndjson, collects otherwise.
+fn stream_rows<T: serde::Serialize>(
+    app: &mut App,
+    produce: impl FnOnce(&mut dyn FnMut(T) -> libcore::Result<()>) -> libcore::Result<u64>,
+) -> anyhow::Result<()> {
+    match app.out.format() {
+        Format::Csv | Format::Ndjson => {
+            let mut stream = app.out.stream();
+            produce(&mut |row| {
+                stream
+                    .push(&row)
+                    .map_err(|e| libcore::Error::io("writing rows", e))
+            })?;
+            stream.finish()?;
+        }
+        _ => {
+            let mut rows = Vec::new();
+            produce(&mut |row| {
+                rows.push(row);
+                Ok(())
+            })?;
+            app.out.rows(&rows)?;
+        }
+    }
+    Ok(())
+}
+
+pub fn run_audit(app: &mut App, command: AuditCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        AuditCommand::Export(a) => {
+            let (subject, mut client, ctx) = app.subject_session()?;
+            let filter = ExportFilter {
+                from: a.from,
+                to: a.to,
+                actor: a.for_actor.or(subject),
+                action: a.action,
+            };
+            stream_rows(app, |emit| audit::export(&mut client, &ctx, &filter, emit))?;
+        }
+        AuditCommand::Prune(a) => {
+            let (mut client, ctx) = app.session()?;
+            let pruned = audit::prune(&mut client, &ctx, a.before, a.confirm)?;
+            if !pruned.deleted && !app.global.quiet {
+                eprintln!(
+                    "libctl: {} row(s) would be removed; add --confirm to remove them",
+                    pruned.rows
+                );
+            }
+            app.out.record(&pruned)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_rate_limit(app: &mut App, command: RateLimitCommand) -> anyhow::Result<ExitCode> {
+    if let RateLimitCommand::Status(a) = command {
+        let (subject, mut client, ctx) = app.subject_session()?;
+        let target = a
+            .target
+            .or(subject)
+            .unwrap_or_else(|| ctx.actor.name.clone());
+        app.out
+            .rows(ratelimit::status(&mut client, &ctx, &target)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (mut client, ctx) = app.session()?;
+    match command {
+        RateLimitCommand::Policy(PolicyCommand::List) => {
+            app.out.rows(ratelimit::policies(&mut client)?)?
+        }
+        RateLimitCommand::Policy(PolicyCommand::Set(a)) => {
+            let policy = Policy {
+                role: a.role,
+                action_group: a.action_group,
+                limit_count: a.limit,
+                window_seconds: ratelimit::parse_window(&a.window)?,
+                burst: a.burst.unwrap_or(a.limit),
+            };
+            app.out
+                .record(&ratelimit::set_policy(&mut client, &ctx, &policy)?)?;
+        }
+        RateLimitCommand::Status(_) => unreachable!("handled above"),
+        RateLimitCommand::Audit(a) => {
+            let to = a.to.unwrap_or_else(|| ctx.now());
+            let from = a.from.unwrap_or(to - chrono::Duration::days(1));
+            let mut violations = 0;
+            stream_rows(app, |emit| {
+                ratelimit::audit_report(&mut client, &ctx, from, to, &mut |row| {
+                    violations += row.violations;
+                    emit(row)
+                })
+            })?;
+            if a.fail_on_violation && violations > 0 {
+                return Err(libcore::Error::refused(
+                    libcore::Refusal::RateLimitViolations,
+                    format!("{violations} rate-limit violation(s) between {from} and {to}"),
+                )
+                .into());
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

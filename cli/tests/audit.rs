@@ -1,0 +1,160 @@
+//! Audit export and rate limits through the binary, across processes.
+
+use crate::support::*;
+use crate::util::*;
+
+#[test]
+fn export_round_trips_through_csv() {
+    let tdb = TestDb::new();
+    let mut c = tdb.client();
+    let m = add_member(&mut c, "reader@example.org", "member");
+    let b = add_book(&mut c, 1, 1);
+    Libctl::new(&tdb)
+        .actor(ADMIN)
+        .args(["borrow", "--member", &m, "--book", &b])
+        .run()
+        .expect(0);
+    Libctl::new(&tdb)
+        .actor(ADMIN)
+        .args(["borrow", "--member", &m, "--book", &b])
+        .run()
+        .expect(4);
+    let out = Libctl::new(&tdb)
+        .args(["audit", "export", "--format", "csv"])
+        .run()
+        .expect(0);
+    let text = out.stdout();
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let exported: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
+    let db_rows = c
+        .query(
+            "SELECT id::text, actor, action, outcome, details FROM audit_log ORDER BY at, id",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(exported.len(), db_rows.len());
+    for (record, row) in exported.iter().zip(&db_rows) {
+        assert_eq!(&record[0], row.get::<_, &str>(0));
+        assert_eq!(&record[3], row.get::<_, &str>(1));
+        assert_eq!(&record[5], row.get::<_, &str>(2));
+        assert_eq!(&record[8], row.get::<_, &str>(3));
+        let details: serde_json::Value = serde_json::from_str(&record[9]).unwrap();
+        assert_eq!(details, row.get::<_, serde_json::Value>(4));
+    }
+    // `--actor` typed on the command line filters; the looker is LIBCTL_ACTOR or system.
+    let only = Libctl::new(&tdb)
+        .args([
+            "audit",
+            "export",
+            "--actor",
+            ADMIN,
+            "--action",
+            "loan.borrow",
+            "--format",
+            "ndjson",
+        ])
+        .run()
+        .expect(0);
+    assert_eq!(only.stdout().lines().count(), 2);
+    Libctl::new(&tdb)
+        .actor(&m)
+        .args(["audit", "export"])
+        .run()
+        .expect(5);
+}
+
+#[test]
+fn processes_hammering_one_member_share_one_budget() {
+    let tdb = TestDb::new();
+    let mut c = tdb.client();
+    Libctl::new(&tdb)
+        .actor(ADMIN)
+        .args([
+            "rate-limit",
+            "policy",
+            "set",
+            "--role",
+            "member",
+            "--action-group",
+            "borrow",
+            "--limit",
+            "4",
+            "--window",
+            "1h",
+            "--burst",
+            "4",
+        ])
+        .run()
+        .expect(0);
+    Libctl::new(&tdb)
+        .actor(ADMIN)
+        .args(["policy", "set", "--category", "public", "--max-loans", "20"])
+        .run()
+        .expect(0);
+    let m = add_member(&mut c, "eager@example.org", "member");
+    let books: Vec<String> = (0..9).map(|n| add_book(&mut c, n, 1)).collect();
+    let children: Vec<_> = books
+        .iter()
+        .map(|b| {
+            std::process::Command::new(assert_cmd::cargo::cargo_bin("libctl"))
+                .env("DATABASE_URL", &tdb.url)
+                .env("LIBCTL_ACTOR", &m)
+                .args(["borrow", "--member", &m, "--book", b])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let codes: Vec<i32> = children
+        .into_iter()
+        .map(|mut ch| ch.wait().unwrap().code().unwrap())
+        .collect();
+    assert_eq!(codes.iter().filter(|c| **c == 0).count(), 4, "{codes:?}");
+    assert_eq!(codes.iter().filter(|c| **c == 6).count(), 5, "{codes:?}");
+    let status = Libctl::new(&tdb)
+        .args(["rate-limit", "status", "--actor", &m, "--format", "json"])
+        .run()
+        .json();
+    let borrow = status
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["action_group"] == "borrow")
+        .unwrap();
+    assert_eq!(borrow["remaining"], 0);
+    let audit = Libctl::new(&tdb)
+        .args(["rate-limit", "audit", "--format", "json"])
+        .run()
+        .json();
+    assert_eq!(audit[0]["actor"], m.as_str());
+    assert_eq!(audit[0]["violations"], 5);
+    let run = Libctl::new(&tdb)
+        .args(["rate-limit", "audit", "--fail-on-violation"])
+        .run()
+        .expect(4);
+    assert!(run.stderr().contains("error[rate_limit_violations]"));
+    let policies = Libctl::new(&tdb)
+        .args(["rate-limit", "policy", "list", "--format", "json"])
+        .run()
+        .json();
+    assert_eq!(policies.as_array().unwrap().len(), 2);
+    Libctl::new(&tdb)
+        .actor(ADMIN)
+        .args([
+            "rate-limit",
+            "policy",
+            "set",
+            "--role",
+            "member",
+            "--action-group",
+            "borrow",
+            "--limit",
+            "4",
+            "--window",
+            "1 week",
+        ])
+        .run()
+        .expect(7);
+    Libctl::new(&tdb).args(["db", "check"]).run().expect(0);
+}

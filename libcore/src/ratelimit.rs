@@ -1,0 +1,388 @@
+//! Rate limits (SPEC §9), enforced inside each mutation's own transaction.
+//!
+//! The state is the audit log: a policy allows an attempt when the actor's attempts in the
+//! sliding window `(now − window, now]` number fewer than the limit, and those in the last 10
+//! seconds fewer than the burst. A per-actor advisory lock (held to COMMIT) serialises one
+//! actor's decisions, so the count and the new audit row can never race — across any number of
+//! `libctl` processes. Rate-limited attempts are logged but do not count against the budget.
+
+use chrono::{DateTime, Utc};
+use postgres::{Client, GenericClient};
+use serde_json::json;
+
+use crate::actor::{Capability, Ctx, Role};
+use crate::audit::{self, Audited, Operation};
+use crate::error::{Error, Result};
+
+/// Actions in the `borrow` group.
+pub const BORROW_ACTIONS: &[&str] = &["loan.borrow", "loan.renew"];
+/// The burst window.
+pub const BURST_SECONDS: i64 = 10;
+const LOCK_NAMESPACE: i32 = 0x524C; // "RL"
+
+/// A policy row.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Policy {
+    /// `member`, `librarian`, `admin`, or `any`.
+    pub role: String,
+    /// `borrow` or `mutation`.
+    pub action_group: String,
+    /// Attempts allowed per window.
+    pub limit_count: i32,
+    /// Window length.
+    pub window_seconds: i32,
+    /// Attempts allowed within 10 seconds.
+    pub burst: i32,
+}
+
+/// The groups an action belongs to.
+pub fn groups_of(action: &str) -> Vec<&'static str> {
+    if BORROW_ACTIONS.contains(&action) {
+        vec!["borrow", "mutation"]
+    } else {
+        vec!["mutation"]
+    }
+}
+
+/// An actor's standing against one policy.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Budget {
+    /// The policy.
+    pub role: String,
+    /// Its group.
+    pub action_group: String,
+    /// Limit per window.
+    pub limit_count: i32,
+    /// Window length.
+    pub window_seconds: i32,
+    /// Attempts in the current window.
+    pub used: i64,
+    /// What is left.
+    pub remaining: i64,
+    /// Burst size.
+    pub burst: i32,
+    /// Attempts in the last 10 seconds.
+    pub burst_used: i64,
+    /// Seconds until the next attempt can succeed (0 when it can now).
+    pub retry_after_secs: i64,
+}
+
+fn budgets(
+    client: &mut impl GenericClient,
+    actor: &str,
+    role: Role,
+    groups: &[&str],
+    now: DateTime<Utc>,
+) -> Result<Vec<Budget>> {
+    let rows = client.query(
+        "SELECT p.role, p.action_group, p.limit_count, p.window_seconds, p.burst,
+                w.used, w.burst_used, w.oldest
+         FROM rate_limit_policy p
+         CROSS JOIN LATERAL (
+             SELECT count(*) AS used,
+                    count(*) FILTER (WHERE a.at > $3::timestamptz - make_interval(secs => $5)) AS burst_used,
+                    (SELECT min(at) FROM (SELECT at FROM audit_log b
+                                          WHERE b.actor = $1 AND b.outcome <> 'rate_limited'
+                                            AND b.at > $3::timestamptz - make_interval(secs => p.window_seconds) AND b.at <= $3::timestamptz
+                                            AND (p.action_group = 'mutation' OR b.action = ANY($6))
+                                          ORDER BY b.at DESC LIMIT p.limit_count) recent) AS oldest
+             FROM audit_log a
+             WHERE a.actor = $1 AND a.outcome <> 'rate_limited'
+               AND a.at > $3::timestamptz - make_interval(secs => p.window_seconds) AND a.at <= $3::timestamptz
+               AND (p.action_group = 'mutation' OR a.action = ANY($6))
+         ) w
+         WHERE p.role IN ($2, 'any') AND p.action_group = ANY($4)
+         ORDER BY p.action_group, p.role",
+        &[&actor, &role.as_str(), &now, &groups, &(BURST_SECONDS as f64), &BORROW_ACTIONS],
+    )?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let limit: i32 = r.get(2);
+            let window: i32 = r.get(3);
+            let burst: i32 = r.get(4);
+            let used: i64 = r.get(5);
+            let burst_used: i64 = r.get(6);
+            let oldest: Option<DateTime<Utc>> = r.get(7);
+            let retry_after_secs = if used >= i64::from(limit) {
+                oldest.map_or(0, |o| {
+                    (o + chrono::Duration::seconds(i64::from(window)) - now)
+                        .num_seconds()
+                        .max(1)
+                })
+            } else if burst_used >= i64::from(burst) {
+                BURST_SECONDS
+            } else {
+                0
+            };
+            Budget {
+                role: r.get(0),
+                action_group: r.get(1),
+                limit_count: limit,
+                window_seconds: window,
+                used,
+                remaining: (i64::from(limit) - used).max(0),
+                burst,
+                burst_used,
+                retry_after_secs,
+            }
+        })
+        .collect())
+}
+
+/// Refuses the action with `rate_limited` if any policy of the actor's role is exhausted.
+/// Runs inside the mutation's transaction, before its work. `system` is exempt.
+pub(crate) fn enforce(tx: &mut impl GenericClient, ctx: &Ctx, action: &str) -> Result<()> {
+    if ctx.actor.role == Role::System {
+        return Ok(());
+    }
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+        &[&LOCK_NAMESPACE, &ctx.actor.name],
+    )?;
+    let groups = groups_of(action);
+    for b in budgets(tx, &ctx.actor.name, ctx.actor.role, &groups, ctx.now())? {
+        if b.used >= i64::from(b.limit_count) || b.burst_used >= i64::from(b.burst) {
+            return Err(Error::RateLimited {
+                message: format!(
+                    "{} made {} {} attempts in {} s (limit {}) and {} in {} s (burst {})",
+                    ctx.actor.name,
+                    b.used,
+                    b.action_group,
+                    b.window_seconds,
+                    b.limit_count,
+                    b.burst_used,
+                    BURST_SECONDS,
+                    b.burst
+                ),
+                retry_after_secs: b.retry_after_secs.max(1) as u64,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Every policy.
+pub fn policies(client: &mut impl GenericClient) -> Result<Vec<Policy>> {
+    Ok(client
+        .query("SELECT role, action_group, limit_count, window_seconds, burst FROM rate_limit_policy ORDER BY role, action_group", &[])?
+        .iter()
+        .map(|r| Policy { role: r.get(0), action_group: r.get(1), limit_count: r.get(2), window_seconds: r.get(3), burst: r.get(4) })
+        .collect())
+}
+
+/// Creates or changes a policy (admin).
+pub fn set_policy(client: &mut Client, ctx: &Ctx, policy: &Policy) -> Result<Policy> {
+    let op = Operation::new("rate_limit.policy_set", "rate_limit_policy", json!(policy));
+    audit::run(client, ctx, &op, |tx| {
+        ctx.require(Capability::Administer)?;
+        if !["member", "librarian", "admin", "any"].contains(&policy.role.as_str())
+            || !["borrow", "mutation"].contains(&policy.action_group.as_str())
+            || policy.limit_count < 1
+            || policy.window_seconds < 1
+            || policy.burst < 1
+        {
+            return Err(Error::invalid(
+                "invalid_input",
+                "role is member|librarian|admin|any, group borrow|mutation, and limit, window and burst are positive",
+            ));
+        }
+        let before = policies(tx)?
+            .into_iter()
+            .find(|p| p.role == policy.role && p.action_group == policy.action_group);
+        tx.execute(
+            "INSERT INTO rate_limit_policy (role, action_group, limit_count, window_seconds, burst) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (role, action_group) DO UPDATE SET limit_count = excluded.limit_count,
+                 window_seconds = excluded.window_seconds, burst = excluded.burst",
+            &[&policy.role, &policy.action_group, &policy.limit_count, &policy.window_seconds, &policy.burst],
+        )?;
+        Ok(Audited::new(
+            policy.clone(),
+            format!("{}/{}", policy.role, policy.action_group),
+            json!({ "before": before, "after": policy }),
+        ))
+    })
+}
+
+/// An actor's current budget per policy (`rate-limit status`).
+pub fn status(client: &mut Client, ctx: &Ctx, actor: &str) -> Result<Vec<Budget>> {
+    let target = crate::actor::resolve(client, Some(actor), None)?;
+    if target.actor.name != ctx.actor.name {
+        ctx.require(Capability::Reports)?;
+    }
+    budgets(
+        client,
+        &target.actor.name,
+        target.actor.role,
+        &["borrow", "mutation"],
+        ctx.now(),
+    )
+}
+
+/// Parses a window such as `90s`, `15m`, `1h`, `1d` into seconds.
+pub fn parse_window(text: &str) -> Result<i32> {
+    let bad = || {
+        Error::invalid(
+            "invalid_input",
+            format!("{text:?} is not a window such as 60s, 15m, 1h or 1d"),
+        )
+    };
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: i32 = number.parse().map_err(|_| bad())?;
+    let factor = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(factor).filter(|s| *s > 0).ok_or_else(bad)
+}
+
+/// One actor in the rate-limit audit.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ActorAudit {
+    /// Actor.
+    pub actor: String,
+    /// Role.
+    pub actor_role: String,
+    /// Audit rows in the period.
+    pub requests: i64,
+    /// Most borrow-group attempts in any sliding window of the borrow policy's size.
+    pub peak_borrow_window: i64,
+    /// Most attempts in any sliding window of the mutation policy's size.
+    pub peak_mutation_window: i64,
+    /// `rate_limited` outcomes.
+    pub violations: i64,
+    /// Attempts at which a window reached at least 80 % of its limit.
+    pub near_misses: i64,
+    /// Times more than the burst size fell within 10 seconds.
+    pub bursts: i64,
+    /// First row.
+    pub first_seen: DateTime<Utc>,
+    /// Last row.
+    pub last_seen: DateTime<Utc>,
+}
+
+/// The rate-limit audit over `[from, to]`: windows are `(t − window, t]`, exactly as enforced;
+/// one set-based pass of window functions over the
+/// `(actor, at)` index, worst actors first. Streams.
+pub fn audit_report(
+    client: &mut Client,
+    ctx: &Ctx,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    emit: &mut dyn FnMut(ActorAudit) -> Result<()>,
+) -> Result<u64> {
+    use postgres::fallible_iterator::FallibleIterator;
+    ctx.require(Capability::Reports)?;
+    let all = policies(client)?;
+    let window_of = |group: &str, default: i32| {
+        all.iter()
+            .filter(|p| p.action_group == group)
+            .map(|p| p.window_seconds)
+            .max()
+            .unwrap_or(default)
+    };
+    let borrow_window = f64::from(window_of("borrow", 3600));
+    let mutation_window = f64::from(window_of("mutation", 60));
+    // Limits per role, from the policies that apply to it (its own and `any`).
+    let roles = ["member", "librarian", "admin", "anonymous"];
+    let limit_for = |role: &str, group: Option<&str>, pick: fn(&Policy) -> i32| -> Option<i32> {
+        all.iter()
+            .filter(|p| {
+                (p.role == role || p.role == "any") && group.is_none_or(|g| p.action_group == g)
+            })
+            .map(pick)
+            .min()
+    };
+    let borrow_limits: Vec<Option<i32>> = roles
+        .iter()
+        .map(|r| limit_for(r, Some("borrow"), |p| p.limit_count))
+        .collect();
+    let mutation_limits: Vec<Option<i32>> = roles
+        .iter()
+        .map(|r| limit_for(r, Some("mutation"), |p| p.limit_count))
+        .collect();
+    let bursts: Vec<Option<i32>> = roles
+        .iter()
+        .map(|r| limit_for(r, None, |p| p.burst))
+        .collect();
+    let roles: Vec<&str> = roles.to_vec();
+    let params: [&(dyn postgres::types::ToSql + Sync); 10] = [
+        &from,
+        &to,
+        &borrow_window,
+        &mutation_window,
+        &BORROW_ACTIONS,
+        &(BURST_SECONDS as f64),
+        &roles,
+        &borrow_limits,
+        &mutation_limits,
+        &bursts,
+    ];
+    let mut rows = client.query_raw(
+        "SELECT w.actor, max(coalesce(m.role, 'anonymous')), count(*),
+                max(w.borrow_n), max(w.mutation_n),
+                count(*) FILTER (WHERE w.outcome = 'rate_limited'),
+                count(*) FILTER (WHERE w.borrow_n * 5 >= l.borrow_limit * 4 OR w.mutation_n * 5 >= l.mutation_limit * 4),
+                count(*) FILTER (WHERE w.burst_n = l.burst + 1),
+                min(w.at), max(w.at)
+         FROM (
+             -- Only (actor, at, action, outcome): an index-only scan of audit_log_actor_at_idx.
+             SELECT actor, at, outcome,
+                    count(*) FILTER (WHERE action = ANY($5) AND outcome <> 'rate_limited')
+                        OVER (PARTITION BY actor ORDER BY at RANGE BETWEEN make_interval(secs => $3) - interval '1 microsecond' PRECEDING AND CURRENT ROW) AS borrow_n,
+                    count(*) FILTER (WHERE outcome <> 'rate_limited')
+                        OVER (PARTITION BY actor ORDER BY at RANGE BETWEEN make_interval(secs => $4) - interval '1 microsecond' PRECEDING AND CURRENT ROW) AS mutation_n,
+                    count(*) OVER (PARTITION BY actor ORDER BY at RANGE BETWEEN make_interval(secs => $6) - interval '1 microsecond' PRECEDING AND CURRENT ROW) AS burst_n
+             FROM audit_log
+             WHERE at BETWEEN $1 AND $2 AND actor <> 'system'
+         ) w
+         LEFT JOIN member m ON m.email = w.actor
+         LEFT JOIN unnest($7::text[], $8::int[], $9::int[], $10::int[]) AS l(role, borrow_limit, mutation_limit, burst)
+                ON l.role = coalesce(m.role, 'anonymous')
+         GROUP BY w.actor
+         ORDER BY 6 DESC, 8 DESC, 7 DESC, 5 DESC, 1",
+        params.iter().copied(),
+    )?;
+    let mut n = 0;
+    while let Some(r) = rows.next()? {
+        emit(ActorAudit {
+            actor: r.get(0),
+            actor_role: r.get(1),
+            requests: r.get(2),
+            peak_borrow_window: r.get(3),
+            peak_mutation_window: r.get(4),
+            violations: r.get(5),
+            near_misses: r.get(6),
+            bursts: r.get(7),
+            first_seen: r.get(8),
+            last_seen: r.get(9),
+        })?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_parse() {
+        assert_eq!(parse_window("1h").unwrap(), 3600);
+        assert_eq!(parse_window("90s").unwrap(), 90);
+        assert_eq!(parse_window("15m").unwrap(), 900);
+        assert_eq!(parse_window("2d").unwrap(), 172_800);
+        assert_eq!(parse_window("45").unwrap(), 45);
+        for bad in ["", "h", "0s", "1w", "-5m", "99999999d"] {
+            assert!(parse_window(bad).is_err(), "{bad}");
+        }
+        assert_eq!(groups_of("loan.renew"), ["borrow", "mutation"]);
+        assert_eq!(groups_of("book.add"), ["mutation"]);
+    }
+}
