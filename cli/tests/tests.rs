@@ -6,6 +6,7 @@ mod util;
 
 mod approvals;
 mod audit;
+mod bench;
 mod catalogue_and_members;
 mod circulation;
 mod database;

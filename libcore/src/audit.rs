@@ -96,6 +96,7 @@ pub fn run<T>(
             Ok(value) => return Ok(value),
             Err(e) if e.is_transient() && attempt < MAX_RETRIES => {
                 attempt += 1;
+                crate::bench::RETRIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 std::thread::sleep(backoff(attempt));
             }
             Err(e) => {

@@ -29,12 +29,14 @@
 //! - [`notices`], [`jobs`]: overdue notices and the nightly job.
 //! - [`reports`]: read-only, streaming reports.
 //! - [`ratelimit`]: sliding-window rate limits over the audit log, and their audit.
+//! - [`bench`]: the `bench borrow` workload, through libcore or bare SQL.
 //! - [`error`]: one error type with stable codes and exit codes.
 #![warn(missing_docs)]
 
 pub mod actor;
 pub mod approvals;
 pub mod audit;
+pub mod bench;
 pub mod calendar;
 pub mod catalog;
 pub mod circulation;

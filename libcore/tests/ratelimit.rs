@@ -207,6 +207,8 @@ fn the_audit_finds_injected_bursts_and_violations_and_nothing_in_a_clean_log() {
     let tdb = TestDb::new();
     let mut c = tdb.client();
     let t0 = Utc::now() - Duration::hours(5);
+    add_member(&mut c, "calm@example.org", "member");
+    add_member(&mut c, "burst@example.org", "member");
     // A clean member: six borrows an hour apart.
     for h in 0..6 {
         insert_row(

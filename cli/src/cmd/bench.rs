@@ -16,6 +16,31 @@ pub enum BenchCommand {
     Seed(SeedBenchArgs),
     /// Time every report kind on the current database
     Reports(ReportsBenchArgs),
+    /// A mixed borrow/return/renew load on N connections; checks the invariants afterwards
+    Borrow(BorrowBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BorrowBenchArgs {
+    /// Threads, each with its own connection
+    #[arg(long, default_value_t = 4)]
+    pub clients: usize,
+    /// Seconds to run (1 to 600)
+    #[arg(long)]
+    pub duration: u64,
+    /// Concentrate the load on the K most popular books
+    #[arg(long)]
+    pub hot_books: Option<usize>,
+    /// Also run the same statements as bare SQL and print the ratio
+    #[arg(long)]
+    pub bare_sql: bool,
+}
+
+#[derive(Serialize)]
+struct BorrowComparison {
+    libcore: libcore::bench::BorrowBenchResult,
+    bare_sql: libcore::bench::BorrowBenchResult,
+    ratio_libcore_to_bare: f64,
 }
 
 #[derive(Debug, Args)]
@@ -125,6 +150,50 @@ pub fn scratch_database(app: &App, suffix: &str) -> anyhow::Result<(String, libc
 
 pub fn run(app: &mut App, command: BenchCommand) -> anyhow::Result<ExitCode> {
     match command {
+        BenchCommand::Borrow(args) => {
+            use libcore::bench::{run_borrow_bench, BorrowBench};
+            let url = app.database_url()?;
+            let spec = BorrowBench {
+                clients: args.clients,
+                duration: std::time::Duration::from_secs(args.duration),
+                hot_books: args.hot_books,
+                bare_sql: false,
+            };
+            let core = run_borrow_bench(&url, &spec)?;
+            let ok = core.invariants_ok;
+            if args.bare_sql {
+                let bare = run_borrow_bench(
+                    &url,
+                    &BorrowBench {
+                        bare_sql: true,
+                        ..spec
+                    },
+                )?;
+                let ratio = (core.throughput_per_sec / bare.throughput_per_sec.max(1e-9) * 1000.0)
+                    .round()
+                    / 1000.0;
+                let ok = ok && bare.invariants_ok;
+                app.out.record(&BorrowComparison {
+                    libcore: core,
+                    bare_sql: bare,
+                    ratio_libcore_to_bare: ratio,
+                })?;
+                if !ok {
+                    return Err(libcore::Error::Integrity {
+                        violations: vec!["db check failed after the run".into()],
+                    }
+                    .into());
+                }
+            } else {
+                app.out.record(&core)?;
+                if !ok {
+                    return Err(libcore::Error::Integrity {
+                        violations: vec!["db check failed after the run".into()],
+                    }
+                    .into());
+                }
+            }
+        }
         BenchCommand::Reports(args) => {
             let (mut client, ctx) = app.session()?;
             let mut timings = Vec::new();

@@ -1,0 +1,75 @@
+//! `bench borrow` and `bench reports`: the shape of their output on a small seeded library
+//! (never their speed).
+
+use crate::support::*;
+use crate::util::*;
+
+#[test]
+fn bench_borrow_reports_throughput_latency_outcomes_and_invariants() {
+    let db = TestDb::new();
+    Libctl::new(&db)
+        .args(["seed", "--scenario", "tiny"])
+        .run()
+        .expect(0);
+    let report = Libctl::new(&db)
+        .args([
+            "bench",
+            "borrow",
+            "--clients",
+            "3",
+            "--duration",
+            "1",
+            "--hot-books",
+            "3",
+            "--bare-sql",
+            "--format",
+            "json",
+        ])
+        .run()
+        .json();
+    for mode in ["libcore", "bare_sql"] {
+        let run = &report[mode];
+        assert!(run["throughput_per_sec"].as_f64().unwrap() > 0.0, "{run}");
+        for p in ["p50", "p95", "p99", "max"] {
+            assert!(run["latency_ms"][p].as_f64().is_some(), "{p}");
+        }
+        assert!(run["outcomes"]["ok"].as_u64().unwrap() > 0);
+        assert_eq!(run["invariants_ok"], true);
+    }
+    assert!(report["ratio_libcore_to_bare"].as_f64().unwrap() > 0.0);
+    // The policies are back as they were.
+    let policies = Libctl::new(&db)
+        .args(["rate-limit", "policy", "list", "--format", "json"])
+        .run()
+        .json();
+    assert!(policies
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| p["limit_count"].as_i64().unwrap() <= 120));
+    Libctl::new(&db).args(["db", "check"]).run().expect(0);
+    Libctl::new(&db)
+        .args(["bench", "borrow", "--duration", "601"])
+        .run()
+        .expect(7);
+}
+
+#[test]
+fn bench_reports_times_every_kind() {
+    let db = TestDb::new();
+    Libctl::new(&db)
+        .args(["seed", "--scenario", "tiny"])
+        .run()
+        .expect(0);
+    let timings = Libctl::new(&db)
+        .args(["bench", "reports", "--runs", "1", "--format", "json"])
+        .run()
+        .json();
+    let kinds: Vec<&str> = timings
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["report"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, libcore::reports::KINDS);
+}

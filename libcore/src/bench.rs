@@ -1,0 +1,376 @@
+//! `bench borrow`: a mixed desk workload (70 % borrow, 25 % return, 5 % renew) on N threads with
+//! their own connections, through libcore or through bare SQL, and the invariants afterwards.
+//!
+//! The bare-SQL mode runs what any borrow needs — lock the member, count their open loans, lock
+//! the book, take a copy, insert the loan — with none of libcore's rules, audit or rate limits,
+//! so the ratio between the two is libcore's overhead. It still counts the member's open loans,
+//! so the data stays valid for `db check`.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use postgres::{Client, NoTls};
+use rand::{Rng, SeedableRng};
+use uuid::Uuid;
+
+use crate::actor::{Actor, Ctx, Role};
+use crate::circulation::{self, LoanRef};
+use crate::error::{Error, Result};
+
+/// Transient conflicts retried by [`crate::audit::run`] since the process started.
+pub static RETRIES: AtomicU64 = AtomicU64::new(0);
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BorrowBench {
+    /// Threads, each with its own connection.
+    pub clients: usize,
+    /// How long.
+    pub duration: Duration,
+    /// Concentrate the load on the K most popular books.
+    pub hot_books: Option<usize>,
+    /// Bare SQL instead of libcore.
+    pub bare_sql: bool,
+}
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Latency {
+    /// Median.
+    pub p50: f64,
+    /// 95th percentile.
+    pub p95: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Slowest.
+    pub max: f64,
+}
+
+/// What a run measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BorrowBenchResult {
+    /// `libcore` or `bare_sql`.
+    pub mode: String,
+    /// Threads.
+    pub clients: usize,
+    /// Seconds run.
+    pub seconds: f64,
+    /// Operations finished (any outcome).
+    pub operations: u64,
+    /// Operations per second.
+    pub throughput_per_sec: f64,
+    /// Latency of one operation.
+    pub latency_ms: Latency,
+    /// Outcomes by code (`ok` or an error code).
+    pub outcomes: BTreeMap<String, u64>,
+    /// Transient conflicts retried.
+    pub retries: u64,
+    /// Whether `db check` found nothing afterwards.
+    pub invariants_ok: bool,
+}
+
+/// The members and books a run draws from.
+struct Population {
+    members: Vec<Uuid>,
+    books: Vec<Uuid>,
+    book_weights: Vec<u64>,
+    desk: Vec<Actor>,
+}
+
+fn population(client: &mut Client, hot_books: Option<usize>) -> Result<Population> {
+    let members: Vec<Uuid> = client
+        .query(
+            "SELECT id FROM member WHERE role = 'member' AND status = 'active' AND (expires_at IS NULL OR expires_at > now())",
+            &[],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    // Popularity as seeded: loans per book over the last year (by primary-key range).
+    let since = crate::ids::id_from_parts(Utc::now() - chrono::Duration::days(365), 0);
+    let mut popular: Vec<(Uuid, i64)> = client
+        .query(
+            "SELECT b.id, coalesce(p.n, 0) + 1 FROM book b
+             LEFT JOIN (SELECT book_id, count(*) AS n FROM loan WHERE id >= $1 GROUP BY book_id) p ON p.book_id = b.id
+             WHERE b.category <> 'reference' AND b.total_copies > 0
+             ORDER BY 2 DESC, b.id",
+            &[&since],
+        )?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    if let Some(k) = hot_books {
+        popular.truncate(k.max(1));
+    }
+    let mut acc = 0u64;
+    let book_weights = popular
+        .iter()
+        .map(|(_, n)| {
+            acc += *n as u64;
+            acc
+        })
+        .collect();
+    let desk = client
+        .query("SELECT id, email, role FROM member WHERE role IN ('librarian', 'admin') AND status = 'active' ORDER BY role DESC, email", &[])?
+        .iter()
+        .map(|r| Actor {
+            member_id: Some(r.get(0)),
+            name: r.get(1),
+            role: Role::parse_member_role(r.get(2)).unwrap_or(Role::Librarian),
+        })
+        .collect::<Vec<_>>();
+    if members.is_empty() || popular.is_empty() || desk.is_empty() {
+        return Err(Error::invalid(
+            "invalid_input",
+            "bench borrow needs a seeded database (members, books and staff): run `libctl seed` first",
+        ));
+    }
+    Ok(Population {
+        members,
+        books: popular.into_iter().map(|(id, _)| id).collect(),
+        book_weights,
+        desk,
+    })
+}
+
+/// One operation in bare SQL: the statements a borrow, return or renew needs and nothing else.
+mod bare {
+    use super::*;
+
+    pub(super) fn borrow(client: &mut Client, member: Uuid, book: Uuid) -> Result<Uuid> {
+        let mut tx = client.transaction()?;
+        let row = tx.query_one(
+            "SELECT (SELECT count(*) FROM loan WHERE member_id = $1 AND returned_at IS NULL),
+                    (SELECT count(*) FROM loan WHERE member_id = $1 AND book_id = $2 AND returned_at IS NULL)
+             FROM member WHERE id = $1 FOR UPDATE",
+            &[&member, &book],
+        )?;
+        let (open, same): (i64, i64) = (row.get(0), row.get(1));
+        if open >= 5 || same > 0 {
+            return Err(Error::refused(
+                crate::Refusal::LoanLimitReached,
+                "bare: limit or duplicate",
+            ));
+        }
+        let available: i32 = tx
+            .query_one(
+                "SELECT available_copies FROM book WHERE id = $1 FOR UPDATE",
+                &[&book],
+            )?
+            .get(0);
+        if available < 1 {
+            return Err(Error::refused(
+                crate::Refusal::NoCopyAvailable,
+                "bare: no copy",
+            ));
+        }
+        tx.execute(
+            "UPDATE book SET available_copies = available_copies - 1 WHERE id = $1",
+            &[&book],
+        )?;
+        let now = Utc::now();
+        let id = crate::ids::new_id(now);
+        tx.execute(
+            "INSERT INTO loan (id, book_id, member_id, borrowed_at, due_at, fine_cents_per_day, grace_days, max_fine_cents)
+             VALUES ($1, $2, $3, $4, $5, 100, 0, 2000)",
+            &[&id, &book, &member, &now, &(now + chrono::Duration::days(14))],
+        )?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    pub(super) fn give_back(
+        client: &mut Client,
+        loan: Uuid,
+        member: Uuid,
+        book: Uuid,
+    ) -> Result<()> {
+        let mut tx = client.transaction()?;
+        tx.execute("SELECT 1 FROM member WHERE id = $1 FOR UPDATE", &[&member])?;
+        tx.execute("SELECT 1 FROM book WHERE id = $1 FOR UPDATE", &[&book])?;
+        let n = tx.execute(
+            "UPDATE loan SET returned_at = now() WHERE id = $1 AND returned_at IS NULL",
+            &[&loan],
+        )?;
+        if n == 1 {
+            tx.execute(
+                "UPDATE book SET available_copies = available_copies + 1 WHERE id = $1",
+                &[&book],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub(super) fn renew(client: &mut Client, loan: Uuid, member: Uuid) -> Result<()> {
+        let mut tx = client.transaction()?;
+        tx.execute("SELECT 1 FROM member WHERE id = $1 FOR UPDATE", &[&member])?;
+        tx.execute(
+            "UPDATE loan SET due_at = due_at + interval '14 days', renewals = renewals + 1 WHERE id = $1 AND returned_at IS NULL AND renewals < 2",
+            &[&loan],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    (sorted[rank.min(sorted.len() - 1)] * 1000.0).round() / 1000.0
+}
+
+/// Runs the workload against the database at `url`, then checks every invariant.
+pub fn run_borrow_bench(url: &str, spec: &BorrowBench) -> Result<BorrowBenchResult> {
+    if spec.duration > Duration::from_secs(600) || spec.duration.is_zero() {
+        return Err(Error::invalid(
+            "invalid_input",
+            "--duration must be between 1 and 600 seconds",
+        ));
+    }
+    let mut setup = crate::db::connect_current(url)?;
+    let population = Arc::new(population(&mut setup, spec.hot_books)?);
+    let admin = population
+        .desk
+        .iter()
+        .find(|a| a.role == Role::Admin)
+        .cloned()
+        .ok_or_else(|| Error::invalid("invalid_input", "bench borrow needs an admin account"))?;
+    let mut policy_client = crate::db::connect_current(url)?;
+    crate::ratelimit::with_limits_lifted(&mut policy_client, &Ctx::new(admin), || {
+        run_workload(url, spec, population, setup)
+    })
+}
+
+fn run_workload(
+    url: &str,
+    spec: &BorrowBench,
+    population: Arc<Population>,
+    mut setup: Client,
+) -> Result<BorrowBenchResult> {
+    let retries_before = RETRIES.load(Ordering::Relaxed);
+    let barrier = Arc::new(Barrier::new(spec.clients.max(1) + 1));
+    let mut handles = Vec::new();
+    for thread in 0..spec.clients.max(1) {
+        let (population, barrier, url, spec) = (
+            population.clone(),
+            barrier.clone(),
+            url.to_string(),
+            spec.clone(),
+        );
+        handles.push(std::thread::spawn(
+            move || -> Result<(Vec<f64>, BTreeMap<String, u64>)> {
+                let mut client =
+                    Client::connect(&url, NoTls).map_err(|e| Error::Unavailable(e.to_string()))?;
+                let mut rng = rand::rngs::StdRng::seed_from_u64(thread as u64);
+                // Librarians staff the desk (listed first); the admin only changes the policies.
+                let librarians = population
+                    .desk
+                    .iter()
+                    .filter(|a| a.role == Role::Librarian)
+                    .count()
+                    .max(1);
+                let desk = Ctx::new(population.desk[thread % librarians].clone());
+                let mut mine: std::collections::VecDeque<(Uuid, Uuid, Uuid)> = Default::default();
+                let mut latencies = Vec::new();
+                let mut outcomes = BTreeMap::new();
+                barrier.wait();
+                let deadline = Instant::now() + spec.duration;
+                while Instant::now() < deadline {
+                    let roll: f64 = rng.random();
+                    let started = Instant::now();
+                    let outcome: Result<()> = if roll < 0.70 || mine.is_empty() {
+                        let member =
+                            population.members[rng.random_range(0..population.members.len())];
+                        let x =
+                            rng.random_range(0..*population.book_weights.last().expect("books"));
+                        let book =
+                            population.books[population.book_weights.partition_point(|&w| w <= x)];
+                        let result = if spec.bare_sql {
+                            bare::borrow(&mut client, member, book)
+                        } else {
+                            circulation::borrow(
+                                &mut client,
+                                &desk,
+                                &member.to_string(),
+                                &book.to_string(),
+                            )
+                            .map(|l| l.id)
+                        };
+                        result.map(|loan| mine.push_back((loan, member, book)))
+                    } else if roll < 0.95 {
+                        let (loan, member, book) = mine.pop_front().expect("non-empty");
+                        if spec.bare_sql {
+                            bare::give_back(&mut client, loan, member, book)
+                        } else {
+                            circulation::return_loan(&mut client, &desk, &LoanRef::Id(loan))
+                                .map(|_| ())
+                        }
+                    } else {
+                        let (loan, member, _) = mine[rng.random_range(0..mine.len())];
+                        if spec.bare_sql {
+                            bare::renew(&mut client, loan, member)
+                        } else {
+                            circulation::renew(&mut client, &desk, &LoanRef::Id(loan)).map(|_| ())
+                        }
+                    };
+                    latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+                    let code = match &outcome {
+                        Ok(()) => "ok".to_string(),
+                        Err(e) => e.code().to_string(),
+                    };
+                    *outcomes.entry(code).or_insert(0) += 1;
+                }
+                // Leave the library as we found it: give back what this thread still holds.
+                for (loan, member, book) in mine {
+                    let _ = if spec.bare_sql {
+                        bare::give_back(&mut client, loan, member, book)
+                    } else {
+                        circulation::return_loan(&mut client, &desk, &LoanRef::Id(loan)).map(|_| ())
+                    };
+                }
+                Ok((latencies, outcomes))
+            },
+        ));
+    }
+    barrier.wait();
+    let started = Instant::now();
+    let mut latencies = Vec::new();
+    let mut outcomes: BTreeMap<String, u64> = BTreeMap::new();
+    for h in handles {
+        let (l, o) = h
+            .join()
+            .map_err(|_| Error::Internal("a bench thread panicked".into()))??;
+        latencies.extend(l);
+        for (k, v) in o {
+            *outcomes.entry(k).or_insert(0) += v;
+        }
+    }
+    let seconds = spec
+        .duration
+        .as_secs_f64()
+        .min(started.elapsed().as_secs_f64());
+    latencies.sort_by(f64::total_cmp);
+    let results = crate::db::check(&mut setup)?;
+    Ok(BorrowBenchResult {
+        mode: if spec.bare_sql { "bare_sql" } else { "libcore" }.into(),
+        clients: spec.clients,
+        seconds,
+        operations: latencies.len() as u64,
+        throughput_per_sec: (latencies.len() as f64 / seconds * 10.0).round() / 10.0,
+        latency_ms: Latency {
+            p50: percentile(&latencies, 50.0),
+            p95: percentile(&latencies, 95.0),
+            p99: percentile(&latencies, 99.0),
+            max: percentile(&latencies, 100.0),
+        },
+        outcomes,
+        retries: RETRIES.load(Ordering::Relaxed) - retries_before,
+        invariants_ok: results.iter().all(|r| r.violations == 0),
+    })
+}
