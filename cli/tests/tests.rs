@@ -6,6 +6,7 @@ mod util;
 
 mod approvals;
 mod audit;
+mod backup;
 mod bench;
 mod catalogue_and_members;
 mod circulation;

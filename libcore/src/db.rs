@@ -165,6 +165,16 @@ pub fn migrate(client: &mut Client) -> Result<Vec<i32>> {
         .collect())
 }
 
+/// Applies migrations up to `version` (a restore matches the backup's schema).
+pub fn migrate_to(client: &mut Client, version: i32) -> Result<()> {
+    embedded::migrations::runner()
+        .set_abort_divergent(true)
+        .set_target(refinery::Target::Version(version.max(0) as u32))
+        .run(client)
+        .map_err(|e| Error::Schema(format!("migration failed: {e}")))?;
+    Ok(())
+}
+
 /// Creates the database named in `url` if it does not exist. Returns true if it created it.
 pub fn create_database_if_missing(url: &str) -> Result<bool> {
     let config = parse_config(url)?;

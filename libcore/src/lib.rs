@@ -29,6 +29,7 @@
 //! - [`notices`], [`jobs`]: overdue notices and the nightly job.
 //! - [`reports`]: read-only, streaming reports.
 //! - [`ratelimit`]: sliding-window rate limits over the audit log, and their audit.
+//! - [`backup`]: consistent parallel backups, verification, restore, retention.
 //! - [`bench`]: the `bench borrow` workload, through libcore or bare SQL.
 //! - [`error`]: one error type with stable codes and exit codes.
 #![warn(missing_docs)]
@@ -36,7 +37,9 @@
 pub mod actor;
 pub mod approvals;
 pub mod audit;
+pub mod backup;
 pub mod bench;
+pub mod bulk;
 pub mod calendar;
 pub mod catalog;
 pub mod circulation;

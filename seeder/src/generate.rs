@@ -424,16 +424,12 @@ fn generate_members(seed: u64, count: usize, start: NaiveDate, end: NaiveDate) -
     members
 }
 
-fn staff_accounts(seed: u64, count: usize, start: NaiveDate, end: NaiveDate) -> Vec<MemberRow> {
+fn staff_accounts(seed: u64, count: usize, start: NaiveDate) -> Vec<MemberRow> {
     let mut rng = rng_for(seed, MEMBER_STREAM - 1);
     let created_at = (start - Days::new(5 * 365))
         .and_hms_opt(9, 0, 0)
         .expect("time")
         .and_utc();
-    let mut expires_at = created_at;
-    while expires_at.date_naive() <= end {
-        expires_at = expires_at + Months::new(12);
-    }
     (0..=count)
         .map(|i| {
             let (email, name, role) = if i == 0 {
@@ -461,7 +457,8 @@ fn staff_accounts(seed: u64, count: usize, start: NaiveDate, end: NaiveDate) -> 
                 category: "staff",
                 status: "active",
                 created_at: created_at + chrono::Duration::seconds(i as i64),
-                expires_at: Some(expires_at),
+                // Staff accounts do not lapse: the desk must work whatever --as-of was.
+                expires_at: None,
                 segment: 3,
             }
         })
@@ -538,7 +535,7 @@ impl Plan {
         let closed = closed_days(seed, start, end);
         let calendar = Calendar::new(chrono_tz::UTC, closed.iter().map(|d| d.0));
         let books = generate_books(seed, scenario.books, start);
-        let staff = staff_accounts(seed, scenario.librarians, start, end);
+        let staff = staff_accounts(seed, scenario.librarians, start);
         let mut members = staff;
         members.extend(generate_members(seed, scenario.members, start, end));
         members.extend(pending_applicants(

@@ -45,11 +45,6 @@ pub(crate) fn prepare(tx: &mut Transaction<'_>, replace: bool) -> Result<()> {
     Ok(())
 }
 
-/// DDL to replay after the load, in order.
-pub(crate) struct Schema {
-    creates: Vec<String>,
-}
-
 fn seeded_and_dependent(tx: &mut Transaction<'_>) -> Result<Vec<String>> {
     let mut tables: Vec<String> = SEEDED_TABLES.iter().map(|t| t.to_string()).collect();
     for t in DEPENDENT_TABLES {
@@ -63,45 +58,10 @@ fn seeded_and_dependent(tx: &mut Transaction<'_>) -> Result<Vec<String>> {
     Ok(tables)
 }
 
-/// Records and drops every foreign key touching the seeded tables, their primary and unique
-/// keys, and their other indexes.
-pub(crate) fn capture_and_drop(tx: &mut Transaction<'_>) -> Result<Schema> {
+/// Records and drops the keys, indexes and foreign keys of every seeded and dependent table.
+pub(crate) fn capture_and_drop(tx: &mut Transaction<'_>) -> Result<libcore::bulk::Schema> {
     let tables = seeded_and_dependent(tx)?;
-    let fks = tx.query(
-        "SELECT format('ALTER TABLE %s DROP CONSTRAINT %I', conrelid::regclass, conname),
-                format('ALTER TABLE %s ADD CONSTRAINT %I %s', conrelid::regclass, conname, pg_get_constraintdef(oid))
-         FROM pg_constraint
-         WHERE contype = 'f'
-           AND (conrelid::regclass::text = ANY($1) OR confrelid::regclass::text = ANY($1))
-         ORDER BY conname",
-        &[&tables],
-    )?;
-    let keys = tx.query(
-        "SELECT format('ALTER TABLE %s DROP CONSTRAINT %I', conrelid::regclass, conname),
-                format('ALTER TABLE %s ADD CONSTRAINT %I %s', conrelid::regclass, conname, pg_get_constraintdef(oid))
-         FROM pg_constraint
-         WHERE contype IN ('p', 'u') AND conrelid::regclass::text = ANY($1)
-         ORDER BY contype, conname",
-        &[&tables],
-    )?;
-    let indexes = tx.query(
-        "SELECT format('DROP INDEX %I.%I', i.schemaname, i.indexname), i.indexdef
-         FROM pg_indexes i
-         WHERE i.schemaname = current_schema() AND i.tablename = ANY($1)
-           AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname AND c.contype IN ('p', 'u', 'x'))
-         ORDER BY i.indexname",
-        &[&tables],
-    )?;
-    let mut creates = Vec::new();
-    for group in [&fks, &keys, &indexes] {
-        for row in group.iter() {
-            tx.batch_execute(row.get::<_, &str>(0))?;
-        }
-    }
-    creates.extend(keys.iter().map(|r| r.get::<_, String>(1)));
-    creates.extend(indexes.iter().map(|r| r.get::<_, String>(1)));
-    creates.extend(fks.iter().map(|r| r.get::<_, String>(1)));
-    Ok(Schema { creates })
+    libcore::bulk::capture_and_drop(tx, &tables)
 }
 
 /// Empties every seeded and dependent table (in this transaction, so COPY can FREEZE).
@@ -138,11 +98,8 @@ pub(crate) fn write_settings(
 }
 
 /// Rebuilds keys, then indexes, then foreign keys.
-pub(crate) fn rebuild(tx: &mut Transaction<'_>, schema: &Schema) -> Result<()> {
-    for ddl in &schema.creates {
-        tx.batch_execute(ddl)?;
-    }
-    Ok(())
+pub(crate) fn rebuild(tx: &mut Transaction<'_>, schema: &libcore::bulk::Schema) -> Result<()> {
+    libcore::bulk::rebuild(tx, schema)
 }
 
 /// COPY … FROM STDIN (FORMAT binary, FREEZE) into the open transaction.

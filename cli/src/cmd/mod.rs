@@ -9,6 +9,7 @@ use crate::app::App;
 
 pub mod approvals;
 pub mod audit;
+pub mod backup;
 pub mod bench;
 pub mod book;
 pub mod circulation;
@@ -64,6 +65,9 @@ pub enum Command {
     /// Rate limits: policies, an actor's status, and the audit of the log
     #[command(subcommand, name = "rate-limit")]
     RateLimit(audit::RateLimitCommand),
+    /// Backups: create, verify, restore, list, prune
+    #[command(subcommand)]
+    Backup(backup::BackupCommand),
     /// Circulation rules and the library time zone
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
@@ -100,6 +104,7 @@ pub fn run(app: &mut App, command: Command) -> anyhow::Result<ExitCode> {
         Command::Reject(a) => approvals::run_reject(app, a),
         Command::Audit(c) => audit::run_audit(app, c),
         Command::RateLimit(c) => audit::run_rate_limit(app, c),
+        Command::Backup(c) => backup::run(app, c),
         Command::Policy(c) => policy::run(app, c),
         Command::ClosedDay(c) => policy::run_closed_day(app, c),
         Command::Seed(a) => seed::run(app, a),

@@ -1,0 +1,1041 @@
+//! Backup, verify, restore, list and prune (SPEC §11).
+//!
+//! - **create**: the leader exports a snapshot (`pg_export_snapshot()`); N workers join it with
+//!   `SET TRANSACTION SNAPSHOT` under REPEATABLE READ, READ ONLY, and stream each table as binary
+//!   `COPY … TO STDOUT` through zstd and blake3 into `NAME.partial/<table>.copy.zst`. The manifest
+//!   is written last, everything is fsynced, and only then is the directory renamed to `NAME`: an
+//!   interrupted backup never looks complete.
+//! - **verify**: re-hashes every file, decompresses it and counts the rows in the COPY stream.
+//! - **restore**: verifies, migrates the target to the backup's schema version, marks it
+//!   incomplete, loads the tables in parallel with keys and indexes dropped, rebuilds them in
+//!   parallel, runs `db check`, compares the counts — and only then clears the mark.
+
+use std::fs;
+use std::io::{BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::actor::{Capability, Ctx};
+use crate::error::{Error, Refusal, Result};
+
+/// Version of the on-disk format.
+pub const FORMAT_VERSION: u32 = 1;
+const MANIFEST: &str = "manifest.json";
+const VERIFIED: &str = "verified.json";
+
+/// One table in a backup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableEntry {
+    /// Table name.
+    pub table: String,
+    /// File name inside the backup directory.
+    pub file: String,
+    /// Rows in the COPY stream.
+    pub rows: u64,
+    /// Bytes of the binary COPY stream.
+    pub raw_bytes: u64,
+    /// Bytes of the compressed file.
+    pub bytes: u64,
+    /// blake3 of the compressed file.
+    pub blake3: String,
+}
+
+/// `manifest.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// On-disk format version.
+    pub format_version: u32,
+    /// The migration version of the source database.
+    pub schema_version: i32,
+    /// The libctl version that wrote it.
+    pub tool_version: String,
+    /// When the snapshot was taken.
+    pub created_at: DateTime<Utc>,
+    /// Tables, in load order.
+    pub tables: Vec<TableEntry>,
+}
+
+impl Manifest {
+    /// Total rows.
+    pub fn rows(&self) -> u64 {
+        self.tables.iter().map(|t| t.rows).sum()
+    }
+    /// Total compressed bytes.
+    pub fn bytes(&self) -> u64 {
+        self.tables.iter().map(|t| t.bytes).sum()
+    }
+}
+
+/// Counts the tuples of a binary COPY stream fed in arbitrary pieces.
+#[derive(Debug, Default)]
+pub struct CopyCounter {
+    header_left: usize,
+    started: bool,
+    carry: Vec<u8>,
+    state: State,
+    rows: u64,
+    done: bool,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+enum State {
+    #[default]
+    TupleStart,
+    FieldLength {
+        fields_left: u16,
+    },
+    FieldData {
+        bytes_left: usize,
+        fields_left: u16,
+    },
+}
+
+impl CopyCounter {
+    /// A counter expecting the 19-byte header first.
+    pub fn new() -> CopyCounter {
+        CopyCounter {
+            header_left: 19,
+            ..CopyCounter::default()
+        }
+    }
+
+    /// Rows seen so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// True once the end-of-data marker was read.
+    pub fn complete(&self) -> bool {
+        self.done
+    }
+
+    /// Feeds the next piece of the stream.
+    pub fn feed(&mut self, mut data: &[u8]) -> Result<()> {
+        let bad = |why: &str| Error::Integrity {
+            violations: vec![format!("malformed binary COPY stream: {why}")],
+        };
+        if !self.started {
+            let take = self.header_left.min(data.len());
+            self.carry.extend_from_slice(&data[..take]);
+            self.header_left -= take;
+            data = &data[take..];
+            if self.header_left > 0 {
+                return Ok(());
+            }
+            if &self.carry[..11] != b"PGCOPY\n\xff\r\n\0" {
+                return Err(bad("bad signature"));
+            }
+            self.carry.clear();
+            self.started = true;
+        }
+        while !data.is_empty() {
+            if self.done {
+                return Err(bad("data after the end marker"));
+            }
+            match self.state {
+                State::TupleStart | State::FieldLength { .. } => {
+                    let need = if matches!(self.state, State::TupleStart) {
+                        2
+                    } else {
+                        4
+                    };
+                    let take = (need - self.carry.len()).min(data.len());
+                    self.carry.extend_from_slice(&data[..take]);
+                    data = &data[take..];
+                    if self.carry.len() < need {
+                        return Ok(());
+                    }
+                    match self.state {
+                        State::TupleStart => {
+                            let n = i16::from_be_bytes([self.carry[0], self.carry[1]]);
+                            if n == -1 {
+                                self.done = true;
+                            } else if n < 0 {
+                                return Err(bad("negative field count"));
+                            } else {
+                                self.rows += 1;
+                                self.state = if n == 0 {
+                                    State::TupleStart
+                                } else {
+                                    State::FieldLength {
+                                        fields_left: n as u16,
+                                    }
+                                };
+                            }
+                        }
+                        State::FieldLength { fields_left } => {
+                            let len = i32::from_be_bytes([
+                                self.carry[0],
+                                self.carry[1],
+                                self.carry[2],
+                                self.carry[3],
+                            ]);
+                            let fields_left = fields_left - 1;
+                            self.state = if len > 0 {
+                                State::FieldData {
+                                    bytes_left: len as usize,
+                                    fields_left,
+                                }
+                            } else if fields_left == 0 {
+                                State::TupleStart
+                            } else {
+                                State::FieldLength { fields_left }
+                            };
+                        }
+                        State::FieldData { .. } => unreachable!("handled below"),
+                    }
+                    self.carry.clear();
+                }
+                State::FieldData {
+                    bytes_left,
+                    fields_left,
+                } => {
+                    let take = bytes_left.min(data.len());
+                    data = &data[take..];
+                    let bytes_left = bytes_left - take;
+                    self.state = if bytes_left > 0 {
+                        State::FieldData {
+                            bytes_left,
+                            fields_left,
+                        }
+                    } else if fields_left == 0 {
+                        State::TupleStart
+                    } else {
+                        State::FieldLength { fields_left }
+                    };
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Hashes and counts the bytes written through it.
+struct HashingWriter<W: Write> {
+    inner: W,
+    hasher: blake3::Hasher,
+    bytes: u64,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Hashes and counts the bytes read through it.
+struct HashingReader<R: Read> {
+    inner: R,
+    hasher: blake3::Hasher,
+    bytes: u64,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let context = context.into();
+    move |e| Error::io(context, e)
+}
+
+#[cfg(unix)]
+fn private_dir(path: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(io(format!("creating {}", path.display())))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o700))
+        .map_err(io(format!("securing {}", path.display())))
+}
+
+#[cfg(unix)]
+fn private_file(path: &Path) -> Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io(format!("creating {}", path.display())))
+}
+
+fn fsync_dir(path: &Path) -> Result<()> {
+    fs::File::open(path)
+        .and_then(|d| d.sync_all())
+        .map_err(io(format!("syncing {}", path.display())))
+}
+
+/// The data tables of the current schema, in load order.
+fn data_tables(client: &mut impl postgres::GenericClient) -> Result<Vec<String>> {
+    let mut tables = Vec::new();
+    for t in crate::db::TABLES {
+        let exists: bool = client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[t])?
+            .get(0);
+        if exists {
+            tables.push(t.to_string());
+        }
+    }
+    Ok(tables)
+}
+
+/// Options of `backup create`.
+#[derive(Debug, Clone)]
+pub struct CreateOptions {
+    /// The backup root.
+    pub root: PathBuf,
+    /// Directory name; default `libctl-<UTC timestamp>`.
+    pub name: Option<String>,
+    /// Worker connections.
+    pub jobs: usize,
+}
+
+/// A finished backup.
+#[derive(Debug, Clone, Serialize)]
+pub struct Created {
+    /// Its directory.
+    pub path: PathBuf,
+    /// Its manifest.
+    pub manifest: Manifest,
+    /// Seconds taken.
+    pub seconds: f64,
+}
+
+/// `backup create`: one consistent snapshot, N parallel workers (admins and `system`).
+pub fn create(url: &str, ctx: &Ctx, options: &CreateOptions) -> Result<Created> {
+    ctx.require(Capability::Backup)?;
+    let started = std::time::Instant::now();
+    let mut leader = crate::db::connect_current(url)?;
+    let mut tx = leader
+        .build_transaction()
+        .isolation_level(postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()?;
+    let snapshot: String = tx.query_one("SELECT pg_export_snapshot()", &[])?.get(0);
+    if !snapshot.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+        return Err(Error::Internal(format!(
+            "unexpected snapshot id {snapshot:?}"
+        )));
+    }
+    let schema_version: i32 = tx
+        .query_one("SELECT max(version) FROM refinery_schema_history", &[])?
+        .get(0);
+    let tables = data_tables(&mut tx)?;
+    // Largest first, so the big tables start at once and the small ones fill in.
+    let mut by_size: Vec<(String, i64)> = Vec::new();
+    for t in &tables {
+        let size: i64 = tx
+            .query_one("SELECT pg_total_relation_size($1::text::regclass)", &[t])?
+            .get(0);
+        by_size.push((t.clone(), size));
+    }
+    by_size.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let now = Utc::now();
+    let name = options
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("libctl-{}", now.format("%Y%m%dT%H%M%SZ")));
+    if name.is_empty() || name.contains('/') || name.starts_with('.') || name.ends_with(".partial")
+    {
+        return Err(Error::invalid(
+            "invalid_input",
+            format!("{name:?} is not a usable backup name"),
+        ));
+    }
+    private_dir(&options.root)?;
+    let final_dir = options.root.join(&name);
+    let partial = options.root.join(format!("{name}.partial"));
+    if final_dir.exists() {
+        return Err(Error::invalid(
+            "invalid_input",
+            format!("{} already exists", final_dir.display()),
+        ));
+    }
+    if partial.exists() {
+        fs::remove_dir_all(&partial).map_err(io(format!("removing {}", partial.display())))?;
+    }
+    private_dir(&partial)?;
+
+    let queue = Mutex::new(
+        by_size
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect::<Vec<_>>()
+            .into_iter(),
+    );
+    let entries = Mutex::new(Vec::new());
+    std::thread::scope(|scope| -> Result<()> {
+        let workers: Vec<_> = (0..options.jobs.max(1))
+            .map(|_| {
+                scope.spawn(|| -> Result<()> {
+                    let mut client = crate::db::connect(url)?;
+                    let mut wtx = client
+                        .build_transaction()
+                        .isolation_level(postgres::IsolationLevel::RepeatableRead)
+                        .read_only(true)
+                        .start()?;
+                    // The id is the server's own (checked above), not input.
+                    wtx.batch_execute(&format!("SET TRANSACTION SNAPSHOT '{snapshot}'"))?;
+                    loop {
+                        let next = queue.lock().expect("queue").next();
+                        let Some(table) = next else { break };
+                        let entry = dump_table(&mut wtx, &table, &partial)?;
+                        entries.lock().expect("entries").push(entry);
+                    }
+                    wtx.commit()?;
+                    Ok(())
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join()
+                .map_err(|_| Error::Internal("a backup worker panicked".into()))??;
+        }
+        Ok(())
+    })?;
+    tx.commit()?;
+    let mut entries = entries.into_inner().expect("entries");
+    entries.sort_by_key(|e| tables.iter().position(|t| *t == e.table));
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        schema_version,
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        created_at: now,
+        tables: entries,
+    };
+    let mut file = private_file(&partial.join(MANIFEST))?;
+    serde_json::to_writer_pretty(&mut file, &manifest)
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    file.sync_all().map_err(io("syncing the manifest"))?;
+    fsync_dir(&partial)?;
+    fs::rename(&partial, &final_dir).map_err(io(format!(
+        "renaming {} to {}",
+        partial.display(),
+        final_dir.display()
+    )))?;
+    fsync_dir(&options.root)?;
+    Ok(Created {
+        path: final_dir,
+        manifest,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn dump_table(tx: &mut postgres::Transaction<'_>, table: &str, dir: &Path) -> Result<TableEntry> {
+    let file_name = format!("{table}.copy.zst");
+    let path = dir.join(&file_name);
+    let file = private_file(&path)?;
+    let hashing = HashingWriter {
+        inner: std::io::BufWriter::with_capacity(1 << 20, file),
+        hasher: blake3::Hasher::new(),
+        bytes: 0,
+    };
+    let mut encoder = zstd::Encoder::new(hashing, 1).map_err(io("starting zstd"))?;
+    // Table names come from the fixed list in db::TABLES.
+    let mut reader = tx.copy_out(&format!("COPY {table} TO STDOUT (FORMAT binary)"))?;
+    let mut counter = CopyCounter::new();
+    let mut raw_bytes = 0u64;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = reader
+            .read(&mut buf)
+            .map_err(io(format!("reading {table}")))?;
+        if n == 0 {
+            break;
+        }
+        counter.feed(&buf[..n])?;
+        raw_bytes += n as u64;
+        encoder
+            .write_all(&buf[..n])
+            .map_err(io(format!("writing {}", path.display())))?;
+    }
+    drop(reader);
+    let mut hashing = encoder
+        .finish()
+        .map_err(io(format!("finishing {}", path.display())))?;
+    hashing
+        .flush()
+        .map_err(io(format!("writing {}", path.display())))?;
+    let (bytes, hash) = (
+        hashing.bytes,
+        hashing.hasher.finalize().to_hex().to_string(),
+    );
+    let file = hashing
+        .inner
+        .into_inner()
+        .map_err(|e| Error::io(format!("writing {}", path.display()), e.into_error()))?;
+    file.sync_all()
+        .map_err(io(format!("syncing {}", path.display())))?;
+    if !counter.complete() {
+        return Err(Error::Internal(format!(
+            "the COPY stream of {table} ended early"
+        )));
+    }
+    Ok(TableEntry {
+        table: table.to_string(),
+        file: file_name,
+        rows: counter.rows(),
+        raw_bytes,
+        bytes,
+        blake3: hash,
+    })
+}
+
+/// Reads a backup's manifest; a directory without one is not a backup.
+pub fn read_manifest(dir: &Path) -> Result<Manifest> {
+    let path = dir.join(MANIFEST);
+    let text = fs::read_to_string(&path).map_err(|_| Error::Integrity {
+        violations: vec![format!(
+            "{}: no manifest.json, so not a complete backup",
+            dir.display()
+        )],
+    })?;
+    serde_json::from_str(&text).map_err(|e| Error::Integrity {
+        violations: vec![format!("{}: {e}", path.display())],
+    })
+}
+
+/// What `verify` found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verified {
+    /// The backup.
+    pub path: PathBuf,
+    /// Tables checked.
+    pub tables: usize,
+    /// Rows counted.
+    pub rows: u64,
+    /// When.
+    pub verified_at: DateTime<Utc>,
+}
+
+fn verify_table(dir: &Path, entry: &TableEntry) -> Vec<String> {
+    let path = dir.join(&entry.file);
+    let file = match fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) => return vec![format!("{}: {e}", path.display())],
+    };
+    let hashing = HashingReader {
+        inner: BufReader::with_capacity(1 << 20, file),
+        hasher: blake3::Hasher::new(),
+        bytes: 0,
+    };
+    let mut problems = Vec::new();
+    let mut counter = CopyCounter::new();
+    let mut raw_bytes = 0u64;
+    let mut decoder = match zstd::Decoder::new(hashing) {
+        Ok(d) => d,
+        Err(e) => return vec![format!("{}: {e}", path.display())],
+    };
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match decoder.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                raw_bytes += n as u64;
+                if let Err(e) = counter.feed(&buf[..n]) {
+                    problems.push(format!("{}: {e}", path.display()));
+                    break;
+                }
+            }
+            Err(e) => {
+                problems.push(format!("{}: cannot decompress: {e}", path.display()));
+                break;
+            }
+        }
+    }
+    // Hash whatever the decoder did not need to read.
+    let mut hashing = decoder.finish().into_inner();
+    let _ = std::io::copy(&mut hashing, &mut std::io::sink());
+    let hash = hashing.hasher.finalize().to_hex().to_string();
+    if hashing.bytes != entry.bytes {
+        problems.push(format!(
+            "{}: {} bytes, manifest says {}",
+            path.display(),
+            hashing.bytes,
+            entry.bytes
+        ));
+    }
+    if hash != entry.blake3 {
+        problems.push(format!(
+            "{}: blake3 differs from the manifest",
+            path.display()
+        ));
+    }
+    if problems.is_empty() {
+        if !counter.complete() {
+            problems.push(format!("{}: the COPY stream is truncated", path.display()));
+        }
+        if raw_bytes != entry.raw_bytes {
+            problems.push(format!(
+                "{}: {raw_bytes} raw bytes, manifest says {}",
+                path.display(),
+                entry.raw_bytes
+            ));
+        }
+        if counter.rows() != entry.rows {
+            problems.push(format!(
+                "{}: {} rows, manifest says {}",
+                path.display(),
+                counter.rows(),
+                entry.rows
+            ));
+        }
+    }
+    problems
+}
+
+/// `backup verify DIR`: every file re-hashed, decompressed and counted; exit 8 on any difference.
+pub fn verify(dir: &Path, jobs: usize) -> Result<Verified> {
+    let manifest = read_manifest(dir)?;
+    if manifest.format_version != FORMAT_VERSION {
+        return Err(Error::Integrity {
+            violations: vec![format!("unknown backup format {}", manifest.format_version)],
+        });
+    }
+    let queue = Mutex::new(manifest.tables.iter());
+    let problems = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.max(1) {
+            scope.spawn(|| loop {
+                let next = queue.lock().expect("queue").next();
+                let Some(entry) = next else { break };
+                let found = verify_table(dir, entry);
+                problems.lock().expect("problems").extend(found);
+            });
+        }
+    });
+    let mut problems = problems.into_inner().expect("problems");
+    if !problems.is_empty() {
+        problems.sort();
+        return Err(Error::Integrity {
+            violations: problems,
+        });
+    }
+    let verified = Verified {
+        path: dir.to_path_buf(),
+        tables: manifest.tables.len(),
+        rows: manifest.rows(),
+        verified_at: Utc::now(),
+    };
+    // A stamp for `backup list`; failing to write it does not fail the verification.
+    if let Ok(text) = serde_json::to_string(&verified) {
+        let _ = fs::write(dir.join(VERIFIED), text);
+    }
+    Ok(verified)
+}
+
+/// Options of `backup restore`.
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    /// The target database.
+    pub target_url: String,
+    /// Worker connections.
+    pub jobs: usize,
+    /// Replace a non-empty target.
+    pub force: bool,
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Restored {
+    /// Source backup.
+    pub path: PathBuf,
+    /// Rows loaded.
+    pub rows: u64,
+    /// Seconds, verification included.
+    pub seconds: f64,
+    /// Seconds of verification.
+    pub verify_seconds: f64,
+}
+
+/// Test-only failure injection: `LIBCTL_RESTORE_FAIL_AFTER=load` stops a restore after loading,
+/// as a kill would, to prove the target is then reported incomplete.
+fn fail_point(step: &str) -> Result<()> {
+    if std::env::var("LIBCTL_RESTORE_FAIL_AFTER").is_ok_and(|s| s == step) {
+        return Err(Error::Internal(format!(
+            "injected failure after {step} (LIBCTL_RESTORE_FAIL_AFTER)"
+        )));
+    }
+    Ok(())
+}
+
+/// `backup restore DIR --target-url URL` (admin).
+pub fn restore(dir: &Path, ctx: &Ctx, options: &RestoreOptions) -> Result<Restored> {
+    ctx.require(Capability::Administer)?;
+    let started = std::time::Instant::now();
+    let manifest = read_manifest(dir)?;
+    verify(dir, options.jobs)?;
+    let verify_seconds = started.elapsed().as_secs_f64();
+    if manifest.schema_version > crate::db::latest_version() {
+        return Err(Error::Schema(format!(
+            "the backup's schema version {} is newer than this binary's {}; restore with a newer libctl",
+            manifest.schema_version,
+            crate::db::latest_version()
+        )));
+    }
+    let url = &options.target_url;
+    crate::db::create_database_if_missing(url)?;
+    let mut client = crate::db::connect(url)?;
+    crate::db::migrate_to(&mut client, manifest.schema_version)?;
+    let has_data: bool = client
+        .query_one("SELECT EXISTS (SELECT 1 FROM book) OR EXISTS (SELECT 1 FROM member) OR EXISTS (SELECT 1 FROM loan)", &[])?
+        .get(0);
+    if has_data && !options.force {
+        return Err(Error::refused(
+            Refusal::TargetNotEmpty,
+            "the target database holds data; pass --force to replace it",
+        ));
+    }
+    let tables = data_tables(&mut client)?;
+    let missing: Vec<&String> = manifest
+        .tables
+        .iter()
+        .map(|t| &t.table)
+        .filter(|t| !tables.contains(t))
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::Schema(format!(
+            "the target has no table for {missing:?}"
+        )));
+    }
+    // Step 1, committed: drop keys and indexes, empty everything, mark the target incomplete.
+    let schema = {
+        let mut tx = client.transaction()?;
+        tx.batch_execute(
+            "SET LOCAL libctl.audit_maintenance = 'on'; SET LOCAL lock_timeout = '30s'",
+        )?;
+        let schema = crate::bulk::capture_and_drop(&mut tx, &tables)?;
+        tx.batch_execute(&format!("TRUNCATE {}", tables.join(", ")))?;
+        tx.execute(
+            "INSERT INTO library_setting (key, value) VALUES ('incomplete', 'restore')",
+            &[],
+        )?;
+        tx.commit()?;
+        schema
+    };
+    // Step 2: load in parallel, each table in its own transaction.
+    let queue = Mutex::new(manifest.tables.iter());
+    std::thread::scope(|scope| -> Result<()> {
+        let workers: Vec<_> = (0..options.jobs.max(1))
+            .map(|_| {
+                scope.spawn(|| -> Result<()> {
+                    let mut worker = crate::db::connect(url)?;
+                    loop {
+                        let next = queue.lock().expect("queue").next();
+                        let Some(entry) = next else { return Ok(()) };
+                        load_table(&mut worker, dir, entry)?;
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join()
+                .map_err(|_| Error::Internal("a restore worker panicked".into()))??;
+        }
+        Ok(())
+    })?;
+    fail_point("load")?;
+    // Step 3: keys, indexes and foreign keys, in parallel; then statistics and the checks.
+    crate::bulk::rebuild_parallel(url, &schema, options.jobs)?;
+    client.batch_execute("ANALYZE")?;
+    let results = crate::db::check(&mut client)?;
+    crate::db::fail_on_violations(&results)?;
+    let mut mismatches = Vec::new();
+    for entry in &manifest.tables {
+        // Table names come from the manifest checked against the schema's own list above.
+        let n: i64 = client
+            .query_one(&format!("SELECT count(*) FROM {}", entry.table), &[])?
+            .get(0);
+        // library_setting still holds the 'incomplete' mark at this point.
+        let marker = u64::from(entry.table == "library_setting");
+        if n as u64 != entry.rows + marker {
+            mismatches.push(format!(
+                "{}: {} rows restored, manifest says {}",
+                entry.table, n, entry.rows
+            ));
+        }
+    }
+    if !mismatches.is_empty() {
+        return Err(Error::Integrity {
+            violations: mismatches,
+        });
+    }
+    client.execute("DELETE FROM library_setting WHERE key = 'incomplete'", &[])?;
+    let restored = Restored {
+        path: dir.to_path_buf(),
+        rows: manifest.rows(),
+        seconds: started.elapsed().as_secs_f64(),
+        verify_seconds,
+    };
+    crate::audit::record(
+        &mut client,
+        ctx,
+        &crate::audit::Entry {
+            action: "backup.restore",
+            entity_type: "database",
+            entity_id: None,
+            outcome: "ok",
+            details: serde_json::json!({ "backup": dir, "rows": restored.rows, "created_at": manifest.created_at }),
+        },
+    )?;
+    Ok(restored)
+}
+
+fn load_table(client: &mut postgres::Client, dir: &Path, entry: &TableEntry) -> Result<()> {
+    let path = dir.join(&entry.file);
+    let file = fs::File::open(&path).map_err(io(format!("opening {}", path.display())))?;
+    let mut decoder = zstd::Decoder::new(BufReader::with_capacity(1 << 20, file))
+        .map_err(io(format!("reading {}", path.display())))?;
+    let mut tx = client.transaction()?;
+    tx.batch_execute("SET LOCAL synchronous_commit = off")?;
+    // Table names come from the manifest, checked against the schema's own table list.
+    let mut writer = tx.copy_in(&format!("COPY {} FROM STDIN (FORMAT binary)", entry.table))?;
+    std::io::copy(&mut decoder, &mut writer).map_err(io(format!("loading {}", entry.table)))?;
+    writer.finish()?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// One backup in a root.
+#[derive(Debug, Clone, Serialize)]
+pub struct Listed {
+    /// Directory name.
+    pub name: String,
+    /// Snapshot time.
+    pub created_at: DateTime<Utc>,
+    /// Compressed bytes.
+    pub bytes: u64,
+    /// Rows.
+    pub rows: u64,
+    /// Schema version.
+    pub schema_version: i32,
+    /// Last successful `verify`, if any.
+    pub verified_at: Option<DateTime<Utc>>,
+}
+
+/// `backup list ROOT`: complete backups (a directory with a manifest), newest first.
+pub fn list(root: &Path) -> Result<Vec<Listed>> {
+    let mut found = Vec::new();
+    let entries = fs::read_dir(root).map_err(io(format!("reading {}", root.display())))?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().to_string();
+        if !path.is_dir() || name.ends_with(".partial") {
+            continue;
+        }
+        let Ok(manifest) = read_manifest(&path) else {
+            continue;
+        };
+        let verified_at = fs::read_to_string(path.join(VERIFIED))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v["verified_at"].as_str().and_then(|s| s.parse().ok()));
+        found.push(Listed {
+            name,
+            created_at: manifest.created_at,
+            bytes: manifest.bytes(),
+            rows: manifest.rows(),
+            schema_version: manifest.schema_version,
+            verified_at,
+        });
+    }
+    found.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.name.cmp(&a.name)));
+    Ok(found)
+}
+
+/// What prune keeps.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Retention {
+    /// The newest N.
+    pub keep_last: usize,
+    /// The newest of each of the last D days that have one.
+    pub keep_daily: usize,
+    /// The newest of each of the last W ISO weeks that have one.
+    pub keep_weekly: usize,
+}
+
+/// What prune did (or would do).
+#[derive(Debug, Clone, Serialize)]
+pub struct Pruned {
+    /// Backups kept.
+    pub kept: Vec<String>,
+    /// Backups removed (or to remove).
+    pub removed: Vec<String>,
+    /// Abandoned `.partial` directories older than a day, removed (or to remove).
+    pub removed_partial: Vec<String>,
+    /// True for `--dry-run`.
+    pub dry_run: bool,
+}
+
+/// Decides which of `backups` (newest first) to keep. Pure.
+pub fn retained(backups: &[Listed], policy: Retention) -> Vec<String> {
+    use chrono::Datelike;
+    let mut keep: Vec<String> = backups
+        .iter()
+        .take(policy.keep_last)
+        .map(|b| b.name.clone())
+        .collect();
+    let mut days = Vec::new();
+    let mut weeks = Vec::new();
+    for b in backups {
+        let day = b.created_at.date_naive();
+        if days.len() < policy.keep_daily && !days.contains(&day) {
+            days.push(day);
+            keep.push(b.name.clone());
+        }
+        let week = (day.iso_week().year(), day.iso_week().week());
+        if weeks.len() < policy.keep_weekly && !weeks.contains(&week) {
+            weeks.push(week);
+            keep.push(b.name.clone());
+        }
+    }
+    keep.sort();
+    keep.dedup();
+    keep
+}
+
+/// `backup prune ROOT`: removes backups the policy does not keep, and `.partial` directories
+/// older than a day (younger ones may belong to a backup still running).
+pub fn prune(root: &Path, policy: Retention, dry_run: bool, now: DateTime<Utc>) -> Result<Pruned> {
+    if policy.keep_last == 0 && policy.keep_daily == 0 && policy.keep_weekly == 0 {
+        return Err(Error::invalid(
+            "invalid_input",
+            "a policy that keeps nothing: give --keep-last, --keep-daily or --keep-weekly",
+        ));
+    }
+    let backups = list(root)?;
+    let keep = retained(&backups, policy);
+    let removed: Vec<String> = backups
+        .iter()
+        .map(|b| b.name.clone())
+        .filter(|n| !keep.contains(n))
+        .collect();
+    let mut removed_partial = Vec::new();
+    for entry in fs::read_dir(root)
+        .map_err(io(format!("reading {}", root.display())))?
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let modified: Option<DateTime<Utc>> = entry
+            .metadata()
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .map(Into::into);
+        if name.ends_with(".partial")
+            && modified.is_some_and(|m| now - m > chrono::Duration::days(1))
+        {
+            removed_partial.push(name);
+        }
+    }
+    if !dry_run {
+        for name in removed.iter().chain(&removed_partial) {
+            let path = root.join(name);
+            fs::remove_dir_all(&path).map_err(io(format!("removing {}", path.display())))?;
+        }
+    }
+    let mut kept = keep;
+    kept.sort_by(|a, b| b.cmp(a));
+    Ok(Pruned {
+        kept,
+        removed,
+        removed_partial,
+        dry_run,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_counter_handles_any_split() {
+        let mut stream = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0".to_vec();
+        for i in 0..3i32 {
+            stream.extend_from_slice(&2i16.to_be_bytes());
+            stream.extend_from_slice(&4i32.to_be_bytes());
+            stream.extend_from_slice(&i.to_be_bytes());
+            stream.extend_from_slice(&(-1i32).to_be_bytes());
+        }
+        stream.extend_from_slice(&(-1i16).to_be_bytes());
+        for piece in [1usize, 2, 3, 7, 64] {
+            let mut c = CopyCounter::new();
+            for chunk in stream.chunks(piece) {
+                c.feed(chunk).unwrap();
+            }
+            assert_eq!((c.rows(), c.complete()), (3, true), "pieces of {piece}");
+        }
+        let mut truncated = CopyCounter::new();
+        truncated.feed(&stream[..stream.len() - 2]).unwrap();
+        assert!(!truncated.complete());
+    }
+
+    #[test]
+    fn retention_keeps_last_daily_and_weekly() {
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let backups: Vec<Listed> = [
+            ("f", "2026-03-20T02:00:00Z"),
+            ("e", "2026-03-19T14:00:00Z"),
+            ("d", "2026-03-19T02:00:00Z"),
+            ("c", "2026-03-18T02:00:00Z"),
+            ("b", "2026-03-10T02:00:00Z"),
+            ("a", "2026-03-01T02:00:00Z"),
+        ]
+        .iter()
+        .map(|(n, t)| Listed {
+            name: n.to_string(),
+            created_at: at(t),
+            bytes: 0,
+            rows: 0,
+            schema_version: 1,
+            verified_at: None,
+        })
+        .collect();
+        assert_eq!(
+            retained(
+                &backups,
+                Retention {
+                    keep_last: 2,
+                    ..Default::default()
+                }
+            ),
+            ["e", "f"]
+        );
+        assert_eq!(
+            retained(
+                &backups,
+                Retention {
+                    keep_daily: 3,
+                    ..Default::default()
+                }
+            ),
+            ["c", "e", "f"]
+        );
+        assert_eq!(
+            retained(
+                &backups,
+                Retention {
+                    keep_weekly: 3,
+                    ..Default::default()
+                }
+            ),
+            ["a", "b", "f"]
+        );
+    }
+}

@@ -1,0 +1,121 @@
+//! Bulk loading shared by the seeder and backup restore: drop the keys, indexes and foreign
+//! keys of a set of tables, load, and rebuild them.
+//!
+//! Every DDL statement replayed comes from the catalog of the migrated schema
+//! (`pg_get_constraintdef`, `pg_indexes`), so neither caller restates the schema and neither can
+//! drift from the migrations.
+
+use postgres::GenericClient;
+
+use crate::error::Result;
+
+/// DDL to replay after a load, in three phases: keys (primary and unique) first, then plain
+/// indexes, then foreign keys (which need the keys they reference).
+#[derive(Debug, Clone, Default)]
+pub struct Schema {
+    /// `ADD CONSTRAINT … PRIMARY KEY / UNIQUE`.
+    pub keys: Vec<String>,
+    /// `CREATE INDEX …`.
+    pub indexes: Vec<String>,
+    /// `ADD CONSTRAINT … FOREIGN KEY`.
+    pub foreign_keys: Vec<String>,
+}
+
+impl Schema {
+    /// Every statement, in a safe order for one connection.
+    pub fn all(&self) -> impl Iterator<Item = &String> {
+        self.keys
+            .iter()
+            .chain(&self.indexes)
+            .chain(&self.foreign_keys)
+    }
+}
+
+/// Records and drops every foreign key touching `tables`, their primary and unique keys, and
+/// their other indexes. Run inside a transaction.
+pub fn capture_and_drop(tx: &mut impl GenericClient, tables: &[String]) -> Result<Schema> {
+    let fks = tx.query(
+        "SELECT format('ALTER TABLE %s DROP CONSTRAINT %I', conrelid::regclass, conname),
+                format('ALTER TABLE %s ADD CONSTRAINT %I %s', conrelid::regclass, conname, pg_get_constraintdef(oid))
+         FROM pg_constraint
+         WHERE contype = 'f'
+           AND (conrelid::regclass::text = ANY($1) OR confrelid::regclass::text = ANY($1))
+         ORDER BY conname",
+        &[&tables],
+    )?;
+    let keys = tx.query(
+        "SELECT format('ALTER TABLE %s DROP CONSTRAINT %I', conrelid::regclass, conname),
+                format('ALTER TABLE %s ADD CONSTRAINT %I %s', conrelid::regclass, conname, pg_get_constraintdef(oid))
+         FROM pg_constraint
+         WHERE contype IN ('p', 'u') AND conrelid::regclass::text = ANY($1)
+         ORDER BY contype, conname",
+        &[&tables],
+    )?;
+    let indexes = tx.query(
+        "SELECT format('DROP INDEX %I.%I', i.schemaname, i.indexname), i.indexdef
+         FROM pg_indexes i
+         WHERE i.schemaname = current_schema() AND i.tablename = ANY($1)
+           AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname AND c.contype IN ('p', 'u', 'x'))
+         ORDER BY i.indexname",
+        &[&tables],
+    )?;
+    for group in [&fks, &keys, &indexes] {
+        for row in group.iter() {
+            tx.batch_execute(row.get::<_, &str>(0))?;
+        }
+    }
+    let second = |rows: &[postgres::Row]| rows.iter().map(|r| r.get::<_, String>(1)).collect();
+    Ok(Schema {
+        keys: second(&keys),
+        indexes: second(&indexes),
+        foreign_keys: second(&fks),
+    })
+}
+
+/// Replays the captured DDL on one connection.
+pub fn rebuild(tx: &mut impl GenericClient, schema: &Schema) -> Result<()> {
+    for ddl in schema.all() {
+        tx.batch_execute(ddl)?;
+    }
+    Ok(())
+}
+
+/// Replays the captured DDL on `jobs` connections at once: keys first (in parallel), then
+/// indexes and foreign keys (in parallel), each statement committed on its own.
+pub fn rebuild_parallel(url: &str, schema: &Schema, jobs: usize) -> Result<()> {
+    let phases: [Vec<String>; 2] = [
+        schema.keys.clone(),
+        schema
+            .indexes
+            .iter()
+            .chain(&schema.foreign_keys)
+            .cloned()
+            .collect(),
+    ];
+    for statements in phases {
+        let queue = std::sync::Mutex::new(statements.into_iter());
+        std::thread::scope(|scope| -> Result<()> {
+            let workers: Vec<_> = (0..jobs.max(1))
+                .map(|_| {
+                    scope.spawn(|| -> Result<()> {
+                        let mut client = crate::db::connect(url)?;
+                        client.batch_execute("SET maintenance_work_mem = '512MB'")?;
+                        loop {
+                            let next = queue.lock().expect("queue lock").next();
+                            match next {
+                                Some(ddl) => client.batch_execute(&ddl)?,
+                                None => return Ok(()),
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for w in workers {
+                w.join()
+                    .map_err(|_| crate::Error::Internal("an index builder panicked".into()))??;
+            }
+            Ok(())
+        })?;
+    }
+    Ok(())
+}
