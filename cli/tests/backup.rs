@@ -17,6 +17,7 @@ const TABLES: &[&str] = &[
     "circulation_month",
     "request",
     "rate_limit_policy",
+    "review",
 ];
 
 /// An order-independent digest of every table (the restore's own audit row left out).

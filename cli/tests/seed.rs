@@ -76,7 +76,7 @@ fn same_seed_same_data_whatever_the_jobs_and_csv_matches_the_load() {
         .expect(0);
     let three = TestDb::new();
     let mut c = three.client();
-    c.batch_execute("SET libctl.audit_maintenance = 'on'; TRUNCATE loan, account_entry, audit_log, book, member, closed_day, circulation_month, request CASCADE; DELETE FROM circulation_rule")
+    c.batch_execute("SET libctl.audit_maintenance = 'on'; TRUNCATE loan, account_entry, audit_log, book, member, closed_day, circulation_month, request, review CASCADE; DELETE FROM circulation_rule")
         .unwrap();
     for table in [
         "circulation_rule",

@@ -12,4 +12,5 @@ mod catalogue_and_members;
 mod circulation;
 mod database;
 mod reports;
+mod reviews;
 mod seed;

@@ -168,7 +168,7 @@ mod bare {
             ));
         }
         tx.execute(
-            "UPDATE book SET available_copies = available_copies - 1 WHERE id = $1",
+            "UPDATE book SET available_copies = available_copies - 1, times_borrowed = times_borrowed + 1 WHERE id = $1",
             &[&book],
         )?;
         let now = Utc::now();

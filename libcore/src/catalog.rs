@@ -38,10 +38,16 @@ pub struct Book {
     pub available_copies: i32,
     /// When it was catalogued.
     pub created_at: DateTime<Utc>,
+    /// Reviews.
+    pub rating_count: i32,
+    /// Sum of their ratings (average = sum / count).
+    pub rating_sum: i64,
+    /// Loans ever made of it.
+    pub times_borrowed: i64,
 }
 
 pub(crate) const BOOK_COLUMNS: &str =
-    "id, isbn, title, author, genre, category, total_copies, available_copies, created_at";
+    "id, isbn, title, author, genre, category, total_copies, available_copies, created_at, rating_count, rating_sum, times_borrowed";
 
 pub(crate) fn book_from_row(r: &postgres::Row) -> Book {
     Book {
@@ -54,6 +60,9 @@ pub(crate) fn book_from_row(r: &postgres::Row) -> Book {
         total_copies: r.get(6),
         available_copies: r.get(7),
         created_at: r.get(8),
+        rating_count: r.get(9),
+        rating_sum: r.get(10),
+        times_borrowed: r.get(11),
     }
 }
 
@@ -248,8 +257,9 @@ pub(crate) fn book_id(client: &mut impl GenericClient, key: &str) -> Result<Uuid
     find_book(client, key).map(|b| b.id)
 }
 
-/// Lists books in catalogue order, optionally filtered by a search over title, author and
-/// ISBN (substring or trigram word similarity, so small typos still match), one page at a time.
+/// Lists books in catalogue order, optionally filtered by a search over title and author
+/// (substring or trigram word similarity, so small typos still match) or an exact ISBN, one
+/// page at a time.
 pub fn list_books(
     client: &mut impl GenericClient,
     search: Option<&str>,
@@ -258,18 +268,20 @@ pub fn list_books(
 ) -> Result<Page<Book>> {
     let after = cursor.map(Cursor::decode).transpose()?.map(|c| c.0);
     let search = search.map(str::trim).filter(|s| !s.is_empty());
+    let isbn = search.and_then(|s| validate::normalize_isbn(s).ok());
     let pattern = search.map(|s| format!("%{}%", escape_like(s)));
     let limit = limit.clamp(1, 10_000);
     let rows = client.query(
         &format!(
             "SELECT {BOOK_COLUMNS} FROM book
              WHERE ($1::text IS NULL
-                    OR (title || ' ' || author || ' ' || isbn) ILIKE $2
-                    OR $1 <% (title || ' ' || author || ' ' || isbn))
+                    OR isbn = $5
+                    OR (title || ' ' || author) ILIKE $2
+                    OR $1 <% (title || ' ' || author))
                AND ($3::uuid IS NULL OR id > $3)
              ORDER BY id LIMIT $4"
         ),
-        &[&search, &pattern, &after, &(limit + 1)],
+        &[&search, &pattern, &after, &(limit + 1), &isbn],
     )?;
     Ok(Page::from_rows(
         rows.iter().map(book_from_row).collect(),

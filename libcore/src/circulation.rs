@@ -342,7 +342,7 @@ pub(crate) fn borrow_in(
     let policy = member.rule.fine_policy();
     let row = tx.query_one(
         &format!(
-            "WITH taken AS (UPDATE book SET available_copies = available_copies - 1 WHERE id = $2)
+            "WITH taken AS (UPDATE book SET available_copies = available_copies - 1, times_borrowed = times_borrowed + 1 WHERE id = $2)
              INSERT INTO loan (id, book_id, member_id, borrowed_at, due_at, fine_cents_per_day, grace_days, max_fine_cents)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
              RETURNING {LOAN_COLUMNS}"

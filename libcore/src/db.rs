@@ -26,6 +26,8 @@ pub const TABLES: &[&str] = &[
     "circulation_month",
     "request",
     "rate_limit_policy",
+    "review",
+    "recommendation",
 ];
 
 /// The schema version this binary was built with.
@@ -358,6 +360,18 @@ const INVARIANTS: &[Invariant] = &[
         name: "fines within their caps",
         sql: "SELECT format('loan %s: fine %s above cap %s', id, fine_cents, max_fine_cents)
               FROM loan WHERE fine_cents > max_fine_cents OR fine_cents < 0",
+    },
+    Invariant {
+        name: "times_borrowed equals the loans of each book",
+        sql: "SELECT format('book %s: times_borrowed %s, loans %s', b.id, b.times_borrowed, coalesce(l.n, 0))
+              FROM book b LEFT JOIN (SELECT book_id, count(*) AS n FROM loan GROUP BY book_id) l ON l.book_id = b.id
+              WHERE b.times_borrowed <> coalesce(l.n, 0)",
+    },
+    Invariant {
+        name: "book rating aggregates equal their recount",
+        sql: "SELECT format('book %s: rating_count %s, rating_sum %s; recount %s, %s', b.id, b.rating_count, b.rating_sum, coalesce(r.n, 0), coalesce(r.s, 0))
+              FROM book b LEFT JOIN (SELECT book_id, count(*) AS n, sum(rating) AS s FROM review GROUP BY book_id) r ON r.book_id = b.id
+              WHERE b.rating_count <> coalesce(r.n, 0) OR b.rating_sum <> coalesce(r.s, 0)",
     },
     Invariant {
         name: "ledger balances add up (payments and waivers never exceed fines)",

@@ -28,6 +28,7 @@
 //! - [`calendar`], [`fines`], [`policy`]: due dates, fines and the rules behind them.
 //! - [`notices`], [`jobs`]: overdue notices and the nightly job.
 //! - [`reports`]: read-only, streaming reports.
+//! - [`reviews`]: reviews, ratings and recommendations.
 //! - [`ratelimit`]: sliding-window rate limits over the audit log, and their audit.
 //! - [`backup`]: consistent parallel backups, verification, restore, retention.
 //! - [`bench`]: the `bench borrow` workload, through libcore or bare SQL.
@@ -56,6 +57,7 @@ pub mod page;
 pub mod policy;
 pub mod ratelimit;
 pub mod reports;
+pub mod reviews;
 pub mod validate;
 
 pub use error::{Error, Refusal, Result, RowError};

@@ -386,7 +386,7 @@ pub fn inventory(
          FROM (SELECT b.*,
                       CASE WHEN b.total_copies > 0 AND b.available_copies = 0 THEN 'unavailable'
                            WHEN b.total_copies >= 2 AND b.available_copies = 1 THEN 'low_stock'
-                           WHEN NOT EXISTS (SELECT 1 FROM loan l WHERE l.book_id = b.id) THEN 'never_borrowed'
+                           WHEN b.times_borrowed = 0 THEN 'never_borrowed'
                       END AS status
                FROM book b) t
          WHERE status IS NOT NULL

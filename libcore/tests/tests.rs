@@ -8,4 +8,5 @@ mod concurrency;
 mod fines;
 mod imports;
 mod ratelimit;
+mod reviews;
 mod schema;

@@ -60,6 +60,11 @@ impl<'a> RowEncoder<'a> {
         }
     }
 
+    /// `smallint`.
+    pub fn int2(&mut self, v: i16) -> &mut Self {
+        self.raw(&v.to_be_bytes())
+    }
+
     /// `integer`.
     pub fn int4(&mut self, v: i32) -> &mut Self {
         self.raw(&v.to_be_bytes())

@@ -32,6 +32,9 @@ const LEDGER_STREAM: u64 = 5 << 40;
 const AUDIT_STREAM: u64 = 6 << 40;
 const CALENDAR_STREAM: u64 = 7 << 40;
 
+/// Share of returned loans that get a review.
+pub const REVIEW_SHARE: f64 = 0.10;
+
 /// Rows per book or member chunk.
 const CHUNK: usize = 10_000;
 
@@ -68,6 +71,12 @@ pub struct BookRow {
     pub created_at: DateTime<Utc>,
     /// Popularity tier, 0 = A … 3 = D (not stored).
     pub tier: u8,
+    /// Reviews of it (set once the reviews are chosen).
+    pub rating_count: i32,
+    /// Sum of their ratings.
+    pub rating_sum: i64,
+    /// Loans ever made of it (set once all loans are known).
+    pub times_borrowed: i64,
 }
 
 /// A member or staff account.
@@ -118,6 +127,23 @@ pub struct LoanRow {
     pub fine_assessed_on: Option<NaiveDate>,
     /// Whether the member checked it out at a self-service kiosk (for the audit actor).
     pub self_service: bool,
+}
+
+/// A review written some hours after a return.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReviewRow {
+    /// Primary key.
+    pub id: Uuid,
+    /// Index into the members.
+    pub member: u32,
+    /// Index into the books.
+    pub book: u32,
+    /// 1 to 5, better for more popular tiers.
+    pub rating: i16,
+    /// Text from `fake`, for most reviews.
+    pub text: Option<String>,
+    /// When.
+    pub created_at: DateTime<Utc>,
 }
 
 /// A payment or waiver.
@@ -344,6 +370,9 @@ fn generate_books(seed: u64, count: usize, start: NaiveDate) -> Vec<BookRow> {
                         available_copies: copies,
                         created_at,
                         tier,
+                        rating_count: 0,
+                        rating_sum: 0,
+                        times_borrowed: 0,
                     }
                 })
                 .collect::<Vec<_>>()
@@ -646,6 +675,8 @@ pub struct Month {
     pub returned: Vec<LoanRow>,
     /// Loans still out at the end, not yet admitted.
     pub open: Vec<OpenDraft>,
+    /// Reviews of this month's returned loans (not yet deduplicated across months).
+    pub reviews: Vec<ReviewRow>,
 }
 
 impl Plan {
@@ -658,6 +689,7 @@ impl Plan {
         let mut month = Month {
             returned: Vec::new(),
             open: Vec::new(),
+            reviews: Vec::new(),
         };
         for day in first.iter_days().take_while(|d| *d < next) {
             if self.calendar.is_closed(day) {
@@ -716,6 +748,15 @@ impl Plan {
                     loan.fine_cents =
                         fines::fine_cents(&policy, due_at, returned_at, &self.calendar);
                     loan.fine_assessed_on = Some(return_day);
+                    if rng.random::<f64>() < REVIEW_SHARE {
+                        let written =
+                            returned_at + chrono::Duration::minutes(rng.random_range(30..60 * 72));
+                        if written < end_instant {
+                            month
+                                .reviews
+                                .push(self.review(&mut rng, member, book, written));
+                        }
+                    }
                     month.returned.push(loan);
                 } else {
                     month.open.push(OpenDraft { loan, redraw_seed });
@@ -723,6 +764,30 @@ impl Plan {
             }
         }
         month
+    }
+
+    fn review(
+        &self,
+        rng: &mut impl Rng,
+        member: u32,
+        book: u32,
+        written: DateTime<Utc>,
+    ) -> ReviewRow {
+        // Popular tiers are liked more: mean about 4.3, 3.9, 3.5 for A, B, C.
+        let mean = [4.3, 3.9, 3.5, 3.2][self.books[book as usize].tier as usize];
+        let rating = (mean + 0.9 * model::standard_normal(rng))
+            .round()
+            .clamp(1.0, 5.0) as i16;
+        let text = (rng.random::<f64>() < 0.6)
+            .then(|| fake::faker::lorem::en::Sentence(4..14).fake_with_rng::<String, _>(rng));
+        ReviewRow {
+            id: id_from_parts(written, rng.random()),
+            member,
+            book,
+            rating,
+            text,
+            created_at: written,
+        }
     }
 
     /// Decides which drafts are still out at the end, in borrow order, so that no book has more

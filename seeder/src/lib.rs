@@ -241,6 +241,10 @@ struct EncodedMonth {
     borrowers: Vec<u32>,
     /// (month of return, late?) of every returned loan.
     returns: Vec<(NaiveDate, bool)>,
+    /// Reviews of the month's returns.
+    reviews: Vec<generate::ReviewRow>,
+    /// The book of every returned loan, for `times_borrowed`.
+    books_borrowed: Vec<u32>,
 }
 
 /// The monthly rollup, counted while the loans stream past.
@@ -326,6 +330,7 @@ fn encode_month(plan: &Plan, encoding: Encoding, month: Month) -> EncodedMonth {
             (month_of(back), back > l.due_at)
         })
         .collect();
+    let books_borrowed = month.returned.iter().map(|l| l.book).collect();
     EncodedMonth {
         bytes,
         rows: month.returned.len(),
@@ -333,6 +338,8 @@ fn encode_month(plan: &Plan, encoding: Encoding, month: Month) -> EncodedMonth {
         fines,
         borrowers,
         returns,
+        reviews: month.reviews,
+        books_borrowed,
     }
 }
 
@@ -384,6 +391,10 @@ fn generate_into(
         vec![(0, None); plan.members.len()];
     let mut drafts = Vec::new();
     let mut rollup = Rollup::default();
+    // One review per member and book: the first in time wins (months arrive in order).
+    let mut reviewed: std::collections::HashSet<(u32, u32)> = Default::default();
+    let mut reviews: Vec<generate::ReviewRow> = Vec::new();
+    let mut times_borrowed = vec![0i64; plan.books.len()];
     let open_loans: Vec<LoanRow>;
     {
         observer.table_started("loan", plan.scenario.loans as u64);
@@ -423,12 +434,23 @@ fn generate_into(
                         entry.1 = entry.1.max(Some(at));
                     }
                     drafts.extend(month.open);
+                    for book in month.books_borrowed {
+                        times_borrowed[book as usize] += 1;
+                    }
+                    for review in month.reviews {
+                        if reviewed.insert((review.member, review.book)) {
+                            reviews.push(review);
+                        }
+                    }
                 }
             }
             Ok(())
         })?;
         let admitted = plan.admit_open_loans(drafts);
         rollup.add_open(&admitted);
+        for loan in &admitted {
+            times_borrowed[loan.book as usize] += 1;
+        }
         let bytes = encode(
             encoding,
             &admitted,
@@ -446,6 +468,14 @@ fn generate_into(
         });
         open_loans = admitted;
     }
+    for (book, n) in plan.books.iter_mut().zip(&times_borrowed) {
+        book.times_borrowed = *n;
+    }
+    for review in &reviews {
+        let book = &mut plan.books[review.book as usize];
+        book.rating_count += 1;
+        book.rating_sum += i64::from(review.rating);
+    }
     let books = std::mem::take(&mut plan.books);
     write_table(
         sink,
@@ -459,6 +489,18 @@ fn generate_into(
         rows::book_record,
     )?;
     plan.books = books;
+    write_table(
+        sink,
+        pool,
+        "review",
+        rows::REVIEW_COLUMNS,
+        &reviews,
+        observer,
+        &mut tables,
+        |b, r| rows::encode_review(b, &plan, r),
+        |r| rows::review_record(&plan, r),
+    )?;
+    drop(reviews);
 
     let complete_before = plan.end.with_day(1).expect("day 1");
     let months = rollup.rows(complete_before);

@@ -20,6 +20,7 @@ pub(crate) const SEEDED_TABLES: &[&str] = &[
     "closed_day",
     "circulation_month",
     "request",
+    "review",
 ];
 
 /// Tables later migrations add that reference seeded data; emptied too when they exist.

@@ -4,7 +4,9 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::copy::RowEncoder;
-use crate::generate::{AccountRow, AuditRow, BookRow, LoanRow, MemberRow, Plan, RequestRow};
+use crate::generate::{
+    AccountRow, AuditRow, BookRow, LoanRow, MemberRow, Plan, RequestRow, ReviewRow,
+};
 
 /// Column lists, in COPY order; also the CSV headers.
 pub const BOOK_COLUMNS: &[&str] = &[
@@ -17,6 +19,9 @@ pub const BOOK_COLUMNS: &[&str] = &[
     "total_copies",
     "available_copies",
     "created_at",
+    "rating_count",
+    "rating_sum",
+    "times_borrowed",
 ];
 /// Member columns.
 pub const MEMBER_COLUMNS: &[&str] = &[
@@ -78,7 +83,7 @@ fn opt_ts(t: Option<DateTime<Utc>>) -> String {
 
 /// Appends one book.
 pub fn encode_book(buf: &mut Vec<u8>, b: &BookRow) {
-    RowEncoder::new(buf, 9)
+    RowEncoder::new(buf, 12)
         .uuid(b.id)
         .text(&b.isbn)
         .text(&b.title)
@@ -87,7 +92,10 @@ pub fn encode_book(buf: &mut Vec<u8>, b: &BookRow) {
         .text(b.category)
         .int4(b.total_copies)
         .int4(b.available_copies)
-        .timestamptz(b.created_at);
+        .timestamptz(b.created_at)
+        .int4(b.rating_count)
+        .int8(b.rating_sum)
+        .int8(b.times_borrowed);
 }
 
 /// One book as CSV.
@@ -102,6 +110,9 @@ pub fn book_record(b: &BookRow) -> Vec<String> {
         b.total_copies.to_string(),
         b.available_copies.to_string(),
         ts(b.created_at),
+        b.rating_count.to_string(),
+        b.rating_sum.to_string(),
+        b.times_borrowed.to_string(),
     ]
 }
 
@@ -268,5 +279,41 @@ pub fn request_record(plan: &Plan, r: &RequestRow) -> Vec<String> {
         r.reason.clone().unwrap_or_default(),
         r.filed_by.clone(),
         ts(r.filed_at),
+    ]
+}
+
+/// Review columns.
+pub const REVIEW_COLUMNS: &[&str] = &[
+    "id",
+    "member_id",
+    "book_id",
+    "rating",
+    "text",
+    "created_at",
+    "updated_at",
+];
+
+/// Appends one review.
+pub fn encode_review(buf: &mut Vec<u8>, plan: &Plan, r: &ReviewRow) {
+    RowEncoder::new(buf, 7)
+        .uuid(r.id)
+        .uuid(plan.members[r.member as usize].id)
+        .uuid(plan.books[r.book as usize].id)
+        .int2(r.rating)
+        .opt_text(r.text.as_deref())
+        .timestamptz(r.created_at)
+        .timestamptz(r.created_at);
+}
+
+/// One review as CSV.
+pub fn review_record(plan: &Plan, r: &ReviewRow) -> Vec<String> {
+    vec![
+        r.id.to_string(),
+        plan.members[r.member as usize].id.to_string(),
+        plan.books[r.book as usize].id.to_string(),
+        r.rating.to_string(),
+        r.text.clone().unwrap_or_default(),
+        ts(r.created_at),
+        ts(r.created_at),
     ]
 }

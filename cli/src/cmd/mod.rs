@@ -19,6 +19,7 @@ pub mod member;
 pub mod misc;
 pub mod policy;
 pub mod report;
+pub mod reviews;
 pub mod seed;
 
 #[derive(Debug, Subcommand)]
@@ -68,6 +69,13 @@ pub enum Command {
     /// Backups: create, verify, restore, list, prune
     #[command(subcommand)]
     Backup(backup::BackupCommand),
+    /// Reviews: add, update, delete
+    #[command(subcommand)]
+    Review(reviews::ReviewCommand),
+    /// List reviews of a book or by a member
+    Reviews(reviews::ListArgs),
+    /// Recommendations for a member, or `recommend refresh`
+    Recommend(reviews::RecommendArgs),
     /// Circulation rules and the library time zone
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
@@ -105,6 +113,9 @@ pub fn run(app: &mut App, command: Command) -> anyhow::Result<ExitCode> {
         Command::Audit(c) => audit::run_audit(app, c),
         Command::RateLimit(c) => audit::run_rate_limit(app, c),
         Command::Backup(c) => backup::run(app, c),
+        Command::Review(c) => reviews::run_review(app, c),
+        Command::Reviews(a) => reviews::run_reviews(app, a),
+        Command::Recommend(a) => reviews::run_recommend(app, a),
         Command::Policy(c) => policy::run(app, c),
         Command::ClosedDay(c) => policy::run_closed_day(app, c),
         Command::Seed(a) => seed::run(app, a),

@@ -19,6 +19,7 @@ pub enum Kind {
     TopMembers,
     Trends,
     Risk,
+    TopRated,
 }
 
 #[derive(Debug, Args)]
@@ -36,6 +37,9 @@ pub struct ReportArgs {
     pub to: Option<NaiveDate>,
     #[arg(long)]
     pub limit: Option<i64>,
+    /// top-rated: only books with at least this many reviews
+    #[arg(long, default_value_t = 5)]
+    pub min_reviews: i32,
 }
 
 /// Streams rows straight to stdout for csv/ndjson; collects them for table/json.
@@ -117,6 +121,12 @@ pub fn run(app: &mut App, a: ReportArgs) -> anyhow::Result<ExitCode> {
         Kind::Trends => app
             .out
             .rows(reports::trends(&mut client, &ctx, &options)?)?,
+        Kind::TopRated => app.out.rows(libcore::reviews::top_rated(
+            &mut client,
+            &ctx,
+            a.min_reviews,
+            a.limit.unwrap_or(20),
+        )?)?,
     }
     Ok(ExitCode::SUCCESS)
 }
