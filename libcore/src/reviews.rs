@@ -371,7 +371,7 @@ pub fn recommend(
     limit: i64,
 ) -> Result<Vec<Recommendation>> {
     let member_id = members::find_member(client, member)?.id;
-    ctx.require_self_or(member_id, Capability::ManageMembers)?;
+    ctx.require_self_or(member_id, Capability::Reports)?;
     let limit = limit.clamp(1, 100);
     let mut out: Vec<Recommendation> = client
         .query(
