@@ -226,3 +226,31 @@ impl RowStream<'_> {
         self.renderer.out.flush()
     }
 }
+
+/// Hands `produce` a sink for rows: streamed straight out in csv and ndjson, collected and
+/// rendered at the end for table and json.
+pub fn emit_rows<T: Serialize>(
+    out: &mut Renderer,
+    produce: impl FnOnce(&mut dyn FnMut(T) -> libcore::Result<()>) -> libcore::Result<()>,
+) -> anyhow::Result<()> {
+    match out.format() {
+        Format::Csv | Format::Ndjson => {
+            let mut stream = out.stream();
+            produce(&mut |row| {
+                stream
+                    .push(&row)
+                    .map_err(|e| libcore::Error::io("writing rows", e))
+            })?;
+            stream.finish()?;
+        }
+        _ => {
+            let mut rows = Vec::new();
+            produce(&mut |row| {
+                rows.push(row);
+                Ok(())
+            })?;
+            out.rows(&rows)?;
+        }
+    }
+    Ok(())
+}

@@ -177,8 +177,9 @@ pub fn migrate_to(client: &mut Client, version: i32) -> Result<()> {
     Ok(())
 }
 
-/// Creates the database named in `url` if it does not exist. Returns true if it created it.
-pub fn create_database_if_missing(url: &str) -> Result<bool> {
+/// The database named in `url`, and a connection to the server's `postgres` database (where
+/// databases are created and dropped).
+fn maintenance_client(url: &str) -> Result<(String, Client)> {
     let config = parse_config(url)?;
     let name = config
         .get_dbname()
@@ -188,13 +189,19 @@ pub fn create_database_if_missing(url: &str) -> Result<bool> {
         .to_string();
     let mut maintenance = config.clone();
     maintenance.dbname("postgres");
-    let mut client = maintenance.connect(NoTls).map_err(|e| {
+    let client = maintenance.connect(NoTls).map_err(|e| {
         Error::Unavailable(format!(
             "{}: {}",
             redact_url(url),
             crate::error::describe_postgres_error(&e)
         ))
     })?;
+    Ok((name, client))
+}
+
+/// Creates the database named in `url` if it does not exist. Returns true if it created it.
+pub fn create_database_if_missing(url: &str) -> Result<bool> {
+    let (name, mut client) = maintenance_client(url)?;
     let exists = client
         .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])?
         .is_some();
@@ -234,17 +241,7 @@ pub fn url_with_database(url: &str, database: &str) -> String {
 
 /// Drops the database named in `url` if it exists (used for scratch databases).
 pub fn drop_database_if_exists(url: &str) -> Result<()> {
-    let config = parse_config(url)?;
-    let name = config.get_dbname().unwrap_or_default().to_string();
-    let mut maintenance = config.clone();
-    maintenance.dbname("postgres");
-    let mut client = maintenance.connect(NoTls).map_err(|e| {
-        Error::Unavailable(format!(
-            "{}: {}",
-            redact_url(url),
-            crate::error::describe_postgres_error(&e)
-        ))
-    })?;
+    let (name, mut client) = maintenance_client(url)?;
     let drop: String = client
         .query_one(
             "SELECT format('DROP DATABASE IF EXISTS %I WITH (FORCE)', $1::text)",

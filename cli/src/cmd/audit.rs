@@ -8,7 +8,6 @@ use libcore::audit::{self, ExportFilter};
 use libcore::ratelimit::{self, Policy};
 
 use crate::app::{parse_timestamp, App};
-use crate::render::Format;
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
@@ -95,33 +94,6 @@ pub struct RateAuditArgs {
     pub fail_on_violation: bool,
 }
 
-/// Streams rows in csv/ndjson, collects otherwise.
-fn stream_rows<T: serde::Serialize>(
-    app: &mut App,
-    produce: impl FnOnce(&mut dyn FnMut(T) -> libcore::Result<()>) -> libcore::Result<u64>,
-) -> anyhow::Result<()> {
-    match app.out.format() {
-        Format::Csv | Format::Ndjson => {
-            let mut stream = app.out.stream();
-            produce(&mut |row| {
-                stream
-                    .push(&row)
-                    .map_err(|e| libcore::Error::io("writing rows", e))
-            })?;
-            stream.finish()?;
-        }
-        _ => {
-            let mut rows = Vec::new();
-            produce(&mut |row| {
-                rows.push(row);
-                Ok(())
-            })?;
-            app.out.rows(&rows)?;
-        }
-    }
-    Ok(())
-}
-
 pub fn run_audit(app: &mut App, command: AuditCommand) -> anyhow::Result<ExitCode> {
     match command {
         AuditCommand::Export(a) => {
@@ -132,7 +104,9 @@ pub fn run_audit(app: &mut App, command: AuditCommand) -> anyhow::Result<ExitCod
                 actor: a.for_actor.or(subject),
                 action: a.action,
             };
-            stream_rows(app, |emit| audit::export(&mut client, &ctx, &filter, emit))?;
+            crate::render::emit_rows(&mut app.out, |emit| {
+                audit::export(&mut client, &ctx, &filter, emit).map(|_| ())
+            })?;
         }
         AuditCommand::Prune(a) => {
             let (mut client, ctx) = app.session()?;
@@ -181,11 +155,12 @@ pub fn run_rate_limit(app: &mut App, command: RateLimitCommand) -> anyhow::Resul
             let to = a.to.unwrap_or_else(|| ctx.now());
             let from = a.from.unwrap_or(to - chrono::Duration::days(1));
             let mut violations = 0;
-            stream_rows(app, |emit| {
+            crate::render::emit_rows(&mut app.out, |emit| {
                 ratelimit::audit_report(&mut client, &ctx, from, to, &mut |row| {
                     violations += row.violations;
                     emit(row)
                 })
+                .map(|_| ())
             })?;
             if a.fail_on_violation && violations > 0 {
                 return Err(libcore::Error::refused(

@@ -42,33 +42,6 @@ pub struct ReportArgs {
     pub min_reviews: i32,
 }
 
-/// Streams rows straight to stdout for csv/ndjson; collects them for table/json.
-fn streamed<T: serde::Serialize>(
-    app: &mut App,
-    produce: impl FnOnce(&mut dyn FnMut(T) -> libcore::Result<()>) -> libcore::Result<()>,
-) -> anyhow::Result<()> {
-    match app.out.format() {
-        Format::Csv | Format::Ndjson => {
-            let mut stream = app.out.stream();
-            produce(&mut |row| {
-                stream
-                    .push(&row)
-                    .map_err(|e| libcore::Error::io("writing the report", e))
-            })?;
-            stream.finish()?;
-        }
-        _ => {
-            let mut rows = Vec::new();
-            produce(&mut |row| {
-                rows.push(row);
-                Ok(())
-            })?;
-            app.out.rows(&rows)?;
-        }
-    }
-    Ok(())
-}
-
 pub fn run(app: &mut App, a: ReportArgs) -> anyhow::Result<ExitCode> {
     let (mut client, ctx) = app.session()?;
     let as_of = match a.as_of {
@@ -90,7 +63,7 @@ pub fn run(app: &mut App, a: ReportArgs) -> anyhow::Result<ExitCode> {
             .record(&reports::summary(&mut client, &ctx, &options)?)?,
         Kind::Overdue => {
             let mut tiers = None;
-            streamed(app, |emit| {
+            crate::render::emit_rows(&mut app.out, |emit| {
                 tiers = Some(reports::overdue(&mut client, &ctx, &options, emit)?);
                 Ok(())
             })?;
@@ -103,13 +76,13 @@ pub fn run(app: &mut App, a: ReportArgs) -> anyhow::Result<ExitCode> {
                 );
             }
         }
-        Kind::Fines => streamed(app, |emit| {
+        Kind::Fines => crate::render::emit_rows(&mut app.out, |emit| {
             reports::fines(&mut client, &ctx, &options, emit).map(|_| ())
         })?,
-        Kind::Inventory => streamed(app, |emit| {
+        Kind::Inventory => crate::render::emit_rows(&mut app.out, |emit| {
             reports::inventory(&mut client, &ctx, &options, emit).map(|_| ())
         })?,
-        Kind::Risk => streamed(app, |emit| {
+        Kind::Risk => crate::render::emit_rows(&mut app.out, |emit| {
             reports::risk(&mut client, &ctx, &options, emit).map(|_| ())
         })?,
         Kind::Popular => app
