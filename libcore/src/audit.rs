@@ -195,16 +195,6 @@ pub struct AuditRow {
     pub details: Value,
 }
 
-/// The most recent audit rows, newest first; for `audit tail` and tests.
-pub fn recent(client: &mut Client, limit: i64) -> Result<Vec<AuditRow>> {
-    let rows = client.query(
-        "SELECT id, at, recorded_at, actor, actor_role, action, entity_type, entity_id, outcome, details
-         FROM audit_log ORDER BY at DESC, id DESC LIMIT $1",
-        &[&limit],
-    )?;
-    Ok(rows.iter().map(audit_row).collect())
-}
-
 fn audit_row(r: &postgres::Row) -> AuditRow {
     AuditRow {
         id: r.get(0),

@@ -270,18 +270,24 @@ pub fn list_books(
     let search = search.map(str::trim).filter(|s| !s.is_empty());
     let isbn = search.and_then(|s| validate::normalize_isbn(s).ok());
     let pattern = search.map(|s| format!("%{}%", escape_like(s)));
+    // Part of an ISBN (digits, maybe hyphenated) matches ISBNs containing those digits.
+    let isbn_part = search
+        .map(|s| s.replace('-', ""))
+        .filter(|s| s.len() >= 3 && s.chars().all(|c| c.is_ascii_digit()))
+        .map(|digits| format!("%{digits}%"));
     let limit = limit.clamp(1, 10_000);
     let rows = client.query(
         &format!(
             "SELECT {BOOK_COLUMNS} FROM book
              WHERE ($1::text IS NULL
                     OR isbn = $5
+                    OR isbn LIKE $6
                     OR (title || ' ' || author) ILIKE $2
                     OR $1 <% (title || ' ' || author))
                AND ($3::uuid IS NULL OR id > $3)
              ORDER BY id LIMIT $4"
         ),
-        &[&search, &pattern, &after, &(limit + 1), &isbn],
+        &[&search, &pattern, &after, &(limit + 1), &isbn, &isbn_part],
     )?;
     Ok(Page::from_rows(
         rows.iter().map(book_from_row).collect(),

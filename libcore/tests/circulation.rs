@@ -393,3 +393,27 @@ fn backdating_is_for_staff_and_cannot_predate_the_member() {
     assert_eq!((err.code(), err.exit_code()), ("unknown_actor", 5));
     assert_invariants(&mut c);
 }
+
+#[test]
+fn expired_closed_and_inactive_members() {
+    let tdb = TestDb::new();
+    let mut c = tdb.client();
+    let m = add_member(&mut c, "lapsed@example.org", "member");
+    let b = add_book(&mut c, 1, 2);
+    let ctx = admin(&mut c);
+    circulation::borrow(&mut c, &ctx, &m, &b).unwrap();
+    let err = libcore::members::set_status(&mut c, &ctx, &m, "closed").unwrap_err();
+    assert_eq!((err.code(), err.exit_code()), ("member_has_loans", 4));
+    c.execute(
+        "UPDATE member SET expires_at = now() - interval '1 day' WHERE email = $1",
+        &[&m],
+    )
+    .unwrap();
+    let b2 = add_book(&mut c, 2, 1);
+    let err = circulation::borrow(&mut c, &ctx, &m, &b2).unwrap_err();
+    assert_eq!((err.code(), err.exit_code()), ("membership_expired", 4));
+    let err = libcore::actor::resolve(&mut c, Some(&m), None).unwrap_err();
+    assert_eq!((err.code(), err.exit_code()), ("inactive_actor", 5));
+    let hits = libcore::catalog::list_books(&mut c, Some(&b[8..12]), 10, None).unwrap();
+    assert_eq!(hits.items.len(), 1, "part of an ISBN finds the book");
+}

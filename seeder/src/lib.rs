@@ -146,6 +146,16 @@ pub struct Phase {
     pub seconds: f64,
 }
 
+impl Phase {
+    /// A phase and its duration, to the millisecond.
+    pub fn new(phase: &str, seconds: f64) -> Phase {
+        Phase {
+            phase: phase.to_string(),
+            seconds: (seconds * 1000.0).round() / 1000.0,
+        }
+    }
+}
+
 /// Peak resident set size of this process in MiB (Linux `VmHWM`), 0 where unknown.
 pub fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -728,28 +738,19 @@ pub fn seed(
     };
     let t = generate_started.elapsed().as_secs_f64();
     observer.phase_finished("generate + COPY", t);
-    phases.push(Phase {
-        phase: "generate + COPY".into(),
-        seconds: t,
-    });
+    phases.push(Phase::new("generate + COPY", t));
     let keys_started = Instant::now();
     load::rebuild(&mut tx, &schema)?;
     let t = keys_started.elapsed().as_secs_f64();
     observer.phase_finished("keys + indexes", t);
-    phases.push(Phase {
-        phase: "keys + indexes".into(),
-        seconds: t,
-    });
+    phases.push(Phase::new("keys + indexes", t));
     fail_point("rebuild")?;
     tx.commit()?;
     let analyze_started = Instant::now();
     client.batch_execute("ANALYZE")?;
     let t = analyze_started.elapsed().as_secs_f64();
     observer.phase_finished("analyze", t);
-    phases.push(Phase {
-        phase: "analyze".into(),
-        seconds: t,
-    });
+    phases.push(Phase::new("analyze", t));
     Ok(summary(options, tables, phases, started))
 }
 
