@@ -107,12 +107,8 @@ fn run_report(
 
 #[derive(Debug, Args)]
 pub struct SeedBenchArgs {
-    #[arg(long, default_value = "minimal")]
-    pub scenario: String,
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
-    #[arg(long)]
-    pub jobs: Option<usize>,
+    #[command(flatten)]
+    pub dataset: crate::cmd::seed::DatasetArgs,
     /// Keep the scratch databases afterwards
     #[arg(long)]
     pub keep: bool,
@@ -218,16 +214,7 @@ pub fn run(app: &mut App, command: BenchCommand) -> anyhow::Result<ExitCode> {
             app.out.rows(&timings)?;
         }
         BenchCommand::Seed(args) => {
-            let options = crate::cmd::seed::SeedArgs {
-                scenario: args.scenario.clone(),
-                seed: args.seed,
-                jobs: args.jobs,
-                as_of: None,
-                csv: None,
-                replace: true,
-                summary_json: false,
-            }
-            .options()?;
+            let options = args.dataset.options(None, true)?;
             // The seed first, so its peak RSS is not the load limit's pre-generated rows.
             let (seed_url, mut seed_client) = scratch_database(app, "bench_seed")?;
             let started = Instant::now();

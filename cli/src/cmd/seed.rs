@@ -15,15 +15,8 @@ use crate::cmd::db::InitArgs;
 
 #[derive(Debug, Args)]
 pub struct SeedArgs {
-    /// minimal, load_test, scaled_demo, high_scale (or tiny, for demos)
-    #[arg(long, default_value = "minimal")]
-    pub scenario: String,
-    /// Seed of every random stream: the same seed gives the same rows
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
-    /// Generator threads [default: all cores]
-    #[arg(long)]
-    pub jobs: Option<usize>,
+    #[command(flatten)]
+    pub dataset: DatasetArgs,
     /// The simulated history ends at the start of this day [default: today, UTC]
     #[arg(long)]
     pub as_of: Option<NaiveDate>,
@@ -38,18 +31,31 @@ pub struct SeedArgs {
     pub summary_json: bool,
 }
 
-impl SeedArgs {
-    pub fn options(&self) -> anyhow::Result<SeedOptions> {
+/// What to generate: shared by `seed` and `bench seed`.
+#[derive(Debug, Clone, Args)]
+pub struct DatasetArgs {
+    /// minimal, load_test, scaled_demo, high_scale (or tiny, for demos)
+    #[arg(long, default_value = "minimal")]
+    pub scenario: String,
+    /// Seed of every random stream: the same seed gives the same rows
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Generator threads [default: all cores]
+    #[arg(long)]
+    pub jobs: Option<usize>,
+}
+
+impl DatasetArgs {
+    /// Seed options for this dataset, the history ending at `as_of` (default today, UTC).
+    pub fn options(&self, as_of: Option<NaiveDate>, replace: bool) -> anyhow::Result<SeedOptions> {
         Ok(SeedOptions {
             scenario: Scenario::named(&self.scenario)?,
             seed: self.seed,
-            as_of: self
-                .as_of
-                .unwrap_or_else(|| chrono::Utc::now().date_naive()),
+            as_of: as_of.unwrap_or_else(|| chrono::Utc::now().date_naive()),
             jobs: self
                 .jobs
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
-            replace: self.replace,
+            replace,
         })
     }
 }
@@ -130,7 +136,7 @@ pub fn render_summary(app: &mut App, summary: &SeedSummary, json_line: bool) -> 
 }
 
 pub fn run(app: &mut App, args: SeedArgs) -> anyhow::Result<ExitCode> {
-    let options = args.options()?;
+    let options = args.dataset.options(args.as_of, args.replace)?;
     let progress = Progress::new(app);
     let summary = match &args.csv {
         Some(dir) => seeder::write_csv(dir, &options, &progress)?,
