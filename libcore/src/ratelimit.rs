@@ -2,7 +2,7 @@
 //!
 //! The state is the audit log: a policy allows an attempt when the actor's attempts in the
 //! sliding window `(now − window, now]` number fewer than the limit, and those in the last 10
-//! seconds fewer than the burst. A per-actor advisory lock (held to COMMIT) serialises one
+//! seconds (or the window, if shorter) fewer than the burst. A per-actor advisory lock (held to COMMIT) serialises one
 //! actor's decisions, so the count and the new audit row can never race — across any number of
 //! `libctl` processes. Rate-limited attempts are logged but do not count against the budget.
 
@@ -18,7 +18,6 @@ use crate::error::{Error, Result};
 pub const BORROW_ACTIONS: &[&str] = &["loan.borrow", "loan.renew"];
 /// The burst window.
 pub const BURST_SECONDS: i64 = 10;
-const LOCK_NAMESPACE: i32 = 0x524C; // "RL"
 
 /// A policy row.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -75,59 +74,54 @@ fn budgets(
     now: DateTime<Utc>,
 ) -> Result<Vec<Budget>> {
     let rows = client.query(
-        "SELECT p.role, p.action_group, p.limit_count, p.window_seconds, p.burst,
-                w.used, w.burst_used, w.oldest
-         FROM rate_limit_policy p
-         CROSS JOIN LATERAL (
-             SELECT count(*) AS used,
-                    count(*) FILTER (WHERE a.at > $3::timestamptz - make_interval(secs => $5)) AS burst_used,
-                    (SELECT min(at) FROM (SELECT at FROM audit_log b
-                                          WHERE b.actor = $1 AND b.outcome <> 'rate_limited'
-                                            AND b.at > $3::timestamptz - make_interval(secs => p.window_seconds) AND b.at <= $3::timestamptz
-                                            AND (p.action_group = 'mutation' OR b.action = ANY($6))
-                                          ORDER BY b.at DESC LIMIT p.limit_count) recent) AS oldest
-             FROM audit_log a
-             WHERE a.actor = $1 AND a.outcome <> 'rate_limited'
-               AND a.at > $3::timestamptz - make_interval(secs => p.window_seconds) AND a.at <= $3::timestamptz
-               AND (p.action_group = 'mutation' OR a.action = ANY($6))
-         ) w
-         WHERE p.role IN ($2, 'any') AND p.action_group = ANY($4)
-         ORDER BY p.action_group, p.role",
-        &[&actor, &role.as_str(), &now, &groups, &(BURST_SECONDS as f64), &BORROW_ACTIONS],
+        "SELECT role, action_group, limit_count, window_seconds, burst, used, burst_used
+         FROM rate_limit_budgets($1, $2, $3, $4, $5, $6)",
+        &[
+            &actor,
+            &role.as_str(),
+            &groups,
+            &now,
+            &(BURST_SECONDS as f64),
+            &BORROW_ACTIONS,
+        ],
     )?;
-    Ok(rows
-        .iter()
-        .map(|r| {
-            let limit: i32 = r.get(2);
-            let window: i32 = r.get(3);
-            let burst: i32 = r.get(4);
-            let used: i64 = r.get(5);
-            let burst_used: i64 = r.get(6);
-            let oldest: Option<DateTime<Utc>> = r.get(7);
-            let retry_after_secs = if used >= i64::from(limit) {
-                oldest.map_or(0, |o| {
-                    (o + chrono::Duration::seconds(i64::from(window)) - now)
-                        .num_seconds()
-                        .max(1)
-                })
-            } else if burst_used >= i64::from(burst) {
-                BURST_SECONDS
-            } else {
-                0
-            };
-            Budget {
-                role: r.get(0),
-                action_group: r.get(1),
-                limit_count: limit,
-                window_seconds: window,
-                used,
-                remaining: (i64::from(limit) - used).max(0),
-                burst,
-                burst_used,
-                retry_after_secs,
-            }
-        })
-        .collect())
+    let mut budgets = Vec::with_capacity(rows.len());
+    for r in rows {
+        let limit: i32 = r.get(2);
+        let window: i32 = r.get(3);
+        let burst: i32 = r.get(4);
+        let used: i64 = r.get(5);
+        let burst_used: i64 = r.get(6);
+        let group: String = r.get(1);
+        // When the window is full, the wait depends on its oldest counted attempt: a second
+        // query, on the refusing path only.
+        let oldest = if used >= i64::from(limit) {
+            client
+                .query_one(
+                    "SELECT min(at) FROM (SELECT at FROM audit_log
+                                          WHERE actor = $1 AND outcome <> 'rate_limited'
+                                            AND at > $2::timestamptz - make_interval(secs => $3) AND at <= $2::timestamptz
+                                            AND ($4 = 'mutation' OR action = ANY($5))
+                                          ORDER BY at DESC LIMIT $6) recent",
+                    &[&actor, &now, &f64::from(window), &group, &BORROW_ACTIONS, &i64::from(limit)],
+                )?
+                .get(0)
+        } else {
+            None
+        };
+        budgets.push(Budget {
+            role: r.get(0),
+            action_group: group,
+            limit_count: limit,
+            window_seconds: window,
+            used,
+            remaining: (i64::from(limit) - used).max(0),
+            burst,
+            burst_used,
+            retry_after_secs: retry_after(used, burst_used, limit, burst, window, oldest, now),
+        });
+    }
+    Ok(budgets)
 }
 
 /// The sliding-window decision, pure: 0 when an attempt at `now` is allowed, otherwise the
@@ -161,9 +155,11 @@ pub(crate) fn enforce(tx: &mut impl GenericClient, ctx: &Ctx, action: &str) -> R
     if ctx.actor.role == Role::System {
         return Ok(());
     }
+    // The lock first, in its own statement: "now" must be read after any wait for it, or an
+    // attempt committed while we waited would fall after our window's end.
     tx.execute(
-        "SELECT pg_advisory_xact_lock($1, hashtext($2))",
-        &[&LOCK_NAMESPACE, &ctx.actor.name],
+        "SELECT pg_advisory_xact_lock(21068, hashtext($1))",
+        &[&ctx.actor.name],
     )?;
     let groups = groups_of(action);
     for b in budgets(tx, &ctx.actor.name, ctx.actor.role, &groups, ctx.now())? {
