@@ -129,6 +129,22 @@ struct SeedBench {
     ratio_of_load_limit: f64,
 }
 
+/// Drops a scratch database when the bench is done with it, failed or not (unless kept).
+struct Scratch {
+    url: String,
+    keep: bool,
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !self.keep {
+            if let Err(e) = db::drop_database_if_exists(&self.url) {
+                tracing::warn!(error = %e, "could not drop a scratch database");
+            }
+        }
+    }
+}
+
 /// A scratch database beside the configured one: created and migrated now, dropped later.
 pub fn scratch_database(app: &App, suffix: &str) -> anyhow::Result<(String, libcore::Client)> {
     let base = app.database_url()?;
@@ -217,19 +233,21 @@ pub fn run(app: &mut App, command: BenchCommand) -> anyhow::Result<ExitCode> {
             let options = args.dataset.options(None, true)?;
             // The seed first, so its peak RSS is not the load limit's pre-generated rows.
             let (seed_url, mut seed_client) = scratch_database(app, "bench_seed")?;
+            let _seed_db = Scratch {
+                url: seed_url,
+                keep: args.keep,
+            };
             let started = Instant::now();
             let summary = seeder::seed(&mut seed_client, &options, &Progress::new(app))?;
             let seconds = started.elapsed().as_secs_f64();
             drop(seed_client);
-            if !args.keep {
-                db::drop_database_if_exists(&seed_url)?;
-            }
             let (limit_url, mut limit_client) = scratch_database(app, "bench_limit")?;
+            let _limit_db = Scratch {
+                url: limit_url,
+                keep: args.keep,
+            };
             let limit = seeder::measure_load_limit(&mut limit_client, &options)?;
             drop(limit_client);
-            if !args.keep {
-                db::drop_database_if_exists(&limit_url)?;
-            }
             app.out.record(&SeedBench {
                 scenario: options.scenario.name,
                 rows: summary.rows,
