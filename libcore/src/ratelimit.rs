@@ -297,18 +297,14 @@ pub struct ActorAudit {
     pub last_seen: DateTime<Utc>,
 }
 
-/// The rate-limit audit over `[from, to]`: windows are `(t − window, t]`, exactly as enforced;
-/// one set-based pass of window functions over the
-/// `(actor, at)` index, worst actors first. Streams.
-pub fn audit_report(
+/// One share of the actors (by hash) of the rate-limit audit.
+fn audit_part(
     client: &mut Client,
-    ctx: &Ctx,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
-    emit: &mut dyn FnMut(ActorAudit) -> Result<()>,
-) -> Result<u64> {
-    use postgres::fallible_iterator::FallibleIterator;
-    ctx.require(Capability::Reports)?;
+    part: i32,
+    parts: i32,
+) -> Result<Vec<ActorAudit>> {
     let all = policies(client)?;
     let window_of = |group: &str, default: i32| {
         all.iter()
@@ -342,7 +338,7 @@ pub fn audit_report(
         .map(|r| limit_for(r, None, |p| p.burst))
         .collect();
     let roles: Vec<&str> = roles.to_vec();
-    let params: [&(dyn postgres::types::ToSql + Sync); 10] = [
+    let params: [&(dyn postgres::types::ToSql + Sync); 12] = [
         &from,
         &to,
         &borrow_window,
@@ -353,8 +349,10 @@ pub fn audit_report(
         &borrow_limits,
         &mutation_limits,
         &bursts,
+        &part,
+        &parts,
     ];
-    let mut rows = client.query_raw(
+    let rows = client.query(
         "SELECT w.actor, max(coalesce(m.role, 'anonymous')), count(*),
                 max(w.borrow_n), max(w.mutation_n),
                 count(*) FILTER (WHERE w.outcome = 'rate_limited'),
@@ -370,18 +368,17 @@ pub fn audit_report(
                         OVER (PARTITION BY actor ORDER BY at RANGE BETWEEN make_interval(secs => $4) - interval '1 microsecond' PRECEDING AND CURRENT ROW) AS mutation_n,
                     count(*) OVER (PARTITION BY actor ORDER BY at RANGE BETWEEN make_interval(secs => $6) - interval '1 microsecond' PRECEDING AND CURRENT ROW) AS burst_n
              FROM audit_log
-             WHERE at BETWEEN $1 AND $2 AND actor <> 'system'
+             WHERE at BETWEEN $1 AND $2 AND actor <> 'system' AND (hashtext(actor) & 2147483647) % $12 = $11
          ) w
          LEFT JOIN member m ON m.email = w.actor
          LEFT JOIN unnest($7::text[], $8::int[], $9::int[], $10::int[]) AS l(role, borrow_limit, mutation_limit, burst)
                 ON l.role = coalesce(m.role, 'anonymous')
-         GROUP BY w.actor
-         ORDER BY 6 DESC, 8 DESC, 7 DESC, 5 DESC, 1",
-        params.iter().copied(),
+         GROUP BY w.actor",
+        &params,
     )?;
-    let mut n = 0;
-    while let Some(r) = rows.next()? {
-        emit(ActorAudit {
+    Ok(rows
+        .iter()
+        .map(|r| ActorAudit {
             actor: r.get(0),
             actor_role: r.get(1),
             requests: r.get(2),
@@ -392,10 +389,57 @@ pub fn audit_report(
             bursts: r.get(7),
             first_seen: r.get(8),
             last_seen: r.get(9),
-        })?;
-        n += 1;
-    }
-    Ok(n)
+        })
+        .collect())
+}
+
+/// The rate-limit audit over `[from, to]`: windows are `(t − window, t]`, exactly as enforced.
+/// One set-based pass of window functions over the `(actor, at)` index, split by actor hash
+/// across `parts` connections (window functions do not run in parallel inside PostgreSQL, but
+/// each actor's windows are independent), merged worst first.
+pub fn audit_report(
+    url: &str,
+    ctx: &Ctx,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    parts: usize,
+) -> Result<Vec<ActorAudit>> {
+    ctx.require(Capability::Reports)?;
+    let parts = parts.clamp(1, 16) as i32;
+    let mut all = std::thread::scope(|scope| -> Result<Vec<ActorAudit>> {
+        let workers: Vec<_> = (0..parts)
+            .map(|part| {
+                scope.spawn(move || -> Result<Vec<ActorAudit>> {
+                    let mut client = crate::db::connect(url)?;
+                    audit_part(&mut client, from, to, part, parts)
+                })
+            })
+            .collect();
+        let mut rows = Vec::new();
+        for w in workers {
+            rows.extend(
+                w.join()
+                    .map_err(|_| Error::Internal("a rate-limit audit worker panicked".into()))??,
+            );
+        }
+        Ok(rows)
+    })?;
+    all.sort_by(|a, b| {
+        (
+            b.violations,
+            b.bursts,
+            b.near_misses,
+            b.peak_mutation_window,
+        )
+            .cmp(&(
+                a.violations,
+                a.bursts,
+                a.near_misses,
+                a.peak_mutation_window,
+            ))
+            .then_with(|| a.actor.cmp(&b.actor))
+    });
+    Ok(all)
 }
 
 /// Runs `f` with every policy's limit and burst raised out of reach and its window shortened

@@ -221,14 +221,9 @@ fn the_audit_finds_injected_bursts_and_violations_and_nothing_in_a_clean_log() {
         );
     }
     let admin = admin(&mut c);
-    let mut rows = Vec::new();
     let from = t0 - Duration::hours(1);
     let to = Utc::now();
-    ratelimit::audit_report(&mut c, &admin, from, to, &mut |r| {
-        rows.push(r);
-        Ok(())
-    })
-    .unwrap();
+    let rows = ratelimit::audit_report(&tdb.url, &admin, from, to, 2).unwrap();
     let calm = rows.iter().find(|r| r.actor == "calm@example.org").unwrap();
     assert_eq!(
         (
@@ -252,12 +247,7 @@ fn the_audit_finds_injected_bursts_and_violations_and_nothing_in_a_clean_log() {
             outcome,
         );
     }
-    let mut rows = Vec::new();
-    ratelimit::audit_report(&mut c, &admin, from, to, &mut |r| {
-        rows.push(r);
-        Ok(())
-    })
-    .unwrap();
+    let rows = ratelimit::audit_report(&tdb.url, &admin, from, to, 2).unwrap();
     assert_eq!(rows[0].actor, "burst@example.org", "worst first");
     let burst = &rows[0];
     assert_eq!(burst.violations, 4);

@@ -154,14 +154,11 @@ pub fn run_rate_limit(app: &mut App, command: RateLimitCommand) -> anyhow::Resul
         RateLimitCommand::Audit(a) => {
             let to = a.to.unwrap_or_else(|| ctx.now());
             let from = a.from.unwrap_or(to - chrono::Duration::days(1));
-            let mut violations = 0;
-            crate::render::emit_rows(&mut app.out, |emit| {
-                ratelimit::audit_report(&mut client, &ctx, from, to, &mut |row| {
-                    violations += row.violations;
-                    emit(row)
-                })
-                .map(|_| ())
-            })?;
+            let url = app.database_url()?;
+            let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
+            let rows = ratelimit::audit_report(&url, &ctx, from, to, jobs)?;
+            let violations: i64 = rows.iter().map(|r| r.violations).sum();
+            app.out.rows(&rows)?;
             if a.fail_on_violation && violations > 0 {
                 return Err(libcore::Error::refused(
                     libcore::Refusal::RateLimitViolations,
