@@ -127,3 +127,36 @@ fn completions_and_man_page_are_generated() {
         &man.stdout()[..200.min(man.stdout().len())]
     );
 }
+
+#[test]
+fn db_up_starts_a_private_cluster_and_db_down_stops_it() {
+    let home = tempfile::tempdir().unwrap();
+    // As root the server runs as `postgres`, which must be able to reach the data directory.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let up = Libctl::with_url("postgres://unused@127.0.0.1:1/unused")
+        .env("LIBCTL_HOME", home.path().to_str().unwrap())
+        .args(["db", "up", "--format", "json"])
+        .run()
+        .json();
+    assert_eq!(up["started"], true, "{up}");
+    let server = libcore::cluster::embedded_server_url();
+    let mut client =
+        postgres::Client::connect(&server, postgres::NoTls).expect("the embedded cluster answers");
+    let one: i32 = client.query_one("SELECT 1", &[]).unwrap().get(0);
+    assert_eq!(one, 1);
+    drop(client);
+    let down = Libctl::with_url("postgres://unused@127.0.0.1:1/unused")
+        .env("LIBCTL_HOME", home.path().to_str().unwrap())
+        .args(["db", "down", "--format", "json"])
+        .run()
+        .json();
+    assert_eq!(down["stopped"], true);
+    assert!(
+        postgres::Client::connect(&server, postgres::NoTls).is_err(),
+        "stopped"
+    );
+}

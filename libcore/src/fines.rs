@@ -41,59 +41,6 @@ pub fn fine_cents(
     fine_for_overdue_days(policy, calendar.overdue_days(due_at, end))
 }
 
-/// A member's standing: what blocks a borrow or a renewal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct Standing {
-    /// Fines (frozen, assessed, and accruing on open loans up to now) minus payments and waivers.
-    pub outstanding_cents: i64,
-    /// The most overdue days of any open loan, as of now.
-    pub max_overdue_days: i32,
-}
-
-/// Computes a member's standing as of `now`. Open loans count with their fine as of now, so
-/// a block does not wait for the nightly accrual.
-pub fn standing(
-    client: &mut impl GenericClient,
-    member_id: Uuid,
-    now: DateTime<Utc>,
-    calendar: &Calendar,
-) -> Result<Standing> {
-    let mut fines = 0i64;
-    let mut max_overdue_days = 0i32;
-    for row in client.query(
-        "SELECT due_at, returned_at, fine_cents, fine_cents_per_day, grace_days, max_fine_cents
-         FROM loan WHERE member_id = $1 AND (returned_at IS NULL OR fine_cents > 0)",
-        &[&member_id],
-    )? {
-        let returned_at: Option<DateTime<Utc>> = row.get(1);
-        let stored: i64 = row.get(2);
-        match returned_at {
-            Some(_) => fines += stored,
-            None => {
-                let due_at: DateTime<Utc> = row.get(0);
-                let policy = FinePolicy {
-                    fine_cents_per_day: row.get(3),
-                    grace_days: row.get(4),
-                    max_fine_cents: row.get(5),
-                };
-                let overdue = calendar.overdue_days(due_at, now);
-                max_overdue_days = max_overdue_days.max(overdue);
-                fines += fine_for_overdue_days(&policy, overdue).max(stored);
-            }
-        }
-    }
-    let credits: i64 = client
-        .query_one(
-            "SELECT coalesce(sum(amount_cents), 0)::bigint FROM account_entry WHERE member_id = $1",
-            &[&member_id],
-        )?
-        .get(0);
-    Ok(Standing {
-        outstanding_cents: fines - credits,
-        max_overdue_days,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,17 +144,12 @@ pub struct Accrual {
     pub fines_cents: i64,
 }
 
-/// The end of `as_of` in library time: fines are assessed through that day.
-pub(crate) fn end_of_as_of(calendar: &Calendar, as_of: chrono::NaiveDate) -> DateTime<Utc> {
-    calendar.end_of_day(as_of)
-}
-
 /// Recomputes (never increments) the fine of every open overdue loan as of the end of `as_of`,
 /// set-based. A loan already assessed for a later date is left alone, so running an older date
 /// after a newer one never lowers a fine, and returned loans are frozen.
 pub(crate) fn accrue_in(tx: &mut impl GenericClient, as_of: chrono::NaiveDate) -> Result<Accrual> {
     let calendar = Calendar::load(tx)?;
-    let end = end_of_as_of(&calendar, as_of);
+    let end = calendar.end_of_day(as_of);
     let row = tx.query_one(
         "WITH assessed AS (
              UPDATE loan SET

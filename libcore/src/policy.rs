@@ -197,14 +197,48 @@ pub fn set_timezone(client: &mut Client, ctx: &Ctx, name: &str) -> Result<String
         ctx.require(Capability::Administer)?;
         let tz = parse_timezone(name)?;
         let before = crate::calendar::library_timezone(tx)?;
-        tx.execute(
-            "UPDATE library_setting SET value = $1 WHERE key = 'timezone'",
-            &[&tz.name()],
-        )?;
+        set_timezone_in(tx, tz)?;
         Ok(Audited::new(
             tz.name().to_string(),
             "timezone",
             json!({ "before": before.name(), "after": tz.name() }),
         ))
     })
+}
+
+/// Writes whole rules, creating or replacing each category's, inside the caller's transaction.
+/// For bulk loads (the seeder), which audit nothing row by row.
+pub fn replace_rules_in(tx: &mut impl GenericClient, rules: &[CirculationRule]) -> Result<()> {
+    for r in rules {
+        tx.execute(
+            "INSERT INTO circulation_rule (category, loan_days, max_active_loans, max_renewals, fine_cents_per_day,
+                                           grace_days, max_fine_cents_per_loan, block_fine_cents, block_overdue_days)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT (category) DO UPDATE SET loan_days = excluded.loan_days, max_active_loans = excluded.max_active_loans,
+                 max_renewals = excluded.max_renewals, fine_cents_per_day = excluded.fine_cents_per_day,
+                 grace_days = excluded.grace_days, max_fine_cents_per_loan = excluded.max_fine_cents_per_loan,
+                 block_fine_cents = excluded.block_fine_cents, block_overdue_days = excluded.block_overdue_days",
+            &[
+                &r.category,
+                &r.loan_days,
+                &r.max_active_loans,
+                &r.max_renewals,
+                &r.fine_cents_per_day,
+                &r.grace_days,
+                &r.max_fine_cents_per_loan,
+                &r.block_fine_cents,
+                &r.block_overdue_days,
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+/// Sets the library time zone inside the caller's transaction (bulk loads; no audit row).
+pub fn set_timezone_in(tx: &mut impl GenericClient, tz: chrono_tz::Tz) -> Result<()> {
+    tx.execute(
+        "UPDATE library_setting SET value = $1 WHERE key = 'timezone'",
+        &[&tz.name()],
+    )?;
+    Ok(())
 }

@@ -582,6 +582,15 @@ pub(crate) fn refresh_rollup_in(
     Ok(months.len())
 }
 
+/// Records that the rollup holds every month before `month` (a bulk load that wrote it whole).
+pub fn set_rollup_complete_before(tx: &mut impl GenericClient, month: NaiveDate) -> Result<()> {
+    tx.execute(
+        "UPDATE library_setting SET value = $1::date::text WHERE key = 'rollup_complete_before'",
+        &[&month],
+    )?;
+    Ok(())
+}
+
 /// `trends`: per month in the window (default the last 12 months): complete months from the
 /// rollup, the rest computed from the loans.
 pub fn trends(client: &mut Client, ctx: &Ctx, options: &ReportOptions) -> Result<Vec<TrendRow>> {

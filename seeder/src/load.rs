@@ -78,24 +78,8 @@ pub(crate) fn write_settings(
     tx: &mut Transaction<'_>,
     rules: &[libcore::policy::CirculationRule],
 ) -> Result<()> {
-    for r in rules {
-        tx.execute(
-            "INSERT INTO circulation_rule (category, loan_days, max_active_loans, max_renewals, fine_cents_per_day,
-                                           grace_days, max_fine_cents_per_loan, block_fine_cents, block_overdue_days)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-             ON CONFLICT (category) DO UPDATE SET loan_days = excluded.loan_days, max_active_loans = excluded.max_active_loans,
-                 max_renewals = excluded.max_renewals, fine_cents_per_day = excluded.fine_cents_per_day,
-                 grace_days = excluded.grace_days, max_fine_cents_per_loan = excluded.max_fine_cents_per_loan,
-                 block_fine_cents = excluded.block_fine_cents, block_overdue_days = excluded.block_overdue_days",
-            &[&r.category, &r.loan_days, &r.max_active_loans, &r.max_renewals, &r.fine_cents_per_day,
-              &r.grace_days, &r.max_fine_cents_per_loan, &r.block_fine_cents, &r.block_overdue_days],
-        )?;
-    }
-    tx.execute(
-        "UPDATE library_setting SET value = 'UTC' WHERE key = 'timezone'",
-        &[],
-    )?;
-    Ok(())
+    libcore::policy::replace_rules_in(tx, rules)?;
+    libcore::policy::set_timezone_in(tx, chrono_tz::UTC)
 }
 
 /// Rebuilds keys, then indexes, then foreign keys.
@@ -135,11 +119,7 @@ impl Sink for CopySink<'_, '_> {
         Encoding::Binary
     }
     fn rollup_complete_before(&mut self, month: chrono::NaiveDate) -> Result<()> {
-        self.tx.execute(
-            "UPDATE library_setting SET value = $1::date::text WHERE key = 'rollup_complete_before'",
-            &[&month],
-        )?;
-        Ok(())
+        libcore::reports::set_rollup_complete_before(self.tx, month)
     }
     fn open<'a>(
         &'a mut self,
