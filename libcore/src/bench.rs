@@ -137,16 +137,25 @@ fn population(client: &mut Client, hot_books: Option<usize>) -> Result<Populatio
 }
 
 /// One operation in bare SQL: the statements a borrow, return or renew needs and nothing else.
+///
+/// Every statement goes out with typed parameters, one round trip each, as libcore's hot path
+/// does: the baseline uses the fastest protocol plain SQL has.
 mod bare {
     use super::*;
+    use postgres::types::Type;
+
+    /// One statement about one row, named by id.
+    fn by_id(tx: &mut postgres::Transaction<'_>, sql: &str, id: Uuid) -> Result<u64> {
+        Ok(tx.execute_typed(sql, &[(&id, Type::UUID)])?)
+    }
 
     pub(super) fn borrow(client: &mut Client, member: Uuid, book: Uuid) -> Result<Uuid> {
         let mut tx = client.transaction()?;
-        let row = tx.query_one(
+        let row = tx.query_typed_one(
             "SELECT (SELECT count(*) FROM loan WHERE member_id = $1 AND returned_at IS NULL),
                     (SELECT count(*) FROM loan WHERE member_id = $1 AND book_id = $2 AND returned_at IS NULL)
              FROM member WHERE id = $1 FOR UPDATE",
-            &[&member, &book],
+            &[(&member, Type::UUID), (&book, Type::UUID)],
         )?;
         let (open, same): (i64, i64) = (row.get(0), row.get(1));
         if open >= 5 || same > 0 {
@@ -156,9 +165,9 @@ mod bare {
             ));
         }
         let available: i32 = tx
-            .query_one(
+            .query_typed_one(
                 "SELECT available_copies FROM book WHERE id = $1 FOR UPDATE",
-                &[&book],
+                &[(&book, Type::UUID)],
             )?
             .get(0);
         if available < 1 {
@@ -167,16 +176,22 @@ mod bare {
                 "bare: no copy",
             ));
         }
-        tx.execute(
+        tx.execute_typed(
             "UPDATE book SET available_copies = available_copies - 1, times_borrowed = times_borrowed + 1 WHERE id = $1",
-            &[&book],
+            &[(&book, Type::UUID)],
         )?;
         let now = Utc::now();
         let id = crate::ids::new_id(now);
-        tx.execute(
+        tx.execute_typed(
             "INSERT INTO loan (id, book_id, member_id, borrowed_at, due_at, fine_cents_per_day, grace_days, max_fine_cents)
              VALUES ($1, $2, $3, $4, $5, 100, 0, 2000)",
-            &[&id, &book, &member, &now, &(now + chrono::Duration::days(14))],
+            &[
+                (&id, Type::UUID),
+                (&book, Type::UUID),
+                (&member, Type::UUID),
+                (&now, Type::TIMESTAMPTZ),
+                (&(now + chrono::Duration::days(14)), Type::TIMESTAMPTZ),
+            ],
         )?;
         tx.commit()?;
         Ok(id)
@@ -189,16 +204,22 @@ mod bare {
         book: Uuid,
     ) -> Result<()> {
         let mut tx = client.transaction()?;
-        tx.execute("SELECT 1 FROM member WHERE id = $1 FOR UPDATE", &[&member])?;
-        tx.execute("SELECT 1 FROM book WHERE id = $1 FOR UPDATE", &[&book])?;
-        let n = tx.execute(
+        by_id(
+            &mut tx,
+            "SELECT 1 FROM member WHERE id = $1 FOR UPDATE",
+            member,
+        )?;
+        by_id(&mut tx, "SELECT 1 FROM book WHERE id = $1 FOR UPDATE", book)?;
+        let n = by_id(
+            &mut tx,
             "UPDATE loan SET returned_at = now() WHERE id = $1 AND returned_at IS NULL",
-            &[&loan],
+            loan,
         )?;
         if n == 1 {
-            tx.execute(
+            by_id(
+                &mut tx,
                 "UPDATE book SET available_copies = available_copies + 1 WHERE id = $1",
-                &[&book],
+                book,
             )?;
         }
         tx.commit()?;
@@ -207,10 +228,15 @@ mod bare {
 
     pub(super) fn renew(client: &mut Client, loan: Uuid, member: Uuid) -> Result<()> {
         let mut tx = client.transaction()?;
-        tx.execute("SELECT 1 FROM member WHERE id = $1 FOR UPDATE", &[&member])?;
-        tx.execute(
+        by_id(
+            &mut tx,
+            "SELECT 1 FROM member WHERE id = $1 FOR UPDATE",
+            member,
+        )?;
+        by_id(
+            &mut tx,
             "UPDATE loan SET due_at = due_at + interval '14 days', renewals = renewals + 1 WHERE id = $1 AND returned_at IS NULL AND renewals < 2",
-            &[&loan],
+            loan,
         )?;
         tx.commit()?;
         Ok(())
@@ -269,13 +295,20 @@ fn run_workload(
                     Client::connect(&url, NoTls).map_err(|e| Error::Unavailable(e.to_string()))?;
                 let mut rng = rand::rngs::StdRng::seed_from_u64(thread as u64);
                 // Librarians staff the desk (listed first); the admin only changes the policies.
+                // Each thread serves with its own share of them, taking turns, so no two threads
+                // act as the same librarian and none acts hundreds of times a second: a desk,
+                // not one person at machine speed.
                 let librarians = population
                     .desk
                     .iter()
                     .filter(|a| a.role == Role::Librarian)
                     .count()
                     .max(1);
-                let desk = Ctx::new(population.desk[thread % librarians].clone());
+                let shift: Vec<Ctx> = (thread % librarians..librarians)
+                    .step_by(spec.clients.max(1))
+                    .map(|i| Ctx::new(population.desk[i].clone()))
+                    .collect();
+                let mut turn = 0usize;
                 let mut mine: std::collections::VecDeque<(Uuid, Uuid, Uuid)> = Default::default();
                 let mut latencies = Vec::new();
                 let mut outcomes = BTreeMap::new();
@@ -283,6 +316,8 @@ fn run_workload(
                 let deadline = Instant::now() + spec.duration;
                 while Instant::now() < deadline {
                     let roll: f64 = rng.random();
+                    turn += 1;
+                    let desk = &shift[turn % shift.len()];
                     let started = Instant::now();
                     let outcome: Result<()> = if roll < 0.70 || mine.is_empty() {
                         let member =
@@ -296,7 +331,7 @@ fn run_workload(
                         } else {
                             circulation::borrow(
                                 &mut client,
-                                &desk,
+                                desk,
                                 &member.to_string(),
                                 &book.to_string(),
                             )
@@ -308,7 +343,7 @@ fn run_workload(
                         if spec.bare_sql {
                             bare::give_back(&mut client, loan, member, book)
                         } else {
-                            circulation::return_loan(&mut client, &desk, &LoanRef::Id(loan))
+                            circulation::return_loan(&mut client, desk, &LoanRef::Id(loan))
                                 .map(|_| ())
                         }
                     } else {
@@ -316,7 +351,7 @@ fn run_workload(
                         if spec.bare_sql {
                             bare::renew(&mut client, loan, member)
                         } else {
-                            circulation::renew(&mut client, &desk, &LoanRef::Id(loan)).map(|_| ())
+                            circulation::renew(&mut client, desk, &LoanRef::Id(loan)).map(|_| ())
                         }
                     };
                     latencies.push(started.elapsed().as_secs_f64() * 1000.0);
@@ -331,7 +366,8 @@ fn run_workload(
                     let _ = if spec.bare_sql {
                         bare::give_back(&mut client, loan, member, book)
                     } else {
-                        circulation::return_loan(&mut client, &desk, &LoanRef::Id(loan)).map(|_| ())
+                        circulation::return_loan(&mut client, &shift[0], &LoanRef::Id(loan))
+                            .map(|_| ())
                     };
                 }
                 Ok((latencies, outcomes))

@@ -126,6 +126,10 @@ fn the_sliding_window_boundary_with_backdated_times() {
     add(&mut c, &ctx, 11).unwrap();
     let ctx = at(&mut c, 61);
     assert_eq!(add(&mut c, &ctx, 12).unwrap_err().code(), "rate_limited");
+    // Backdated before later attempts (the decision's "stale clock" path): the window
+    // (-55 s, +5 s] holds only the attempt at +0 s.
+    let ctx = at(&mut c, 5);
+    add(&mut c, &ctx, 13).unwrap();
     let outcomes: Vec<String> = outcomes(&mut c, &lib)
         .into_iter()
         .filter(|(a, _)| a == "book.add")
@@ -133,7 +137,7 @@ fn the_sliding_window_boundary_with_backdated_times() {
         .collect();
     assert_eq!(
         outcomes,
-        ["ok", "ok", "ok", "rate_limited", "ok", "rate_limited"]
+        ["ok", "ok", "ok", "ok", "rate_limited", "ok", "rate_limited"]
     );
 }
 
