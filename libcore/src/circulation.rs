@@ -5,7 +5,7 @@
 //! made under those locks stays true until COMMIT:
 //! - the member lock serialises one member's operations: the loan limit, the duplicate check,
 //!   the block check and the state of their loans cannot race; the member's loans and
-//!   payments are read in the same round trip, after the lock is granted (`member_standing`);
+//!   payments are read in the same round trip, after the lock is granted (`circulation_member`);
 //! - a borrow locks the book row next: exactly `available_copies` borrowers win;
 //! - a return updates its loan and its book in one statement.
 //!
@@ -116,40 +116,29 @@ struct LockedMember {
     expires_at: Option<DateTime<Utc>>,
     rule: crate::policy::CirculationRule,
     credits_cents: i64,
+    /// The fines stored on all the member's loans, open or returned.
+    stored_fines_cents: i64,
     calendar: Calendar,
-    /// Open loans, and returned loans still carrying a fine, read after the lock.
+    /// Open loans, read after the lock.
     loans: Vec<StandingLoan>,
 }
 
-/// One loan that bears on a member's standing.
+/// One open loan of a locked member.
 struct StandingLoan {
     id: Uuid,
     book_id: Uuid,
     due_at: DateTime<Utc>,
-    returned: bool,
     stored_fine_cents: i64,
     policy: FinePolicy,
     renewals: i32,
 }
 
-/// Locks the member (always the first lock) and reads, in the same round trip, its rule, the
-/// calendar and its standing: payments and loans, read by `member_standing` (V9) once the
-/// lock is held, so nothing committed by the previous holder of the lock is missed.
+/// Locks the member (always the first lock) and reads, in the same round trip, its rule,
+/// the calendar and its standing: payments and loans, read once the lock is held, so nothing
+/// committed by the previous holder of the lock is missed (`circulation_member`, V9).
 fn lock_member(tx: &mut Transaction<'_>, member_id: Uuid) -> Result<LockedMember> {
     let rows = tx.query_typed(
-        "SELECT m.id, m.email, m.status, m.created_at, m.expires_at,
-                m.category, m.loan_days, m.max_active_loans, m.max_renewals, m.fine_cents_per_day,
-                m.grace_days, m.max_fine_cents_per_loan, m.block_fine_cents, m.block_overdue_days,
-                s.credits_cents, library_timezone(), ARRAY(SELECT day FROM closed_day ORDER BY day),
-                s.loan_id, s.book_id, s.due_at, s.returned_at, s.fine_cents, s.fine_cents_per_day,
-                s.grace_days, s.max_fine_cents, s.renewals
-         FROM (SELECT m.id, m.email, m.status, m.created_at, m.expires_at,
-                      r.category, r.loan_days, r.max_active_loans, r.max_renewals, r.fine_cents_per_day,
-                      r.grace_days, r.max_fine_cents_per_loan, r.block_fine_cents, r.block_overdue_days
-               FROM member m JOIN circulation_rule r ON r.category = m.category
-               WHERE m.id = $1
-               FOR UPDATE OF m) m
-         CROSS JOIN LATERAL member_standing(m.id) s",
+        "SELECT * FROM circulation_member($1)",
         &[(&member_id, Type::UUID)],
     )?;
     let row = rows
@@ -165,34 +154,34 @@ fn lock_member(tx: &mut Transaction<'_>, member_id: Uuid) -> Result<LockedMember
                 id: id?,
                 book_id: r.get(18),
                 due_at: r.get(19),
-                returned: r.get::<_, Option<DateTime<Utc>>>(20).is_some(),
-                stored_fine_cents: r.get(21),
+                stored_fine_cents: r.get(20),
                 policy: FinePolicy {
-                    fine_cents_per_day: r.get(22),
-                    grace_days: r.get(23),
-                    max_fine_cents: r.get(24),
+                    fine_cents_per_day: r.get(21),
+                    grace_days: r.get(22),
+                    max_fine_cents: r.get(23),
                 },
-                renewals: r.get(25),
+                renewals: r.get(24),
             })
         })
         .collect();
     Ok(LockedMember {
-        email: row.get(1),
-        status: row.get(2),
-        created_at: row.get(3),
-        expires_at: row.get(4),
+        email: row.get(0),
+        status: row.get(1),
+        created_at: row.get(2),
+        expires_at: row.get(3),
         rule: crate::policy::CirculationRule {
-            category: row.get(5),
-            loan_days: row.get(6),
-            max_active_loans: row.get(7),
-            max_renewals: row.get(8),
-            fine_cents_per_day: row.get(9),
-            grace_days: row.get(10),
-            max_fine_cents_per_loan: row.get(11),
-            block_fine_cents: row.get(12),
-            block_overdue_days: row.get(13),
+            category: row.get(4),
+            loan_days: row.get(5),
+            max_active_loans: row.get(6),
+            max_renewals: row.get(7),
+            fine_cents_per_day: row.get(8),
+            grace_days: row.get(9),
+            max_fine_cents_per_loan: row.get(10),
+            block_fine_cents: row.get(11),
+            block_overdue_days: row.get(12),
         },
-        credits_cents: row.get(14),
+        credits_cents: row.get(13),
+        stored_fines_cents: row.get(14),
         calendar: Calendar::new(tz, closed),
         loans,
     })
@@ -202,15 +191,12 @@ impl LockedMember {
     /// The member's open loan `id`, as read under the lock; `already_returned` when it is
     /// not open (a loan being looked at belongs to this member, so it exists).
     fn open_loan(&self, id: Uuid) -> Result<&StandingLoan> {
-        self.loans
-            .iter()
-            .find(|l| l.id == id && !l.returned)
-            .ok_or_else(|| {
-                Error::refused(
-                    Refusal::AlreadyReturned,
-                    format!("loan {id} was already returned"),
-                )
-            })
+        self.loans.iter().find(|l| l.id == id).ok_or_else(|| {
+            Error::refused(
+                Refusal::AlreadyReturned,
+                format!("loan {id} was already returned"),
+            )
+        })
     }
 }
 
@@ -222,21 +208,19 @@ struct MemberLoans {
 }
 
 fn member_loans(member: &LockedMember, now: DateTime<Utc>) -> MemberLoans {
+    // Returned loans owe what is stored on them; an open loan owes the larger of its stored
+    // fine and its fine as of `now` (the nightly job may not have run yet).
     let mut loans = MemberLoans {
         open_book_ids: Vec::new(),
-        outstanding_cents: -member.credits_cents,
+        outstanding_cents: member.stored_fines_cents - member.credits_cents,
         max_overdue_days: 0,
     };
     for loan in &member.loans {
-        if loan.returned {
-            loans.outstanding_cents += loan.stored_fine_cents;
-            continue;
-        }
         loans.open_book_ids.push(loan.book_id);
         let overdue = member.calendar.overdue_days(loan.due_at, now);
         loans.max_overdue_days = loans.max_overdue_days.max(overdue);
-        loans.outstanding_cents +=
-            fines::fine_for_overdue_days(&loan.policy, overdue).max(loan.stored_fine_cents);
+        let assessed = fines::fine_for_overdue_days(&loan.policy, overdue);
+        loans.outstanding_cents += (assessed - loan.stored_fine_cents).max(0);
     }
     loans
 }

@@ -67,34 +67,51 @@ pub struct Budget {
     pub retry_after_secs: i64,
 }
 
-/// The policy rows behind a decision or a status: `rate_limit_budgets` counts; with
-/// `decide`, `rate_limit_decision` takes the actor's lock first in the same round trip (V8).
+/// How [`budget_rows`] counts.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Count {
+    /// Take the actor's lock and count, in one round trip (`rate_limit_decision`, V8).
+    Decide,
+    /// Count just enough to decide, under a lock already held.
+    Recount,
+    /// Count exactly, for `rate-limit status`.
+    Exact,
+}
+
+/// The policy rows behind a decision or a status, from the SQL functions of V8.
 fn budget_rows(
     client: &mut impl GenericClient,
-    decide: bool,
+    count: Count,
     actor: &str,
     role: Role,
     groups: &[&str],
     now: DateTime<Utc>,
 ) -> Result<Vec<postgres::Row>> {
-    let sql = if decide {
-        "SELECT role, action_group, limit_count, window_seconds, burst, used, burst_used, stale
-         FROM rate_limit_decision($1, $2, $3, $4, $5, $6)"
+    let params: [(&(dyn postgres::types::ToSql + Sync), Type); 6] = [
+        (&actor, Type::TEXT),
+        (&role.as_str(), Type::TEXT),
+        (&groups, Type::TEXT_ARRAY),
+        (&now, Type::TIMESTAMPTZ),
+        (&(BURST_SECONDS as f64), Type::FLOAT8),
+        (&BORROW_ACTIONS, Type::TEXT_ARRAY),
+    ];
+    let rows = if count == Count::Decide {
+        client.query_typed(
+            "SELECT role, action_group, limit_count, window_seconds, burst, used, burst_used, stale
+             FROM rate_limit_decision($1, $2, $3, $4, $5, $6)",
+            &params,
+        )?
     } else {
-        "SELECT role, action_group, limit_count, window_seconds, burst, used, burst_used, false
-         FROM rate_limit_budgets($1, $2, $3, $4, $5, $6)"
+        let mut params = params.to_vec();
+        let bounded = count == Count::Recount;
+        params.push((&bounded, Type::BOOL));
+        client.query_typed(
+            "SELECT role, action_group, limit_count, window_seconds, burst, used, burst_used, false
+             FROM rate_limit_budgets($1, $2, $3, $4, $5, $6, $7)",
+            &params,
+        )?
     };
-    Ok(client.query_typed(
-        sql,
-        &[
-            (&actor, Type::TEXT),
-            (&role.as_str(), Type::TEXT),
-            (&groups, Type::TEXT_ARRAY),
-            (&now, Type::TIMESTAMPTZ),
-            (&(BURST_SECONDS as f64), Type::FLOAT8),
-            (&BORROW_ACTIONS, Type::TEXT_ARRAY),
-        ],
-    )?)
+    Ok(rows)
 }
 
 /// Whether `rate_limit_decision` found the clock reading stale (see V8).
@@ -185,10 +202,10 @@ pub(crate) fn enforce(tx: &mut impl GenericClient, ctx: &Ctx, action: &str) -> R
     let groups = groups_of(action);
     let (actor, role) = (&ctx.actor.name, ctx.actor.role);
     let mut now = ctx.now();
-    let mut rows = budget_rows(tx, true, actor, role, &groups, now)?;
+    let mut rows = budget_rows(tx, Count::Decide, actor, role, &groups, now)?;
     if is_stale(&rows) {
         now = ctx.now();
-        rows = budget_rows(tx, false, actor, role, &groups, now)?;
+        rows = budget_rows(tx, Count::Recount, actor, role, &groups, now)?;
     }
     for b in budgets(tx, actor, rows, now)? {
         if b.retry_after_secs > 0 {
@@ -270,7 +287,7 @@ pub fn status(client: &mut Client, ctx: &Ctx, actor: &str) -> Result<Vec<Budget>
     }
     let now = ctx.now();
     let (actor, groups) = (&target.actor.name, ["borrow", "mutation"]);
-    let rows = budget_rows(client, false, actor, target.actor.role, &groups, now)?;
+    let rows = budget_rows(client, Count::Exact, actor, target.actor.role, &groups, now)?;
     budgets(client, actor, rows, now)
 }
 

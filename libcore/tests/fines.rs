@@ -303,3 +303,31 @@ fn the_closed_day_and_timezone_settings_feed_due_dates() {
     let err = libcore::calendar::remove_closed_day(&mut c, &ctx, d("2030-12-25")).unwrap_err();
     assert_eq!(err.exit_code(), 3);
 }
+
+#[test]
+fn the_borrow_block_counts_each_fine_once_and_credits_payments() {
+    let tdb = TestDb::new();
+    let mut c = tdb.client();
+    let ctx = admin(&mut c);
+    // A returned loan fined 600 and an open loan 3 days late whose fine the nightly job stored
+    // at 2 days (200): the block sees 600 + max(300 assessed now, 200 stored) = 900 < 1000.
+    let returned = overdue_loan(&mut c, "both@example.org", 1, 20);
+    circulation::return_loan(&mut c, &ctx, &LoanRef::Id(returned.id)).unwrap();
+    assert_eq!(stored_fine(&mut c, returned.id), 600);
+    let books: Vec<String> = (2..=5).map(|n| add_book(&mut c, n, 1)).collect();
+    let back_then = admin_at(&mut c, Utc::now() - Duration::days(17));
+    let open = circulation::borrow(&mut c, &back_then, "both@example.org", &books[0]).unwrap();
+    let sys = Ctx::system();
+    let yesterday = (Utc::now() - Duration::days(1)).date_naive();
+    fines::accrue(&mut c, &sys, yesterday).unwrap();
+    assert_eq!(stored_fine(&mut c, open.id), 200);
+    circulation::borrow(&mut c, &ctx, "both@example.org", &books[1]).unwrap();
+    // A fourth day late (as of tomorrow): 600 + 400 = 1000, at the threshold.
+    let tomorrow = admin_at(&mut c, Utc::now() + Duration::days(1));
+    let err = circulation::borrow(&mut c, &tomorrow, "both@example.org", &books[2]).unwrap_err();
+    assert_eq!(err.code(), "member_blocked", "{err}");
+    // A payment of 1 cent brings it under again.
+    fines::pay(&mut c, &ctx, "both@example.org", 1).unwrap();
+    circulation::borrow(&mut c, &tomorrow, "both@example.org", &books[3]).unwrap();
+    assert_invariants(&mut c);
+}
