@@ -110,6 +110,7 @@ pub enum LoanRef {
 
 /// A member row locked for the rest of the transaction, with everything the rules need.
 struct LockedMember {
+    id: Uuid,
     email: String,
     status: String,
     created_at: DateTime<Utc>,
@@ -127,61 +128,78 @@ struct LockedMember {
 struct StandingLoan {
     id: Uuid,
     book_id: Uuid,
+    borrowed_at: DateTime<Utc>,
     due_at: DateTime<Utc>,
     stored_fine_cents: i64,
     policy: FinePolicy,
     renewals: i32,
 }
 
+/// Whose lock [`lock_member`] takes.
+#[derive(Clone, Copy)]
+enum Whose {
+    /// This member.
+    Member(Uuid),
+    /// The member who borrowed this loan (found in the same round trip).
+    LoanOf(Uuid),
+}
+
 /// Locks the member (always the first lock) and reads, in the same round trip, its rule,
 /// the calendar and its standing: payments and loans, read once the lock is held, so nothing
 /// committed by the previous holder of the lock is missed (`circulation_member`, V9).
-fn lock_member(tx: &mut Transaction<'_>, member_id: Uuid) -> Result<LockedMember> {
+fn lock_member(tx: &mut Transaction<'_>, whose: Whose) -> Result<LockedMember> {
+    let (member, loan) = match whose {
+        Whose::Member(id) => (Some(id), None),
+        Whose::LoanOf(id) => (None, Some(id)),
+    };
     let rows = tx.query_typed(
-        "SELECT * FROM circulation_member($1)",
-        &[(&member_id, Type::UUID)],
+        "SELECT * FROM circulation_member($1, $2)",
+        &[(&member, Type::UUID), (&loan, Type::UUID)],
     )?;
-    let row = rows
-        .first()
-        .ok_or_else(|| Error::not_found("member", member_id.to_string()))?;
-    let tz: Tz = parse_timezone(row.get(15))?;
-    let closed: Vec<NaiveDate> = row.get(16);
+    let row = rows.first().ok_or_else(|| match whose {
+        Whose::Member(id) => Error::not_found("member", id.to_string()),
+        Whose::LoanOf(id) => Error::not_found("loan", id.to_string()),
+    })?;
+    let tz: Tz = parse_timezone(row.get(16))?;
+    let closed: Vec<NaiveDate> = row.get(17);
     let loans = rows
         .iter()
         .filter_map(|r| {
-            let id: Option<Uuid> = r.get(17);
+            let id: Option<Uuid> = r.get(18);
             Some(StandingLoan {
                 id: id?,
-                book_id: r.get(18),
-                due_at: r.get(19),
-                stored_fine_cents: r.get(20),
+                book_id: r.get(19),
+                borrowed_at: r.get(20),
+                due_at: r.get(21),
+                stored_fine_cents: r.get(22),
                 policy: FinePolicy {
-                    fine_cents_per_day: r.get(21),
-                    grace_days: r.get(22),
-                    max_fine_cents: r.get(23),
+                    fine_cents_per_day: r.get(23),
+                    grace_days: r.get(24),
+                    max_fine_cents: r.get(25),
                 },
-                renewals: r.get(24),
+                renewals: r.get(26),
             })
         })
         .collect();
     Ok(LockedMember {
-        email: row.get(0),
-        status: row.get(1),
-        created_at: row.get(2),
-        expires_at: row.get(3),
+        id: row.get(0),
+        email: row.get(1),
+        status: row.get(2),
+        created_at: row.get(3),
+        expires_at: row.get(4),
         rule: crate::policy::CirculationRule {
-            category: row.get(4),
-            loan_days: row.get(5),
-            max_active_loans: row.get(6),
-            max_renewals: row.get(7),
-            fine_cents_per_day: row.get(8),
-            grace_days: row.get(9),
-            max_fine_cents_per_loan: row.get(10),
-            block_fine_cents: row.get(11),
-            block_overdue_days: row.get(12),
+            category: row.get(5),
+            loan_days: row.get(6),
+            max_active_loans: row.get(7),
+            max_renewals: row.get(8),
+            fine_cents_per_day: row.get(9),
+            grace_days: row.get(10),
+            max_fine_cents_per_loan: row.get(11),
+            block_fine_cents: row.get(12),
+            block_overdue_days: row.get(13),
         },
-        credits_cents: row.get(13),
-        stored_fines_cents: row.get(14),
+        credits_cents: row.get(14),
+        stored_fines_cents: row.get(15),
         calendar: Calendar::new(tz, closed),
         loans,
     })
@@ -311,7 +329,7 @@ pub(crate) fn borrow_in(
     overrides: Overrides,
 ) -> Result<Loan> {
     let now = ctx.now();
-    let member = lock_member(tx, member_id)?;
+    let member = lock_member(tx, Whose::Member(member_id))?;
     if now < member.created_at {
         return Err(Error::invalid(
             "invalid_input",
@@ -389,53 +407,52 @@ pub(crate) fn borrow_in(
     Ok(loan_from_row(&row))
 }
 
-/// Finds the loan a reference names, without locking it.
-fn find_loan(tx: &mut impl GenericClient, loan: &LoanRef) -> Result<Loan> {
-    let row = match loan {
-        LoanRef::Id(id) => tx.query_typed_opt(
-            &format!("SELECT {LOAN_COLUMNS} FROM loan WHERE id = $1"),
-            &[(id, Type::UUID)],
-        )?,
+/// Finds a member's loan of a book, without locking it: `(member id, loan id)` of the open
+/// loan if there is one, else of the latest, so a second return says `already_returned`
+/// rather than `not_found`.
+fn find_loan(tx: &mut impl GenericClient, member: &str, book: &str) -> Result<(Uuid, Uuid)> {
+    let member_id = members::find_member(tx, member)?.id;
+    let book_id = catalog::book_id(tx, book)?;
+    let row = tx.query_opt(
+        "SELECT id FROM loan WHERE member_id = $1 AND book_id = $2
+         ORDER BY returned_at IS NULL DESC, borrowed_at DESC LIMIT 1",
+        &[&member_id, &book_id],
+    )?;
+    let row = row.ok_or_else(|| Error::not_found("loan", format!("{member} / {book}")))?;
+    Ok((member_id, row.get(0)))
+}
+
+/// Locks the member whose loan a reference names (one round trip for a loan id) and checks
+/// that the actor may act on it; returns the member and the loan's id.
+fn lock_member_of(
+    tx: &mut Transaction<'_>,
+    ctx: &Ctx,
+    loan: &LoanRef,
+) -> Result<(LockedMember, Uuid)> {
+    let (member, loan_id) = match loan {
+        LoanRef::Id(id) => (lock_member(tx, Whose::LoanOf(*id))?, *id),
         LoanRef::MemberBook { member, book } => {
-            let member_id = members::find_member(tx, member)?.id;
-            let book_id = catalog::book_id(tx, book)?;
-            // The open loan if there is one, else the latest, so a second return says
-            // `already_returned` rather than `not_found`.
-            tx.query_opt(
-                &format!(
-                    "SELECT {LOAN_COLUMNS} FROM loan WHERE member_id = $1 AND book_id = $2
-                     ORDER BY returned_at IS NULL DESC, borrowed_at DESC LIMIT 1"
-                ),
-                &[&member_id, &book_id],
-            )?
+            let (member_id, loan_id) = find_loan(tx, member, book)?;
+            (lock_member(tx, Whose::Member(member_id))?, loan_id)
         }
     };
-    row.map(|r| loan_from_row(&r)).ok_or_else(|| {
-        Error::not_found(
-            "loan",
-            match loan {
-                LoanRef::Id(id) => id.to_string(),
-                LoanRef::MemberBook { member, book } => format!("{member} / {book}"),
-            },
-        )
-    })
+    ctx.require_self_or(member.id, Capability::CirculateForOthers)?;
+    Ok((member, loan_id))
 }
 
 /// Returns a loan: restores the copy and freezes the fine, atomically.
 pub fn return_loan(client: &mut Client, ctx: &Ctx, loan: &LoanRef) -> Result<Loan> {
     let op = Operation::new("loan.return", "loan", json!({ "loan": loan }));
     audit::run(client, ctx, &op, |tx| {
-        let found = find_loan(tx, loan)?;
-        ctx.require_self_or(found.member_id, Capability::CirculateForOthers)?;
+        let (member, loan_id) = lock_member_of(tx, ctx, loan)?;
+        let current = member.open_loan(loan_id)?;
         let now = ctx.now();
-        let member = lock_member(tx, found.member_id)?;
-        let current = member.open_loan(found.id)?;
-        if now < found.borrowed_at {
+        if now < current.borrowed_at {
             return Err(Error::invalid(
                 "invalid_input",
                 format!(
                     "cannot return at {now}, before the loan began at {}",
-                    found.borrowed_at
+                    current.borrowed_at
                 ),
             ));
         }
@@ -471,11 +488,9 @@ pub fn return_loan(client: &mut Client, ctx: &Ctx, loan: &LoanRef) -> Result<Loa
 pub fn renew(client: &mut Client, ctx: &Ctx, loan: &LoanRef) -> Result<Loan> {
     let op = Operation::new("loan.renew", "loan", json!({ "loan": loan }));
     audit::run(client, ctx, &op, |tx| {
-        let found = find_loan(tx, loan)?;
-        ctx.require_self_or(found.member_id, Capability::CirculateForOthers)?;
+        let (member, loan_id) = lock_member_of(tx, ctx, loan)?;
+        let current = member.open_loan(loan_id)?;
         let now = ctx.now();
-        let member = lock_member(tx, found.member_id)?;
-        let current = member.open_loan(found.id)?;
         if current.renewals >= member.rule.max_renewals {
             return Err(Error::refused(
                 Refusal::RenewalLimitReached,

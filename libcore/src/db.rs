@@ -154,12 +154,24 @@ pub fn require_current_schema(client: &mut Client) -> Result<()> {
     }
 }
 
+/// A failed migration, with the database's own words: refinery's message alone says only
+/// "db error".
+fn migration_failed(e: refinery::Error) -> Error {
+    let mut message = format!("migration failed: {e}");
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        message.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    Error::Schema(message)
+}
+
 /// Applies every pending migration. Idempotent. Returns the versions applied now.
 pub fn migrate(client: &mut Client) -> Result<Vec<i32>> {
     let report = embedded::migrations::runner()
         .set_abort_divergent(true)
         .run(client)
-        .map_err(|e| Error::Schema(format!("migration failed: {e}")))?;
+        .map_err(migration_failed)?;
     Ok(report
         .applied_migrations()
         .iter()
@@ -173,7 +185,7 @@ pub fn migrate_to(client: &mut Client, version: i32) -> Result<()> {
         .set_abort_divergent(true)
         .set_target(refinery::Target::Version(version.max(0) as u32))
         .run(client)
-        .map_err(|e| Error::Schema(format!("migration failed: {e}")))?;
+        .map_err(migration_failed)?;
     Ok(())
 }
 

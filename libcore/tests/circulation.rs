@@ -143,6 +143,14 @@ fn refusals_have_their_codes_exit_4_change_nothing_and_are_audited() {
 
     let missing = circulation::borrow(&mut c, &ctx, "nobody@example.org", &b).unwrap_err();
     assert_eq!((missing.code(), missing.exit_code()), ("not_found", 3));
+    let no_loan = LoanRef::Id(uuid::Uuid::now_v7());
+    for missing in [
+        circulation::return_loan(&mut c, &ctx, &no_loan).unwrap_err(),
+        circulation::renew(&mut c, &ctx, &no_loan).unwrap_err(),
+    ] {
+        assert_eq!((missing.code(), missing.exit_code()), ("not_found", 3));
+        assert!(missing.to_string().contains("loan"), "{missing}");
+    }
 
     let reference = {
         let admin = admin(&mut c);
