@@ -313,3 +313,52 @@ fn prune_is_admin_only_needs_confirmation_and_is_audited() {
         "plain SQL still cannot delete"
     );
 }
+
+#[test]
+fn the_audit_split_over_actor_ranges_gives_the_single_pass_answer() {
+    let tdb = TestDb::new();
+    let mut c = tdb.client();
+    let t0 = Utc::now() - Duration::hours(3);
+    // A desk account holding most of the log, as on a real desk, and 40 light actors.
+    for k in 0..400 {
+        let at = t0 + Duration::seconds(7 * k);
+        insert_row(
+            &mut c,
+            "desk@example.org",
+            "librarian",
+            at,
+            "loan.borrow",
+            "ok",
+        );
+    }
+    for a in 0..40 {
+        let actor = format!("reader{a:02}@example.org");
+        for k in 0..(1 + a % 13) {
+            let outcome = if k > 9 { "rate_limited" } else { "ok" };
+            let at = t0 + Duration::seconds(60 * i64::from(a) + 2 * i64::from(k));
+            insert_row(&mut c, &actor, "member", at, "loan.borrow", outcome);
+        }
+    }
+    c.batch_execute("ANALYZE audit_log").unwrap();
+    // The statistics the split is cut from: the desk account is a most common value.
+    let common: Vec<String> = c
+        .query_one(
+            "SELECT most_common_vals::text::text[] FROM pg_stats
+             WHERE tablename = 'audit_log' AND attname = 'actor'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(common.contains(&"desk@example.org".to_string()));
+    let admin = admin(&mut c);
+    let (from, to) = (t0 - Duration::hours(1), Utc::now());
+    let report = |parts| {
+        serde_json::to_value(ratelimit::audit_report(&tdb.url, &admin, from, to, parts).unwrap())
+            .unwrap()
+    };
+    let single = report(1);
+    assert_eq!(single.as_array().unwrap().len(), 41);
+    for parts in [2, 3, 7] {
+        assert_eq!(report(parts), single, "{parts} parts");
+    }
+}
