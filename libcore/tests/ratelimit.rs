@@ -362,3 +362,36 @@ fn the_audit_split_over_actor_ranges_gives_the_single_pass_answer() {
         assert_eq!(report(parts), single, "{parts} parts");
     }
 }
+
+#[test]
+fn lifted_limits_admit_one_bench_and_a_killed_bench_leaves_them_restored_by_the_next() {
+    let tdb = TestDb::new();
+    let mut c = tdb.client();
+    let admin = admin(&mut c);
+    let real = ratelimit::policies(&mut c).unwrap();
+    // A second bench while one runs is refused, and the policies stay lifted only inside.
+    ratelimit::with_limits_lifted(&mut c, &admin, || {
+        let mut other = tdb.client();
+        let inside = ratelimit::policies(&mut other).unwrap();
+        assert!(inside.iter().all(|p| p.limit_count > 1_000_000));
+        let err = ratelimit::with_limits_lifted(&mut other, &admin, || Ok(())).unwrap_err();
+        assert_eq!(err.code(), "job_already_running");
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(ratelimit::policies(&mut c).unwrap(), real);
+    // A bench killed mid-run: the copy is saved and the limits are lifted.
+    c.batch_execute(
+        "INSERT INTO rate_limit_policy_saved SELECT * FROM rate_limit_policy;
+         UPDATE rate_limit_policy SET limit_count = 1000000000, burst = 1000000000, window_seconds = 1;",
+    )
+    .unwrap();
+    // The next bench restores them before it lifts, and again after.
+    ratelimit::with_limits_lifted(&mut c, &admin, || Ok(())).unwrap();
+    assert_eq!(ratelimit::policies(&mut c).unwrap(), real);
+    let left: i64 = c
+        .query_one("SELECT count(*) FROM rate_limit_policy_saved", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+}
