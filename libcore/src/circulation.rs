@@ -122,6 +122,16 @@ struct LockedMember {
     calendar: Calendar,
     /// Open loans, read after the lock.
     loans: Vec<StandingLoan>,
+    /// The book a borrow named, locked right after the member; `None` when none was named
+    /// or there is no such book.
+    book: Option<LockedBook>,
+}
+
+/// A book row locked for a borrow.
+struct LockedBook {
+    category: String,
+    available_copies: i32,
+    title: String,
 }
 
 /// One open loan of a locked member.
@@ -133,6 +143,7 @@ struct StandingLoan {
     stored_fine_cents: i64,
     policy: FinePolicy,
     renewals: i32,
+    book_category: String,
 }
 
 /// Whose lock [`lock_member`] takes.
@@ -147,14 +158,18 @@ enum Whose {
 /// Locks the member (always the first lock) and reads, in the same round trip, its rule,
 /// the calendar and its standing: payments and loans, read once the lock is held, so nothing
 /// committed by the previous holder of the lock is missed (`circulation_member`, V9).
-fn lock_member(tx: &mut Transaction<'_>, whose: Whose) -> Result<LockedMember> {
+fn lock_member(tx: &mut Transaction<'_>, whose: Whose, book: Option<Uuid>) -> Result<LockedMember> {
     let (member, loan) = match whose {
         Whose::Member(id) => (Some(id), None),
         Whose::LoanOf(id) => (None, Some(id)),
     };
     let rows = tx.query_typed(
-        "SELECT * FROM circulation_member($1, $2)",
-        &[(&member, Type::UUID), (&loan, Type::UUID)],
+        "SELECT * FROM circulation_member($1, $2, $3)",
+        &[
+            (&member, Type::UUID),
+            (&loan, Type::UUID),
+            (&book, Type::UUID),
+        ],
     )?;
     let row = rows.first().ok_or_else(|| match whose {
         Whose::Member(id) => Error::not_found("member", id.to_string()),
@@ -178,6 +193,7 @@ fn lock_member(tx: &mut Transaction<'_>, whose: Whose) -> Result<LockedMember> {
                     max_fine_cents: r.get(25),
                 },
                 renewals: r.get(26),
+                book_category: r.get(27),
             })
         })
         .collect();
@@ -202,6 +218,11 @@ fn lock_member(tx: &mut Transaction<'_>, whose: Whose) -> Result<LockedMember> {
         stored_fines_cents: row.get(15),
         calendar: Calendar::new(tz, closed),
         loans,
+        book: row.get::<_, Option<String>>(28).map(|category| LockedBook {
+            category,
+            available_copies: row.get(29),
+            title: row.get(30),
+        }),
     })
 }
 
@@ -284,6 +305,16 @@ fn require_not_blocked(member: &LockedMember, loans: &MemberLoans) -> Result<()>
     Ok(())
 }
 
+/// How many days a loan of a book of `category` runs under `rule`: short-loan books go out
+/// for at most [`SHORT_LOAN_MAX_DAYS`].
+fn loan_days(rule: &crate::policy::CirculationRule, category: &str) -> i32 {
+    if category == "short_loan" {
+        rule.loan_days.min(SHORT_LOAN_MAX_DAYS)
+    } else {
+        rule.loan_days
+    }
+}
+
 /// Which checks an approved override skips (SPEC §7).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Overrides {
@@ -329,7 +360,7 @@ pub(crate) fn borrow_in(
     overrides: Overrides,
 ) -> Result<Loan> {
     let now = ctx.now();
-    let member = lock_member(tx, Whose::Member(member_id))?;
+    let member = lock_member(tx, Whose::Member(member_id), Some(book_id))?;
     if now < member.created_at {
         return Err(Error::invalid(
             "invalid_input",
@@ -360,31 +391,29 @@ pub(crate) fn borrow_in(
             format!("{} already has this book", member.email),
         ));
     }
-    let book = tx.query_typed_one(
-        "SELECT category, available_copies, title FROM book WHERE id = $1 FOR UPDATE",
-        &[(&book_id, Type::UUID)],
-    )?;
-    let category: String = book.get(0);
-    let available: i32 = book.get(1);
-    let title: String = book.get(2);
+    let LockedBook {
+        category,
+        available_copies: available,
+        title,
+    } = member
+        .book
+        .as_ref()
+        .ok_or_else(|| Error::not_found("book", book_id.to_string()))?;
     if category == "reference" {
         return Err(Error::refused(
             Refusal::NotLoanable,
             format!("{title:?} is a reference book"),
         ));
     }
-    if available < 1 {
+    if *available < 1 {
         return Err(Error::refused(
             Refusal::NoCopyAvailable,
             format!("no copy of {title:?} is available"),
         ));
     }
-    let loan_days = if category == "short_loan" {
-        member.rule.loan_days.min(SHORT_LOAN_MAX_DAYS)
-    } else {
-        member.rule.loan_days
-    };
-    let due_at = member.calendar.due_at(now, loan_days);
+    let due_at = member
+        .calendar
+        .due_at(now, loan_days(&member.rule, category));
     let policy = member.rule.fine_policy();
     let row = tx.query_typed_one(
         &format!(
@@ -430,10 +459,10 @@ fn lock_member_of(
     loan: &LoanRef,
 ) -> Result<(LockedMember, Uuid)> {
     let (member, loan_id) = match loan {
-        LoanRef::Id(id) => (lock_member(tx, Whose::LoanOf(*id))?, *id),
+        LoanRef::Id(id) => (lock_member(tx, Whose::LoanOf(*id), None)?, *id),
         LoanRef::MemberBook { member, book } => {
             let (member_id, loan_id) = find_loan(tx, member, book)?;
-            (lock_member(tx, Whose::Member(member_id))?, loan_id)
+            (lock_member(tx, Whose::Member(member_id), None)?, loan_id)
         }
     };
     ctx.require_self_or(member.id, Capability::CirculateForOthers)?;
@@ -503,17 +532,7 @@ pub fn renew(client: &mut Client, ctx: &Ctx, loan: &LoanRef) -> Result<Loan> {
         let loans = member_loans(&member, now);
         require_active(&member, now)?;
         require_not_blocked(&member, &loans)?;
-        let category: String = tx
-            .query_typed_one(
-                "SELECT category FROM book WHERE id = $1",
-                &[(&current.book_id, Type::UUID)],
-            )?
-            .get(0);
-        let loan_days = if category == "short_loan" {
-            member.rule.loan_days.min(SHORT_LOAN_MAX_DAYS)
-        } else {
-            member.rule.loan_days
-        };
+        let loan_days = loan_days(&member.rule, &current.book_category);
         let due_at = member.calendar.due_at(now.max(current.due_at), loan_days);
         let row = tx.query_typed_one(
             &format!("UPDATE loan SET due_at = $2, renewals = renewals + 1 WHERE id = $1 RETURNING {LOAN_COLUMNS}"),

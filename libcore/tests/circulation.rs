@@ -143,6 +143,10 @@ fn refusals_have_their_codes_exit_4_change_nothing_and_are_audited() {
 
     let missing = circulation::borrow(&mut c, &ctx, "nobody@example.org", &b).unwrap_err();
     assert_eq!((missing.code(), missing.exit_code()), ("not_found", 3));
+    let no_book = uuid::Uuid::now_v7().to_string();
+    let missing = circulation::borrow(&mut c, &ctx, &other, &no_book).unwrap_err();
+    assert_eq!((missing.code(), missing.exit_code()), ("not_found", 3));
+    assert!(missing.to_string().contains("book"), "{missing}");
     let no_loan = LoanRef::Id(uuid::Uuid::now_v7());
     for missing in [
         circulation::return_loan(&mut c, &ctx, &no_loan).unwrap_err(),
@@ -424,4 +428,31 @@ fn expired_closed_and_inactive_members() {
     assert_eq!((err.code(), err.exit_code()), ("inactive_actor", 5));
     let hits = libcore::catalog::list_books(&mut c, Some(&b[8..12]), 10, None).unwrap();
     assert_eq!(hits.items.len(), 1, "part of an ISBN finds the book");
+}
+
+#[test]
+fn short_loan_books_go_out_for_three_days_and_renew_by_three() {
+    let tdb = TestDb::new();
+    let mut c = tdb.client();
+    let ctx = admin(&mut c);
+    let m = add_member(&mut c, "quick@example.org", "member");
+    let book = libcore::catalog::add_book(
+        &mut c,
+        &ctx,
+        &libcore::catalog::NewBook {
+            isbn: isbn(42),
+            title: "Course Reader".into(),
+            author: "Faculty".into(),
+            category: Some("short_loan".into()),
+            copies: Some(1),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let today = Utc::now().date_naive();
+    let loan = circulation::borrow(&mut c, &ctx, &m, &book.id.to_string()).unwrap();
+    assert_eq!(loan.due_at.date_naive(), today + Duration::days(3));
+    // Renewed today: three more days from the current due date, not the member's fourteen.
+    let renewed = circulation::renew(&mut c, &ctx, &LoanRef::Id(loan.id)).unwrap();
+    assert_eq!(renewed.due_at.date_naive(), today + Duration::days(6));
 }
