@@ -155,9 +155,10 @@ enum Whose {
     LoanOf(Uuid),
 }
 
-/// Locks the member (always the first lock) and reads, in the same round trip, its rule,
-/// the calendar and its standing: payments and loans, read once the lock is held, so nothing
-/// committed by the previous holder of the lock is missed (`circulation_member`, V9).
+/// Locks the member (always the first lock), then the `book` a borrow names, and reads in the
+/// same round trip the member's rule, the calendar and their standing: payments, stored fines
+/// and open loans, read once the locks are held, so nothing committed by the previous holder
+/// of the member lock is missed (`circulation_member`, V9).
 fn lock_member(tx: &mut Transaction<'_>, whose: Whose, book: Option<Uuid>) -> Result<LockedMember> {
     let (member, loan) = match whose {
         Whose::Member(id) => (Some(id), None),
