@@ -15,6 +15,26 @@ fn migrate_is_idempotent_and_the_gate_passes() {
 }
 
 #[test]
+fn the_table_list_that_status_and_backups_use_names_every_table() {
+    let tdb = TestDb::new();
+    let mut client = tdb.client();
+    let mut in_schema: Vec<String> = client
+        .query(
+            "SELECT tablename::text FROM pg_tables
+             WHERE schemaname = current_schema() AND tablename <> 'refinery_schema_history'",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    in_schema.sort();
+    let mut listed: Vec<String> = db::TABLES.iter().map(|t| t.to_string()).collect();
+    listed.sort();
+    assert_eq!(listed, in_schema);
+}
+
+#[test]
 fn an_uninitialised_or_outdated_database_is_refused_with_exit_10() {
     let tdb = TestDb::new();
     let mut client = tdb.client();
