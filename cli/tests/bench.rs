@@ -27,8 +27,9 @@ fn bench_borrow_reports_throughput_latency_outcomes_and_invariants() {
         ])
         .run()
         .json();
-    for mode in ["libcore", "bare_sql"] {
+    for mode in ["libcore", "bare_sql", "bare_sql_prepared"] {
         let run = &report[mode];
+        assert_eq!(run["mode"], mode);
         assert!(run["throughput_per_sec"].as_f64().unwrap() > 0.0, "{run}");
         for p in ["p50", "p95", "p99", "max"] {
             assert!(run["latency_ms"][p].as_f64().is_some(), "{p}");
@@ -37,6 +38,7 @@ fn bench_borrow_reports_throughput_latency_outcomes_and_invariants() {
         assert_eq!(run["invariants_ok"], true);
     }
     assert!(report["ratio_libcore_to_bare"].as_f64().unwrap() > 0.0);
+    assert!(report["ratio_libcore_to_bare_prepared"].as_f64().unwrap() > 0.0);
     // The policies are back as they were.
     let policies = Libctl::new(&db)
         .args(["rate-limit", "policy", "list", "--format", "json"])
@@ -72,4 +74,48 @@ fn bench_reports_times_every_kind() {
         .map(|t| t["report"].as_str().unwrap())
         .collect();
     assert_eq!(kinds, libcore::reports::KINDS);
+}
+
+#[test]
+fn bench_all_seeds_a_scratch_database_and_prints_one_table_or_one_json_object() {
+    let db = TestDb::new();
+    let args = ["bench", "all", "--scenario", "tiny", "--duration", "1"];
+    let report = Libctl::new(&db)
+        .args(args)
+        .args(["--format", "json"])
+        .run()
+        .json();
+    assert_eq!(report["seed"]["scenario"], "tiny");
+    assert!(report["seed"]["rows"].as_u64().unwrap() > 1000);
+    assert!(report["seed"]["load_limit_seconds"].as_f64().unwrap() > 0.0);
+    let kinds: Vec<&str> = report["reports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["report"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, libcore::reports::KINDS);
+    for mode in ["libcore", "bare_sql", "bare_sql_prepared"] {
+        assert_eq!(report["borrow"][mode]["invariants_ok"], true, "{mode}");
+    }
+    // One row per measure: seed, its peak RSS, each report, borrow against each baseline.
+    let table = report["table"].as_array().unwrap();
+    assert_eq!(table.len(), 2 + kinds.len() + 2);
+    assert!(table.iter().all(|r| r["value"].as_f64().unwrap() > 0.0));
+    // The table format prints that table; the scratch databases are gone afterwards.
+    let text = Libctl::new(&db).args(args).run().expect(0).stdout();
+    assert!(text.contains("bare SQL, prepared statements"), "{text}");
+    let mut client = db.client();
+    let left: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_database WHERE datname LIKE current_database() || '\\_bench\\_%'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+    Libctl::new(&db)
+        .args(["bench", "all", "--scenario", "tiny", "--duration", "0"])
+        .run()
+        .expect(7);
 }

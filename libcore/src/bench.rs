@@ -4,7 +4,11 @@
 //! The bare-SQL mode runs what any borrow needs — lock the member, count their open loans, lock
 //! the book, take a copy, insert the loan — with none of libcore's rules, audit or rate limits,
 //! so the ratio between the two is libcore's overhead. It still counts the member's open loans,
-//! so the data stays valid for `db check`.
+//! so the data stays valid for `db check`. It sends its statements in one of two ways
+//! ([`BorrowMode`]): typed and unnamed, parsed and planned on every call, as libcore sends its
+//! own; or prepared once per connection, the fastest plain SQL there is. libcore keeps no
+//! prepared statements (its functions take a plain `Client`); its three heaviest statements
+//! are PL/pgSQL functions, whose plans the server keeps instead.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +27,29 @@ use crate::error::{Error, Result};
 /// Transient conflicts retried by [`crate::audit::run`] since the process started.
 pub static RETRIES: AtomicU64 = AtomicU64::new(0);
 
+/// Through what a run sends its work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BorrowMode {
+    /// libcore's borrow, return and renew: rules, audit rows, rate limits.
+    Libcore,
+    /// The bare statements, typed and unnamed: one round trip each, parsed and planned on every
+    /// call, the protocol libcore's own statements use.
+    BareSql,
+    /// The bare statements, each prepared once per connection and then only executed.
+    BareSqlPrepared,
+}
+
+impl BorrowMode {
+    /// The name in the output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BorrowMode::Libcore => "libcore",
+            BorrowMode::BareSql => "bare_sql",
+            BorrowMode::BareSqlPrepared => "bare_sql_prepared",
+        }
+    }
+}
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct BorrowBench {
@@ -32,8 +59,8 @@ pub struct BorrowBench {
     pub duration: Duration,
     /// Concentrate the load on the K most popular books.
     pub hot_books: Option<usize>,
-    /// Bare SQL instead of libcore.
-    pub bare_sql: bool,
+    /// Through libcore, or as bare SQL.
+    pub mode: BorrowMode,
 }
 
 /// Latency percentiles in milliseconds.
@@ -52,7 +79,7 @@ pub struct Latency {
 /// What a run measured.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BorrowBenchResult {
-    /// `libcore` or `bare_sql`.
+    /// `libcore`, `bare_sql` or `bare_sql_prepared`.
     pub mode: String,
     /// Threads.
     pub clients: usize,
@@ -137,109 +164,189 @@ fn population(client: &mut Client, hot_books: Option<usize>) -> Result<Populatio
 }
 
 /// One operation in bare SQL: the statements a borrow, return or renew needs and nothing else.
-///
-/// Every statement goes out with typed parameters, one round trip each, as libcore's hot path
-/// does: the baseline uses the fastest protocol plain SQL has.
 mod bare {
-    use super::*;
-    use postgres::types::Type;
+    use std::collections::HashMap;
 
-    /// One statement about one row, named by id.
-    fn by_id(tx: &mut postgres::Transaction<'_>, sql: &str, id: Uuid) -> Result<u64> {
-        Ok(tx.execute_typed(sql, &[(&id, Type::UUID)])?)
+    use postgres::types::{ToSql, Type};
+    use postgres::{Row, Statement, Transaction};
+
+    use super::*;
+
+    /// How one thread's connection sends bare SQL.
+    pub(super) struct Sender {
+        /// `None`: every statement typed and unnamed, one round trip each, parsed and planned
+        /// on every call, as libcore's own statements are. `Some`: each statement prepared once
+        /// on this connection and then only executed (the fastest plain SQL there is).
+        prepared: Option<HashMap<&'static str, Statement>>,
     }
 
-    pub(super) fn borrow(client: &mut Client, member: Uuid, book: Uuid) -> Result<Uuid> {
-        let mut tx = client.transaction()?;
-        let row = tx.query_typed_one(
-            "SELECT (SELECT count(*) FROM loan WHERE member_id = $1 AND returned_at IS NULL),
-                    (SELECT count(*) FROM loan WHERE member_id = $1 AND book_id = $2 AND returned_at IS NULL)
-             FROM member WHERE id = $1 FOR UPDATE",
-            &[(&member, Type::UUID), (&book, Type::UUID)],
-        )?;
-        let (open, same): (i64, i64) = (row.get(0), row.get(1));
-        if open >= 5 || same > 0 {
-            return Err(Error::refused(
-                crate::Refusal::LoanLimitReached,
-                "bare: limit or duplicate",
-            ));
+    type Params<'a> = [(&'a (dyn ToSql + Sync), Type)];
+
+    fn values<'a>(params: &Params<'a>) -> Vec<&'a (dyn ToSql + Sync)> {
+        params.iter().map(|(v, _)| *v).collect()
+    }
+
+    impl Sender {
+        pub(super) fn new(prepared: bool) -> Sender {
+            Sender {
+                prepared: prepared.then(HashMap::new),
+            }
         }
-        let available: i32 = tx
-            .query_typed_one(
+
+        /// The statement prepared for `sql` on this connection, preparing it the first time;
+        /// `None` when this sender sends unnamed statements.
+        fn prepared(
+            &mut self,
+            tx: &mut Transaction<'_>,
+            sql: &'static str,
+            params: &Params<'_>,
+        ) -> Result<Option<Statement>> {
+            let Some(cache) = &mut self.prepared else {
+                return Ok(None);
+            };
+            if let Some(statement) = cache.get(sql) {
+                return Ok(Some(statement.clone()));
+            }
+            let types: Vec<Type> = params.iter().map(|(_, t)| t.clone()).collect();
+            let statement = tx.prepare_typed(sql, &types)?;
+            cache.insert(sql, statement.clone());
+            Ok(Some(statement))
+        }
+
+        fn query(
+            &mut self,
+            tx: &mut Transaction<'_>,
+            sql: &'static str,
+            params: &Params<'_>,
+        ) -> Result<Vec<Row>> {
+            Ok(match self.prepared(tx, sql, params)? {
+                Some(statement) => tx.query(&statement, &values(params))?,
+                None => tx.query_typed(sql, params)?,
+            })
+        }
+
+        fn execute(
+            &mut self,
+            tx: &mut Transaction<'_>,
+            sql: &'static str,
+            params: &Params<'_>,
+        ) -> Result<u64> {
+            Ok(match self.prepared(tx, sql, params)? {
+                Some(statement) => tx.execute(&statement, &values(params))?,
+                None => tx.execute_typed(sql, params)?,
+            })
+        }
+
+        /// A statement about one row, named by id; how many rows it touched.
+        fn by_id(&mut self, tx: &mut Transaction<'_>, sql: &'static str, id: Uuid) -> Result<u64> {
+            self.execute(tx, sql, &[(&id, Type::UUID)])
+        }
+
+        pub(super) fn borrow(
+            &mut self,
+            client: &mut Client,
+            member: Uuid,
+            book: Uuid,
+        ) -> Result<Uuid> {
+            let mut tx = client.transaction()?;
+            let rows = self.query(
+                &mut tx,
+                "SELECT (SELECT count(*) FROM loan WHERE member_id = $1 AND returned_at IS NULL),
+                        (SELECT count(*) FROM loan WHERE member_id = $1 AND book_id = $2 AND returned_at IS NULL)
+                 FROM member WHERE id = $1 FOR UPDATE",
+                &[(&member, Type::UUID), (&book, Type::UUID)],
+            )?;
+            let (open, same): (i64, i64) = (rows[0].get(0), rows[0].get(1));
+            if open >= 5 || same > 0 {
+                return Err(Error::refused(
+                    crate::Refusal::LoanLimitReached,
+                    "bare: limit or duplicate",
+                ));
+            }
+            let rows = self.query(
+                &mut tx,
                 "SELECT available_copies FROM book WHERE id = $1 FOR UPDATE",
                 &[(&book, Type::UUID)],
-            )?
-            .get(0);
-        if available < 1 {
-            return Err(Error::refused(
-                crate::Refusal::NoCopyAvailable,
-                "bare: no copy",
-            ));
-        }
-        tx.execute_typed(
-            "UPDATE book SET available_copies = available_copies - 1, times_borrowed = times_borrowed + 1 WHERE id = $1",
-            &[(&book, Type::UUID)],
-        )?;
-        let now = Utc::now();
-        let id = crate::ids::new_id(now);
-        tx.execute_typed(
-            "INSERT INTO loan (id, book_id, member_id, borrowed_at, due_at, fine_cents_per_day, grace_days, max_fine_cents)
-             VALUES ($1, $2, $3, $4, $5, 100, 0, 2000)",
-            &[
-                (&id, Type::UUID),
-                (&book, Type::UUID),
-                (&member, Type::UUID),
-                (&now, Type::TIMESTAMPTZ),
-                (&(now + chrono::Duration::days(14)), Type::TIMESTAMPTZ),
-            ],
-        )?;
-        tx.commit()?;
-        Ok(id)
-    }
-
-    pub(super) fn give_back(
-        client: &mut Client,
-        loan: Uuid,
-        member: Uuid,
-        book: Uuid,
-    ) -> Result<()> {
-        let mut tx = client.transaction()?;
-        by_id(
-            &mut tx,
-            "SELECT 1 FROM member WHERE id = $1 FOR UPDATE",
-            member,
-        )?;
-        by_id(&mut tx, "SELECT 1 FROM book WHERE id = $1 FOR UPDATE", book)?;
-        let n = by_id(
-            &mut tx,
-            "UPDATE loan SET returned_at = now() WHERE id = $1 AND returned_at IS NULL",
-            loan,
-        )?;
-        if n == 1 {
-            by_id(
+            )?;
+            if rows[0].get::<_, i32>(0) < 1 {
+                return Err(Error::refused(
+                    crate::Refusal::NoCopyAvailable,
+                    "bare: no copy",
+                ));
+            }
+            self.by_id(
                 &mut tx,
-                "UPDATE book SET available_copies = available_copies + 1 WHERE id = $1",
+                "UPDATE book SET available_copies = available_copies - 1, times_borrowed = times_borrowed + 1 WHERE id = $1",
                 book,
             )?;
+            let now = Utc::now();
+            let id = crate::ids::new_id(now);
+            self.execute(
+                &mut tx,
+                "INSERT INTO loan (id, book_id, member_id, borrowed_at, due_at, fine_cents_per_day, grace_days, max_fine_cents)
+                 VALUES ($1, $2, $3, $4, $5, 100, 0, 2000)",
+                &[
+                    (&id, Type::UUID),
+                    (&book, Type::UUID),
+                    (&member, Type::UUID),
+                    (&now, Type::TIMESTAMPTZ),
+                    (&(now + chrono::Duration::days(14)), Type::TIMESTAMPTZ),
+                ],
+            )?;
+            tx.commit()?;
+            Ok(id)
         }
-        tx.commit()?;
-        Ok(())
-    }
 
-    pub(super) fn renew(client: &mut Client, loan: Uuid, member: Uuid) -> Result<()> {
-        let mut tx = client.transaction()?;
-        by_id(
-            &mut tx,
-            "SELECT 1 FROM member WHERE id = $1 FOR UPDATE",
-            member,
-        )?;
-        by_id(
-            &mut tx,
-            "UPDATE loan SET due_at = due_at + interval '14 days', renewals = renewals + 1 WHERE id = $1 AND returned_at IS NULL AND renewals < 2",
-            loan,
-        )?;
-        tx.commit()?;
-        Ok(())
+        pub(super) fn give_back(
+            &mut self,
+            client: &mut Client,
+            loan: Uuid,
+            member: Uuid,
+            book: Uuid,
+        ) -> Result<()> {
+            let mut tx = client.transaction()?;
+            self.by_id(
+                &mut tx,
+                "SELECT 1 FROM member WHERE id = $1 FOR UPDATE",
+                member,
+            )?;
+            self.by_id(&mut tx, "SELECT 1 FROM book WHERE id = $1 FOR UPDATE", book)?;
+            let returned = self.by_id(
+                &mut tx,
+                "UPDATE loan SET returned_at = now() WHERE id = $1 AND returned_at IS NULL",
+                loan,
+            )?;
+            if returned == 1 {
+                self.by_id(
+                    &mut tx,
+                    "UPDATE book SET available_copies = available_copies + 1 WHERE id = $1",
+                    book,
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        }
+
+        pub(super) fn renew(
+            &mut self,
+            client: &mut Client,
+            loan: Uuid,
+            member: Uuid,
+        ) -> Result<()> {
+            let mut tx = client.transaction()?;
+            self.by_id(
+                &mut tx,
+                "SELECT 1 FROM member WHERE id = $1 FOR UPDATE",
+                member,
+            )?;
+            self.by_id(
+                &mut tx,
+                "UPDATE loan SET due_at = due_at + interval '14 days', renewals = renewals + 1 WHERE id = $1 AND returned_at IS NULL AND renewals < 2",
+                loan,
+            )?;
+            tx.commit()?;
+            Ok(())
+        }
     }
 }
 
@@ -251,14 +358,20 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     (sorted[rank.min(sorted.len() - 1)] * 1000.0).round() / 1000.0
 }
 
-/// Runs the workload against the database at `url`, then checks every invariant.
-pub fn run_borrow_bench(url: &str, spec: &BorrowBench) -> Result<BorrowBenchResult> {
-    if spec.duration > Duration::from_secs(600) || spec.duration.is_zero() {
+/// A run is bounded: between 1 and 600 seconds.
+pub fn check_duration(duration: Duration) -> Result<()> {
+    if duration > Duration::from_secs(600) || duration.is_zero() {
         return Err(Error::invalid(
             "invalid_input",
             "--duration must be between 1 and 600 seconds",
         ));
     }
+    Ok(())
+}
+
+/// Runs the workload against the database at `url`, then checks every invariant.
+pub fn run_borrow_bench(url: &str, spec: &BorrowBench) -> Result<BorrowBenchResult> {
+    check_duration(spec.duration)?;
     let mut setup = crate::db::connect_current(url)?;
     let population = Arc::new(population(&mut setup, spec.hot_books)?);
     let admin = population
@@ -309,6 +422,9 @@ fn run_workload(
                     .map(|i| Ctx::new(population.desk[i].clone()))
                     .collect();
                 let mut turn = 0usize;
+                // `Some` for the bare modes.
+                let mut bare = (spec.mode != BorrowMode::Libcore)
+                    .then(|| bare::Sender::new(spec.mode == BorrowMode::BareSqlPrepared));
                 let mut mine: std::collections::VecDeque<(Uuid, Uuid, Uuid)> = Default::default();
                 let mut latencies = Vec::new();
                 let mut outcomes = BTreeMap::new();
@@ -326,8 +442,8 @@ fn run_workload(
                             rng.random_range(0..*population.book_weights.last().expect("books"));
                         let book =
                             population.books[population.book_weights.partition_point(|&w| w <= x)];
-                        let result = if spec.bare_sql {
-                            bare::borrow(&mut client, member, book)
+                        let result = if let Some(bare) = &mut bare {
+                            bare.borrow(&mut client, member, book)
                         } else {
                             circulation::borrow(
                                 &mut client,
@@ -340,16 +456,16 @@ fn run_workload(
                         result.map(|loan| mine.push_back((loan, member, book)))
                     } else if roll < 0.95 {
                         let (loan, member, book) = mine.pop_front().expect("non-empty");
-                        if spec.bare_sql {
-                            bare::give_back(&mut client, loan, member, book)
+                        if let Some(bare) = &mut bare {
+                            bare.give_back(&mut client, loan, member, book)
                         } else {
                             circulation::return_loan(&mut client, desk, &LoanRef::Id(loan))
                                 .map(|_| ())
                         }
                     } else {
                         let (loan, member, _) = mine[rng.random_range(0..mine.len())];
-                        if spec.bare_sql {
-                            bare::renew(&mut client, loan, member)
+                        if let Some(bare) = &mut bare {
+                            bare.renew(&mut client, loan, member)
                         } else {
                             circulation::renew(&mut client, desk, &LoanRef::Id(loan)).map(|_| ())
                         }
@@ -363,8 +479,8 @@ fn run_workload(
                 }
                 // Leave the library as we found it: give back what this thread still holds.
                 for (loan, member, book) in mine {
-                    let _ = if spec.bare_sql {
-                        bare::give_back(&mut client, loan, member, book)
+                    let _ = if let Some(bare) = &mut bare {
+                        bare.give_back(&mut client, loan, member, book)
                     } else {
                         circulation::return_loan(&mut client, &shift[0], &LoanRef::Id(loan))
                             .map(|_| ())
@@ -394,7 +510,7 @@ fn run_workload(
     latencies.sort_by(f64::total_cmp);
     let results = crate::db::check(&mut setup)?;
     Ok(BorrowBenchResult {
-        mode: if spec.bare_sql { "bare_sql" } else { "libcore" }.into(),
+        mode: spec.mode.as_str().into(),
         clients: spec.clients,
         seconds,
         operations: latencies.len() as u64,

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Args, Subcommand};
+use libcore::bench::{run_borrow_bench, BorrowBench, BorrowBenchResult, BorrowMode};
 use libcore::db;
 use serde::Serialize;
 
@@ -18,6 +19,9 @@ pub enum BenchCommand {
     Reports(ReportsBenchArgs),
     /// A mixed borrow/return/renew load on N connections; checks the invariants afterwards
     Borrow(BorrowBenchArgs),
+    /// Seed a scenario into a scratch database, then run the seed, reports and borrow benches
+    /// on it and print one table
+    All(AllBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -31,16 +35,54 @@ pub struct BorrowBenchArgs {
     /// Concentrate the load on the K most popular books
     #[arg(long)]
     pub hot_books: Option<usize>,
-    /// Also run the same statements as bare SQL and print the ratio
+    /// Also run the same statements as bare SQL, sent as libcore sends its own (typed,
+    /// unnamed) and prepared once per connection, and print both ratios
     #[arg(long)]
     pub bare_sql: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct AllBenchArgs {
+    #[command(flatten)]
+    pub dataset: crate::cmd::seed::DatasetArgs,
+    /// Borrow bench: threads, each with its own connection
+    #[arg(long, default_value_t = 4)]
+    pub clients: usize,
+    /// Borrow bench: seconds for each of its three runs (1 to 600)
+    #[arg(long, default_value_t = 20)]
+    pub duration: u64,
+    /// Keep the scratch databases afterwards
+    #[arg(long)]
+    pub keep: bool,
+}
+
 #[derive(Serialize)]
 struct BorrowComparison {
-    libcore: libcore::bench::BorrowBenchResult,
-    bare_sql: libcore::bench::BorrowBenchResult,
+    libcore: BorrowBenchResult,
+    bare_sql: BorrowBenchResult,
+    bare_sql_prepared: BorrowBenchResult,
     ratio_libcore_to_bare: f64,
+    ratio_libcore_to_bare_prepared: f64,
+}
+
+/// `bench all`: everything, and one table of measures against their baselines.
+#[derive(Serialize)]
+struct AllBench {
+    seed: SeedBench,
+    reports: Vec<ReportTiming>,
+    borrow: BorrowComparison,
+    table: Vec<AllRow>,
+}
+
+/// One line of `bench all`'s table.
+#[derive(Serialize)]
+struct AllRow {
+    measure: String,
+    value: f64,
+    unit: &'static str,
+    baseline: &'static str,
+    baseline_value: Option<f64>,
+    ratio: Option<f64>,
 }
 
 #[derive(Debug, Args)]
@@ -160,107 +202,244 @@ pub fn scratch_database(app: &App, suffix: &str) -> anyhow::Result<(String, libc
     Ok((url, client))
 }
 
+/// Three decimals, for ratios.
+fn ratio(numerator: f64, denominator: f64) -> f64 {
+    (numerator / denominator.max(1e-9) * 1000.0).round() / 1000.0
+}
+
+/// libcore, then the two bare-SQL baselines, on the same database.
+fn borrow_comparison(url: &str, spec: &BorrowBench) -> anyhow::Result<BorrowComparison> {
+    let run = |mode| {
+        run_borrow_bench(
+            url,
+            &BorrowBench {
+                mode,
+                ..spec.clone()
+            },
+        )
+    };
+    let libcore = run(BorrowMode::Libcore)?;
+    let bare_sql = run(BorrowMode::BareSql)?;
+    let bare_sql_prepared = run(BorrowMode::BareSqlPrepared)?;
+    Ok(BorrowComparison {
+        ratio_libcore_to_bare: ratio(libcore.throughput_per_sec, bare_sql.throughput_per_sec),
+        ratio_libcore_to_bare_prepared: ratio(
+            libcore.throughput_per_sec,
+            bare_sql_prepared.throughput_per_sec,
+        ),
+        libcore,
+        bare_sql,
+        bare_sql_prepared,
+    })
+}
+
+impl BorrowComparison {
+    fn invariants_ok(&self) -> bool {
+        [&self.libcore, &self.bare_sql, &self.bare_sql_prepared]
+            .iter()
+            .all(|r| r.invariants_ok)
+    }
+}
+
+/// Exit 8 when `db check` found a violation after a borrow run.
+fn require_invariants(ok: bool) -> anyhow::Result<()> {
+    if ok {
+        Ok(())
+    } else {
+        Err(libcore::Error::Integrity {
+            violations: vec!["db check failed after the run".into()],
+        }
+        .into())
+    }
+}
+
+/// Every report kind, `runs` times each; the median, fastest and slowest.
+fn time_reports(
+    client: &mut libcore::Client,
+    ctx: &libcore::actor::Ctx,
+    runs: usize,
+) -> anyhow::Result<Vec<ReportTiming>> {
+    let mut timings = Vec::new();
+    for kind in libcore::reports::KINDS {
+        let mut samples = Vec::new();
+        let mut rows = 0;
+        for _ in 0..runs.max(1) {
+            let started = Instant::now();
+            rows = run_report(client, ctx, kind)?;
+            samples.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        samples.sort_by(f64::total_cmp);
+        let ms = |v: f64| (v * 100.0).round() / 100.0;
+        timings.push(ReportTiming {
+            report: kind,
+            rows,
+            median_ms: ms(samples[samples.len() / 2]),
+            min_ms: ms(samples[0]),
+            max_ms: ms(samples[samples.len() - 1]),
+        });
+    }
+    Ok(timings)
+}
+
+/// Seeds into one scratch database and measures the load limit in another. The seeded
+/// database is handed back (dropped when its guard is, unless kept) for benches that follow.
+fn seed_bench(
+    app: &App,
+    dataset: &crate::cmd::seed::DatasetArgs,
+    keep: bool,
+) -> anyhow::Result<(SeedBench, Scratch)> {
+    let options = dataset.options(None, true)?;
+    // The seed first, so its peak RSS is not the load limit's pre-generated rows.
+    let (seed_url, mut seed_client) = scratch_database(app, "bench_seed")?;
+    let seeded = Scratch {
+        url: seed_url,
+        keep,
+    };
+    let started = Instant::now();
+    let summary = seeder::seed(&mut seed_client, &options, &Progress::new(app))?;
+    let seconds = started.elapsed().as_secs_f64();
+    drop(seed_client);
+    let (limit_url, mut limit_client) = scratch_database(app, "bench_limit")?;
+    let _limit_db = Scratch {
+        url: limit_url,
+        keep,
+    };
+    let limit = seeder::measure_load_limit(&mut limit_client, &options)?;
+    drop(limit_client);
+    let bench = SeedBench {
+        scenario: options.scenario.name,
+        rows: summary.rows,
+        seed_seconds: seconds,
+        seed_rows_per_sec: summary.rows as f64 / seconds,
+        seed_phases: summary.phases,
+        peak_rss_mib: summary.peak_rss_mib,
+        load_limit_seconds: limit.seconds,
+        load_limit_copy_seconds: limit.copy_seconds,
+        load_limit_index_seconds: limit.index_seconds,
+        load_limit_rows_per_sec: limit.rows_per_sec,
+        ratio_of_load_limit: limit.seconds / seconds,
+    };
+    Ok((bench, seeded))
+}
+
+/// The one table of `bench all`.
+fn all_table(seed: &SeedBench, reports: &[ReportTiming], borrow: &BorrowComparison) -> Vec<AllRow> {
+    let row =
+        |measure: String, value: f64, unit, baseline, baseline_value: Option<f64>, ratio| AllRow {
+            measure,
+            value: (value * 1000.0).round() / 1000.0,
+            unit,
+            baseline,
+            baseline_value: baseline_value.map(|v| (v * 1000.0).round() / 1000.0),
+            ratio,
+        };
+    let mut table = vec![
+        row(
+            format!("seed {} ({} rows)", seed.scenario, seed.rows),
+            seed.seed_seconds,
+            "s",
+            "load limit: raw COPY + same keys",
+            Some(seed.load_limit_seconds),
+            Some(ratio(seed.load_limit_seconds, seed.seed_seconds)),
+        ),
+        row(
+            "seed peak RSS".into(),
+            seed.peak_rss_mib,
+            "MiB",
+            "",
+            None,
+            None,
+        ),
+    ];
+    table.extend(reports.iter().map(|r| {
+        row(
+            format!("report {} ({} rows), median", r.report, r.rows),
+            r.median_ms,
+            "ms",
+            "",
+            None,
+            None,
+        )
+    }));
+    let clients = borrow.libcore.clients;
+    table.push(row(
+        format!("borrow, {clients} clients"),
+        borrow.libcore.throughput_per_sec,
+        "ops/s",
+        "bare SQL, typed unnamed statements",
+        Some(borrow.bare_sql.throughput_per_sec),
+        Some(borrow.ratio_libcore_to_bare),
+    ));
+    table.push(row(
+        format!("borrow, {clients} clients"),
+        borrow.libcore.throughput_per_sec,
+        "ops/s",
+        "bare SQL, prepared statements",
+        Some(borrow.bare_sql_prepared.throughput_per_sec),
+        Some(borrow.ratio_libcore_to_bare_prepared),
+    ));
+    table
+}
+
 pub fn run(app: &mut App, command: BenchCommand) -> anyhow::Result<ExitCode> {
     match command {
         BenchCommand::Borrow(args) => {
-            use libcore::bench::{run_borrow_bench, BorrowBench};
             let url = app.database_url()?;
             let spec = BorrowBench {
                 clients: args.clients,
                 duration: std::time::Duration::from_secs(args.duration),
                 hot_books: args.hot_books,
-                bare_sql: false,
+                mode: BorrowMode::Libcore,
             };
-            let core = run_borrow_bench(&url, &spec)?;
-            let ok = core.invariants_ok;
             if args.bare_sql {
-                let bare = run_borrow_bench(
-                    &url,
-                    &BorrowBench {
-                        bare_sql: true,
-                        ..spec
-                    },
-                )?;
-                let ratio = (core.throughput_per_sec / bare.throughput_per_sec.max(1e-9) * 1000.0)
-                    .round()
-                    / 1000.0;
-                let ok = ok && bare.invariants_ok;
-                app.out.record(&BorrowComparison {
-                    libcore: core,
-                    bare_sql: bare,
-                    ratio_libcore_to_bare: ratio,
-                })?;
-                if !ok {
-                    return Err(libcore::Error::Integrity {
-                        violations: vec!["db check failed after the run".into()],
-                    }
-                    .into());
-                }
+                let comparison = borrow_comparison(&url, &spec)?;
+                app.out.record(&comparison)?;
+                require_invariants(comparison.invariants_ok())?;
             } else {
+                let core = run_borrow_bench(&url, &spec)?;
                 app.out.record(&core)?;
-                if !ok {
-                    return Err(libcore::Error::Integrity {
-                        violations: vec!["db check failed after the run".into()],
-                    }
-                    .into());
-                }
+                require_invariants(core.invariants_ok)?;
             }
         }
         BenchCommand::Reports(args) => {
             let (mut client, ctx) = app.session()?;
-            let mut timings = Vec::new();
-            for kind in libcore::reports::KINDS {
-                let mut samples = Vec::new();
-                let mut rows = 0;
-                for _ in 0..args.runs.max(1) {
-                    let started = Instant::now();
-                    rows = run_report(&mut client, &ctx, kind)?;
-                    samples.push(started.elapsed().as_secs_f64() * 1000.0);
-                }
-                samples.sort_by(f64::total_cmp);
-                let ms = |v: f64| (v * 100.0).round() / 100.0;
-                timings.push(ReportTiming {
-                    report: kind,
-                    rows,
-                    median_ms: ms(samples[samples.len() / 2]),
-                    min_ms: ms(samples[0]),
-                    max_ms: ms(samples[samples.len() - 1]),
-                });
-            }
+            let timings = time_reports(&mut client, &ctx, args.runs)?;
             app.out.rows(&timings)?;
         }
         BenchCommand::Seed(args) => {
-            let options = args.dataset.options(None, true)?;
-            // The seed first, so its peak RSS is not the load limit's pre-generated rows.
-            let (seed_url, mut seed_client) = scratch_database(app, "bench_seed")?;
-            let _seed_db = Scratch {
-                url: seed_url,
-                keep: args.keep,
+            let (bench, _seeded) = seed_bench(app, &args.dataset, args.keep)?;
+            app.out.record(&bench)?;
+        }
+        BenchCommand::All(args) => {
+            let duration = std::time::Duration::from_secs(args.duration);
+            libcore::bench::check_duration(duration)?;
+            let (seed, seeded) = seed_bench(app, &args.dataset, args.keep)?;
+            let mut client = db::connect(&seeded.url)?;
+            let reports = time_reports(&mut client, &libcore::actor::Ctx::system(), 3)?;
+            drop(client);
+            let spec = BorrowBench {
+                clients: args.clients,
+                duration,
+                hot_books: None,
+                mode: BorrowMode::Libcore,
             };
-            let started = Instant::now();
-            let summary = seeder::seed(&mut seed_client, &options, &Progress::new(app))?;
-            let seconds = started.elapsed().as_secs_f64();
-            drop(seed_client);
-            let (limit_url, mut limit_client) = scratch_database(app, "bench_limit")?;
-            let _limit_db = Scratch {
-                url: limit_url,
-                keep: args.keep,
-            };
-            let limit = seeder::measure_load_limit(&mut limit_client, &options)?;
-            drop(limit_client);
-            app.out.record(&SeedBench {
-                scenario: options.scenario.name,
-                rows: summary.rows,
-                seed_seconds: seconds,
-                seed_rows_per_sec: summary.rows as f64 / seconds,
-                seed_phases: summary.phases,
-                peak_rss_mib: summary.peak_rss_mib,
-                load_limit_seconds: limit.seconds,
-                load_limit_copy_seconds: limit.copy_seconds,
-                load_limit_index_seconds: limit.index_seconds,
-                load_limit_rows_per_sec: limit.rows_per_sec,
-                ratio_of_load_limit: limit.seconds / seconds,
-            })?;
+            let borrow = borrow_comparison(&seeded.url, &spec)?;
+            let ok = borrow.invariants_ok();
+            let table = all_table(&seed, &reports, &borrow);
+            if matches!(
+                app.out.format(),
+                crate::render::Format::Table | crate::render::Format::Csv
+            ) {
+                app.out.rows(&table)?;
+            } else {
+                app.out.record(&AllBench {
+                    seed,
+                    reports,
+                    borrow,
+                    table,
+                })?;
+            }
+            require_invariants(ok)?;
         }
     }
     Ok(ExitCode::SUCCESS)
