@@ -299,6 +299,7 @@ fn apply(tx: &mut Transaction<'_>, ctx: &Ctx, request: &Request) -> Result<Value
                 .ok_or_else(|| Error::Internal("override without a book".into()))?;
             let loan = circulation::borrow_in(
                 tx,
+                None,
                 ctx,
                 request.member_id,
                 book_id,

@@ -18,6 +18,7 @@ use uuid::Uuid;
 use crate::actor::Ctx;
 use crate::error::{Error, Result};
 use crate::ids;
+use crate::session::{self, Connection, Statements};
 
 /// How many times a transient conflict is retried before it surfaces.
 pub const MAX_RETRIES: u32 = 3;
@@ -73,14 +74,29 @@ pub fn run<T>(
     op: &Operation,
     mut body: impl FnMut(&mut Transaction<'_>) -> Result<Audited<T>>,
 ) -> Result<T> {
+    run_on(client, ctx, op, |tx, _| body(tx))
+}
+
+/// [`run`] on a connection that may keep its statements prepared (a [`Session`]): the limiter,
+/// the audit row and the body (which gets the statements too) then send prepared statements.
+///
+/// [`Session`]: crate::session::Session
+pub fn run_on<T>(
+    connection: &mut impl Connection,
+    ctx: &Ctx,
+    op: &Operation,
+    mut body: impl FnMut(&mut Transaction<'_>, Option<&mut Statements>) -> Result<Audited<T>>,
+) -> Result<T> {
+    let (client, mut statements) = connection.parts();
     let mut attempt = 0;
     loop {
         let result: Result<T> = (|| {
             let mut tx = client.transaction()?;
-            crate::ratelimit::enforce(&mut tx, ctx, op.action)?;
-            let done = body(&mut tx)?;
-            record(
+            crate::ratelimit::enforce(&mut tx, statements.as_deref_mut(), ctx, op.action)?;
+            let done = body(&mut tx, statements.as_deref_mut())?;
+            append(
                 &mut tx,
+                statements.as_deref_mut(),
                 ctx,
                 &Entry {
                     action: op.action,
@@ -101,7 +117,7 @@ pub fn run<T>(
                 std::thread::sleep(backoff(attempt));
             }
             Err(e) => {
-                record_failure(client, ctx, op, &e);
+                record_failure_on(client, statements.as_deref_mut(), ctx, op, &e);
                 return Err(e);
             }
         }
@@ -111,6 +127,16 @@ pub fn run<T>(
 /// Audits a refused, denied or rate-limited attempt after its transaction rolled back.
 /// Faults (database errors, bugs) are not attempts by a person and are left to the logs.
 pub fn record_failure(client: &mut Client, ctx: &Ctx, op: &Operation, error: &Error) {
+    record_failure_on(client, None, ctx, op, error);
+}
+
+fn record_failure_on(
+    client: &mut Client,
+    statements: Option<&mut Statements>,
+    ctx: &Ctx,
+    op: &Operation,
+    error: &Error,
+) {
     let Some(outcome) = error.audit_outcome() else {
         return;
     };
@@ -124,7 +150,7 @@ pub fn record_failure(client: &mut Client, ctx: &Ctx, op: &Operation, error: &Er
             "error": { "code": error.code(), "message": error.to_string() },
         }),
     };
-    if let Err(audit_error) = record(client, ctx, &entry) {
+    if let Err(audit_error) = append(client, statements, ctx, &entry) {
         tracing::warn!(%audit_error, action = op.action, "could not audit a failed attempt");
     }
 }
@@ -152,10 +178,20 @@ pub struct Entry {
 
 /// Appends one audit row at the context's effective time; `recorded_at` keeps the real time.
 pub fn record(client: &mut impl GenericClient, ctx: &Ctx, entry: &Entry) -> Result<()> {
+    append(client, None, ctx, entry)
+}
+
+fn append(
+    client: &mut impl GenericClient,
+    statements: Option<&mut Statements>,
+    ctx: &Ctx,
+    entry: &Entry,
+) -> Result<()> {
     let at = ctx.now();
-    // Every mutation pays for this statement: typed parameters make it one round trip, and
-    // `audit_append` (V10) keeps the INSERT's plan for the session.
-    client.execute_typed(
+    // Every mutation pays for this statement: `audit_append` (V10) keeps the INSERT's plan.
+    session::query(
+        client,
+        statements,
         "SELECT audit_append($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         &[
             (&ids::new_id(at), Type::UUID),

@@ -6,9 +6,8 @@
 //! so the ratio between the two is libcore's overhead. It still counts the member's open loans,
 //! so the data stays valid for `db check`. It sends its statements in one of two ways
 //! ([`BorrowMode`]): typed and unnamed, parsed and planned on every call, as libcore sends its
-//! own; or prepared once per connection, the fastest plain SQL there is. libcore keeps no
-//! prepared statements (its functions take a plain `Client`); its three heaviest statements
-//! are PL/pgSQL functions, whose plans the server keeps instead.
+//! own without a [`Session`]; or prepared once per connection, the fastest plain SQL there is.
+//! libcore runs on a [`Session`] here, so it prepares its statements once per connection too.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +22,7 @@ use uuid::Uuid;
 use crate::actor::{Actor, Ctx, Role};
 use crate::circulation::{self, LoanRef};
 use crate::error::{Error, Result};
+use crate::session::Session;
 
 /// Transient conflicts retried by [`crate::audit::run`] since the process started.
 pub static RETRIES: AtomicU64 = AtomicU64::new(0);
@@ -404,8 +404,11 @@ fn run_workload(
         );
         handles.push(std::thread::spawn(
             move || -> Result<(Vec<f64>, BTreeMap<String, u64>)> {
-                let mut client =
-                    Client::connect(&url, NoTls).map_err(|e| Error::Unavailable(e.to_string()))?;
+                // A long-lived connection, as a desk process keeps: libcore prepares its
+                // statements once on it (bare SQL decides for itself, by mode).
+                let mut client = Session::new(
+                    Client::connect(&url, NoTls).map_err(|e| Error::Unavailable(e.to_string()))?,
+                );
                 let mut rng = rand::rngs::StdRng::seed_from_u64(thread as u64);
                 // Librarians staff the desk (listed first); the admin only changes the policies.
                 // Each thread serves with its own share of them, taking turns, so no two threads

@@ -31,6 +31,7 @@ use crate::fines::{self, FinePolicy};
 use crate::ids;
 use crate::members;
 use crate::page::{Cursor, Page};
+use crate::session::{self, Connection, Statements};
 
 /// Short-loan books go out for at most this many days, whatever the member's rule says.
 pub const SHORT_LOAN_MAX_DAYS: i32 = 3;
@@ -159,12 +160,19 @@ enum Whose {
 /// same round trip the member's rule, the calendar and their standing: payments, stored fines
 /// and open loans, read once the locks are held, so nothing committed by the previous holder
 /// of the member lock is missed (`circulation_member`, V9).
-fn lock_member(tx: &mut Transaction<'_>, whose: Whose, book: Option<Uuid>) -> Result<LockedMember> {
+fn lock_member(
+    tx: &mut Transaction<'_>,
+    statements: Option<&mut Statements>,
+    whose: Whose,
+    book: Option<Uuid>,
+) -> Result<LockedMember> {
     let (member, loan) = match whose {
         Whose::Member(id) => (Some(id), None),
         Whose::LoanOf(id) => (None, Some(id)),
     };
-    let rows = tx.query_typed(
+    let rows = session::query(
+        tx,
+        statements,
         "SELECT * FROM circulation_member($1, $2, $3)",
         &[
             (&member, Type::UUID),
@@ -326,13 +334,18 @@ pub struct Overrides {
 }
 
 /// Borrows one copy of a book for a member.
-pub fn borrow(client: &mut Client, ctx: &Ctx, member: &str, book: &str) -> Result<Loan> {
+pub fn borrow(
+    connection: &mut impl Connection,
+    ctx: &Ctx,
+    member: &str,
+    book: &str,
+) -> Result<Loan> {
     let op = Operation::new(
         "loan.borrow",
         "loan",
         json!({ "member": member, "book": book }),
     );
-    audit::run(client, ctx, &op, |tx| {
+    audit::run_on(connection, ctx, &op, |tx, statements| {
         // An id needs no lookup: the lock below reads the row (and says not_found) anyway.
         let member_id = match Uuid::parse_str(member.trim()) {
             Ok(id) => id,
@@ -343,7 +356,14 @@ pub fn borrow(client: &mut Client, ctx: &Ctx, member: &str, book: &str) -> Resul
             Ok(id) => id,
             Err(_) => catalog::book_id(tx, book)?,
         };
-        let loan = borrow_in(tx, ctx, member_id, book_id, Overrides::default())?;
+        let loan = borrow_in(
+            tx,
+            statements,
+            ctx,
+            member_id,
+            book_id,
+            Overrides::default(),
+        )?;
         Ok(Audited::new(
             loan.clone(),
             loan.id,
@@ -355,13 +375,19 @@ pub fn borrow(client: &mut Client, ctx: &Ctx, member: &str, book: &str) -> Resul
 /// The borrow itself, inside a caller's transaction; approvals reuse it for overrides.
 pub(crate) fn borrow_in(
     tx: &mut Transaction<'_>,
+    mut statements: Option<&mut Statements>,
     ctx: &Ctx,
     member_id: Uuid,
     book_id: Uuid,
     overrides: Overrides,
 ) -> Result<Loan> {
     let now = ctx.now();
-    let member = lock_member(tx, Whose::Member(member_id), Some(book_id))?;
+    let member = lock_member(
+        tx,
+        statements.as_deref_mut(),
+        Whose::Member(member_id),
+        Some(book_id),
+    )?;
     if now < member.created_at {
         return Err(Error::invalid(
             "invalid_input",
@@ -416,7 +442,9 @@ pub(crate) fn borrow_in(
         .calendar
         .due_at(now, loan_days(&member.rule, category));
     let policy = member.rule.fine_policy();
-    let row = tx.query_typed_one(
+    let rows = session::query(
+        tx,
+        statements,
         &format!(
             "WITH taken AS (UPDATE book SET available_copies = available_copies - 1, times_borrowed = times_borrowed + 1 WHERE id = $2)
              INSERT INTO loan (id, book_id, member_id, borrowed_at, due_at, fine_cents_per_day, grace_days, max_fine_cents)
@@ -434,7 +462,7 @@ pub(crate) fn borrow_in(
             (&policy.max_fine_cents, Type::INT8),
         ],
     )?;
-    Ok(loan_from_row(&row))
+    Ok(loan_from_row(&rows[0]))
 }
 
 /// Finds a member's loan of a book, without locking it: `(member id, loan id)` of the open
@@ -456,14 +484,18 @@ fn find_loan(tx: &mut impl GenericClient, member: &str, book: &str) -> Result<(U
 /// that the actor may act on it; returns the member and the loan's id.
 fn lock_member_of(
     tx: &mut Transaction<'_>,
+    statements: Option<&mut Statements>,
     ctx: &Ctx,
     loan: &LoanRef,
 ) -> Result<(LockedMember, Uuid)> {
     let (member, loan_id) = match loan {
-        LoanRef::Id(id) => (lock_member(tx, Whose::LoanOf(*id), None)?, *id),
+        LoanRef::Id(id) => (lock_member(tx, statements, Whose::LoanOf(*id), None)?, *id),
         LoanRef::MemberBook { member, book } => {
             let (member_id, loan_id) = find_loan(tx, member, book)?;
-            (lock_member(tx, Whose::Member(member_id), None)?, loan_id)
+            (
+                lock_member(tx, statements, Whose::Member(member_id), None)?,
+                loan_id,
+            )
         }
     };
     ctx.require_self_or(member.id, Capability::CirculateForOthers)?;
@@ -471,10 +503,10 @@ fn lock_member_of(
 }
 
 /// Returns a loan: restores the copy and freezes the fine, atomically.
-pub fn return_loan(client: &mut Client, ctx: &Ctx, loan: &LoanRef) -> Result<Loan> {
+pub fn return_loan(connection: &mut impl Connection, ctx: &Ctx, loan: &LoanRef) -> Result<Loan> {
     let op = Operation::new("loan.return", "loan", json!({ "loan": loan }));
-    audit::run(client, ctx, &op, |tx| {
-        let (member, loan_id) = lock_member_of(tx, ctx, loan)?;
+    audit::run_on(connection, ctx, &op, |tx, mut statements| {
+        let (member, loan_id) = lock_member_of(tx, statements.as_deref_mut(), ctx, loan)?;
         let current = member.open_loan(loan_id)?;
         let now = ctx.now();
         if now < current.borrowed_at {
@@ -490,7 +522,9 @@ pub fn return_loan(client: &mut Client, ctx: &Ctx, loan: &LoanRef) -> Result<Loa
         // One statement takes the loan's and the book's row locks. No cycle can form: the
         // member lock keeps every other circulation command off this loan, and the fines job
         // locks loans but never waits for a book.
-        let row = tx.query_typed_one(
+        let rows = session::query(
+            tx,
+            statements,
             &format!(
                 "WITH restored AS (UPDATE book SET available_copies = available_copies + 1 WHERE id = $2)
                  UPDATE loan SET returned_at = $3, fine_cents = $4, fine_assessed_on = $5
@@ -504,7 +538,7 @@ pub fn return_loan(client: &mut Client, ctx: &Ctx, loan: &LoanRef) -> Result<Loa
                 (&member.calendar.local_date(now), Type::DATE),
             ],
         )?;
-        let returned = loan_from_row(&row);
+        let returned = loan_from_row(&rows[0]);
         Ok(Audited::new(
             returned.clone(),
             returned.id,
@@ -515,10 +549,10 @@ pub fn return_loan(client: &mut Client, ctx: &Ctx, loan: &LoanRef) -> Result<Loa
 }
 
 /// Renews a loan by `loan_days` from the later of now and its current due date.
-pub fn renew(client: &mut Client, ctx: &Ctx, loan: &LoanRef) -> Result<Loan> {
+pub fn renew(connection: &mut impl Connection, ctx: &Ctx, loan: &LoanRef) -> Result<Loan> {
     let op = Operation::new("loan.renew", "loan", json!({ "loan": loan }));
-    audit::run(client, ctx, &op, |tx| {
-        let (member, loan_id) = lock_member_of(tx, ctx, loan)?;
+    audit::run_on(connection, ctx, &op, |tx, mut statements| {
+        let (member, loan_id) = lock_member_of(tx, statements.as_deref_mut(), ctx, loan)?;
         let current = member.open_loan(loan_id)?;
         let now = ctx.now();
         if current.renewals >= member.rule.max_renewals {
@@ -535,11 +569,13 @@ pub fn renew(client: &mut Client, ctx: &Ctx, loan: &LoanRef) -> Result<Loan> {
         require_not_blocked(&member, &loans)?;
         let loan_days = loan_days(&member.rule, &current.book_category);
         let due_at = member.calendar.due_at(now.max(current.due_at), loan_days);
-        let row = tx.query_typed_one(
+        let rows = session::query(
+            tx,
+            statements,
             &format!("UPDATE loan SET due_at = $2, renewals = renewals + 1 WHERE id = $1 RETURNING {LOAN_COLUMNS}"),
             &[(&current.id, Type::UUID), (&due_at, Type::TIMESTAMPTZ)],
         )?;
-        let renewed = loan_from_row(&row);
+        let renewed = loan_from_row(&rows[0]);
         Ok(Audited::new(
             renewed.clone(),
             renewed.id,

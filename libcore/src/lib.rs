@@ -58,6 +58,7 @@ pub mod policy;
 pub mod ratelimit;
 pub mod reports;
 pub mod reviews;
+pub mod session;
 pub mod validate;
 
 pub use error::{Error, Refusal, Result, RowError};

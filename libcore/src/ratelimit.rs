@@ -14,6 +14,7 @@ use serde_json::json;
 use crate::actor::{Capability, Ctx, Role};
 use crate::audit::{self, Audited, Operation};
 use crate::error::{Error, Result};
+use crate::session::{self, Statements};
 
 /// Actions in the `borrow` group.
 pub const BORROW_ACTIONS: &[&str] = &["loan.borrow", "loan.renew"];
@@ -81,6 +82,7 @@ enum Count {
 /// The policy rows behind a decision or a status, from the SQL functions of V8.
 fn budget_rows(
     client: &mut impl GenericClient,
+    statements: Option<&mut Statements>,
     count: Count,
     actor: &str,
     role: Role,
@@ -95,23 +97,25 @@ fn budget_rows(
         (&(BURST_SECONDS as f64), Type::FLOAT8),
         (&BORROW_ACTIONS, Type::TEXT_ARRAY),
     ];
-    let rows = if count == Count::Decide {
-        client.query_typed(
+    if count == Count::Decide {
+        return session::query(
+            client,
+            statements,
             "SELECT role, action_group, limit_count, window_seconds, burst, used, burst_used, stale
              FROM rate_limit_decision($1, $2, $3, $4, $5, $6)",
             &params,
-        )?
-    } else {
-        let mut params = params.to_vec();
-        let bounded = count == Count::Recount;
-        params.push((&bounded, Type::BOOL));
-        client.query_typed(
-            "SELECT role, action_group, limit_count, window_seconds, burst, used, burst_used, false
-             FROM rate_limit_budgets($1, $2, $3, $4, $5, $6, $7)",
-            &params,
-        )?
-    };
-    Ok(rows)
+        );
+    }
+    let mut params = params.to_vec();
+    let bounded = count == Count::Recount;
+    params.push((&bounded, Type::BOOL));
+    session::query(
+        client,
+        statements,
+        "SELECT role, action_group, limit_count, window_seconds, burst, used, burst_used, false
+         FROM rate_limit_budgets($1, $2, $3, $4, $5, $6, $7)",
+        &params,
+    )
 }
 
 /// Whether `rate_limit_decision` found the clock reading stale (see V8).
@@ -192,7 +196,12 @@ pub fn retry_after(
 
 /// Refuses the action with `rate_limited` if any policy of the actor's role is exhausted.
 /// Runs inside the mutation's transaction, before its work. `system` is exempt.
-pub(crate) fn enforce(tx: &mut impl GenericClient, ctx: &Ctx, action: &str) -> Result<()> {
+pub(crate) fn enforce(
+    tx: &mut impl GenericClient,
+    mut statements: Option<&mut Statements>,
+    ctx: &Ctx,
+    action: &str,
+) -> Result<()> {
     if ctx.actor.role == Role::System || std::env::var_os("XX_NORL").is_some() {
         return Ok(());
     }
@@ -202,10 +211,18 @@ pub(crate) fn enforce(tx: &mut impl GenericClient, ctx: &Ctx, action: &str) -> R
     let groups = groups_of(action);
     let (actor, role) = (&ctx.actor.name, ctx.actor.role);
     let mut now = ctx.now();
-    let mut rows = budget_rows(tx, Count::Decide, actor, role, &groups, now)?;
+    let mut rows = budget_rows(
+        tx,
+        statements.as_deref_mut(),
+        Count::Decide,
+        actor,
+        role,
+        &groups,
+        now,
+    )?;
     if is_stale(&rows) {
         now = ctx.now();
-        rows = budget_rows(tx, Count::Recount, actor, role, &groups, now)?;
+        rows = budget_rows(tx, statements, Count::Recount, actor, role, &groups, now)?;
     }
     for b in budgets(tx, actor, rows, now)? {
         if b.retry_after_secs > 0 {
@@ -297,7 +314,15 @@ pub fn status(client: &mut Client, ctx: &Ctx, actor: &str) -> Result<Vec<Budget>
     }
     let now = ctx.now();
     let (actor, groups) = (&target.actor.name, ["borrow", "mutation"]);
-    let rows = budget_rows(client, Count::Exact, actor, target.actor.role, &groups, now)?;
+    let rows = budget_rows(
+        client,
+        None,
+        Count::Exact,
+        actor,
+        target.actor.role,
+        &groups,
+        now,
+    )?;
     budgets(client, actor, rows, now)
 }
 

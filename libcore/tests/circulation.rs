@@ -456,3 +456,56 @@ fn short_loan_books_go_out_for_three_days_and_renew_by_three() {
     let renewed = circulation::renew(&mut c, &ctx, &LoanRef::Id(loan.id)).unwrap();
     assert_eq!(renewed.due_at.date_naive(), today + Duration::days(6));
 }
+
+#[test]
+fn a_session_prepares_its_statements_once_and_keeps_them_through_refusals_and_rollbacks() {
+    let tdb = TestDb::new();
+    let mut c = tdb.client();
+    let ctx = admin(&mut c);
+    let m = add_member(&mut c, "regular@example.org", "member");
+    let books: Vec<String> = (0..3).map(|n| add_book(&mut c, n, 1)).collect();
+    let mut session = libcore::session::Session::new(tdb.client());
+    let prepared = |s: &mut libcore::session::Session| -> i64 {
+        s.query_one(
+            // Not counting this query's own statement.
+            "SELECT count(*) FROM pg_prepared_statements
+             WHERE NOT from_sql AND statement NOT LIKE '%pg_prepared_statements%'",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+    };
+    assert_eq!(prepared(&mut session), 0);
+    let first = circulation::borrow(&mut session, &ctx, &m, &books[0]).unwrap();
+    let after_one = prepared(&mut session);
+    // The limiter, the member's call, the insert and the audit row.
+    assert!(after_one >= 4, "{after_one} statements prepared");
+    // A refusal rolls its transaction back; the statements prepared on the connection stay.
+    let dup = circulation::borrow(&mut session, &ctx, &m, &books[0]).unwrap_err();
+    assert_eq!(dup.code(), "duplicate_loan");
+    circulation::borrow(&mut session, &ctx, &m, &books[1]).unwrap();
+    circulation::renew(&mut session, &ctx, &LoanRef::Id(first.id)).unwrap();
+    circulation::return_loan(&mut session, &ctx, &LoanRef::Id(first.id)).unwrap();
+    let again = circulation::return_loan(&mut session, &ctx, &LoanRef::Id(first.id)).unwrap_err();
+    assert_eq!(again.code(), "already_returned");
+    circulation::borrow(&mut session, &ctx, &m, &books[0]).unwrap();
+    // Each statement was prepared once: a second round of the same operations adds none.
+    let settled = prepared(&mut session);
+    circulation::borrow(&mut session, &ctx, &m, &books[2]).unwrap();
+    let loan = circulation::renew(
+        &mut session,
+        &ctx,
+        &LoanRef::MemberBook {
+            member: m.clone(),
+            book: books[2].clone(),
+        },
+    )
+    .unwrap();
+    circulation::return_loan(&mut session, &ctx, &LoanRef::Id(loan.id)).unwrap();
+    assert_eq!(prepared(&mut session), settled);
+    assert_eq!(
+        audit_outcomes(&mut c, "loan.borrow"),
+        ["ok", "refused", "ok", "ok", "ok"]
+    );
+    assert_invariants(&mut c);
+}

@@ -5,6 +5,7 @@ use std::sync::{Arc, Barrier};
 use chrono::{DateTime, Duration, Utc};
 use libcore::actor::Ctx;
 use libcore::ratelimit::{self, Policy};
+use libcore::session::Session;
 use libcore::{audit, circulation, policy};
 use postgres::Client;
 
@@ -57,14 +58,20 @@ fn many_connections_hammering_one_member_never_exceed_the_limit() {
     let books: Vec<String> = (0..10).map(|n| add_book(&mut c, n, 1)).collect();
     let me = ctx_of(&mut c, &m);
     let barrier = Arc::new(Barrier::new(books.len()));
+    // Half the connections send prepared statements (a Session), half unnamed ones.
     let handles: Vec<_> = books
         .into_iter()
-        .map(|b| {
+        .enumerate()
+        .map(|(i, b)| {
             let (mut client, ctx, m, barrier) =
                 (tdb.client(), me.clone(), m.clone(), barrier.clone());
             std::thread::spawn(move || {
                 barrier.wait();
-                circulation::borrow(&mut client, &ctx, &m, &b)
+                if i % 2 == 0 {
+                    circulation::borrow(&mut Session::new(client), &ctx, &m, &b)
+                } else {
+                    circulation::borrow(&mut client, &ctx, &m, &b)
+                }
             })
         })
         .collect();

@@ -1,0 +1,96 @@
+//! Connections that keep the hot path's statements prepared.
+//!
+//! A statement sent as text is parsed and planned by the server on every call; prepared once on
+//! a connection, it is only executed after that. For borrow, return and renew that is about a
+//! third of the server's work. A one-shot `libctl` command gains nothing from preparing (it
+//! would pay a round trip to prepare a statement it sends once), so a plain [`Client`] sends
+//! typed, unnamed statements, and a [`Session`] — a connection that lives for many operations,
+//! as in `bench borrow` or a long-running desk process — prepares each statement the first time
+//! and keeps it.
+
+use std::collections::HashMap;
+
+use postgres::types::{ToSql, Type};
+use postgres::{Client, GenericClient, Row, Statement};
+
+use crate::error::Result;
+
+/// Typed parameters: the value and its PostgreSQL type.
+pub type Params<'a> = [(&'a (dyn ToSql + Sync), Type)];
+
+/// The statements prepared on one connection, by their text.
+#[derive(Default)]
+pub struct Statements {
+    by_sql: HashMap<String, Statement>,
+}
+
+/// A connection and the statements prepared on it.
+pub struct Session {
+    client: Client,
+    statements: Statements,
+}
+
+impl Session {
+    /// Wraps a connection; nothing is prepared until a statement is first sent.
+    pub fn new(client: Client) -> Session {
+        Session {
+            client,
+            statements: Statements::default(),
+        }
+    }
+}
+
+impl std::ops::Deref for Session {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl std::ops::DerefMut for Session {
+    fn deref_mut(&mut self) -> &mut Client {
+        &mut self.client
+    }
+}
+
+/// What the hot path runs on: a plain client (statements sent unprepared) or a [`Session`].
+pub trait Connection {
+    /// The client, and the statement cache if this connection keeps one.
+    fn parts(&mut self) -> (&mut Client, Option<&mut Statements>);
+}
+
+impl Connection for Client {
+    fn parts(&mut self) -> (&mut Client, Option<&mut Statements>) {
+        (self, None)
+    }
+}
+
+impl Connection for Session {
+    fn parts(&mut self) -> (&mut Client, Option<&mut Statements>) {
+        (&mut self.client, Some(&mut self.statements))
+    }
+}
+
+/// Runs `sql`: prepared once and kept when there is a cache, else typed and unnamed (one round
+/// trip either way, once prepared).
+pub fn query(
+    client: &mut impl GenericClient,
+    statements: Option<&mut Statements>,
+    sql: &str,
+    params: &Params<'_>,
+) -> Result<Vec<Row>> {
+    let Some(statements) = statements else {
+        return Ok(client.query_typed(sql, params)?);
+    };
+    let statement = match statements.by_sql.get(sql) {
+        Some(statement) => statement.clone(),
+        None => {
+            let types: Vec<Type> = params.iter().map(|(_, t)| t.clone()).collect();
+            let statement = client.prepare_typed(sql, &types)?;
+            statements.by_sql.insert(sql.to_string(), statement.clone());
+            statement
+        }
+    };
+    let values: Vec<&(dyn ToSql + Sync)> = params.iter().map(|(v, _)| *v).collect();
+    Ok(client.query(&statement, &values)?)
+}
