@@ -33,7 +33,7 @@ pub enum BorrowMode {
     /// libcore's borrow, return and renew: rules, audit rows, rate limits.
     Libcore,
     /// The bare statements, typed and unnamed: one round trip each, parsed and planned on every
-    /// call, the protocol libcore's own statements use.
+    /// call, as libcore sends its own on a plain `Client`.
     BareSql,
     /// The bare statements, each prepared once per connection and then only executed.
     BareSqlPrepared,

@@ -12,8 +12,10 @@
 //! The schema backs this up: `available_copies` has a CHECK, and a UNIQUE partial index
 //! forbids two open loans of one book by one member.
 //!
-//! The hot path sends typed parameters (`query_typed`): one round trip a statement instead
-//! of a prepare and an execute.
+//! Borrow, return and renew run on any [`Connection`]: on a plain `Client` each statement goes
+//! out typed and unnamed (one round trip, right for a one-shot command); on a
+//! [`Session`](crate::session::Session) each is prepared the first time and only executed
+//! after that.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
