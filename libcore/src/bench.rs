@@ -165,80 +165,47 @@ fn population(client: &mut Client, hot_books: Option<usize>) -> Result<Populatio
 
 /// One operation in bare SQL: the statements a borrow, return or renew needs and nothing else.
 mod bare {
-    use std::collections::HashMap;
-
-    use postgres::types::{ToSql, Type};
-    use postgres::{Row, Statement, Transaction};
+    use postgres::types::Type;
+    use postgres::{Row, Transaction};
 
     use super::*;
+    use crate::session::{self, Params, Statements};
 
     /// How one thread's connection sends bare SQL.
     pub(super) struct Sender {
         /// `None`: every statement typed and unnamed, one round trip each, parsed and planned
-        /// on every call, as libcore's own statements are. `Some`: each statement prepared once
-        /// on this connection and then only executed (the fastest plain SQL there is).
-        prepared: Option<HashMap<&'static str, Statement>>,
-    }
-
-    type Params<'a> = [(&'a (dyn ToSql + Sync), Type)];
-
-    fn values<'a>(params: &Params<'a>) -> Vec<&'a (dyn ToSql + Sync)> {
-        params.iter().map(|(v, _)| *v).collect()
+        /// on every call. `Some`: each statement prepared once on this connection and then only
+        /// executed (the fastest plain SQL there is).
+        prepared: Option<Statements>,
     }
 
     impl Sender {
         pub(super) fn new(prepared: bool) -> Sender {
             Sender {
-                prepared: prepared.then(HashMap::new),
+                prepared: prepared.then(Statements::default),
             }
-        }
-
-        /// The statement prepared for `sql` on this connection, preparing it the first time;
-        /// `None` when this sender sends unnamed statements.
-        fn prepared(
-            &mut self,
-            tx: &mut Transaction<'_>,
-            sql: &'static str,
-            params: &Params<'_>,
-        ) -> Result<Option<Statement>> {
-            let Some(cache) = &mut self.prepared else {
-                return Ok(None);
-            };
-            if let Some(statement) = cache.get(sql) {
-                return Ok(Some(statement.clone()));
-            }
-            let types: Vec<Type> = params.iter().map(|(_, t)| t.clone()).collect();
-            let statement = tx.prepare_typed(sql, &types)?;
-            cache.insert(sql, statement.clone());
-            Ok(Some(statement))
         }
 
         fn query(
             &mut self,
             tx: &mut Transaction<'_>,
-            sql: &'static str,
+            sql: &str,
             params: &Params<'_>,
         ) -> Result<Vec<Row>> {
-            Ok(match self.prepared(tx, sql, params)? {
-                Some(statement) => tx.query(&statement, &values(params))?,
-                None => tx.query_typed(sql, params)?,
-            })
+            session::query(tx, self.prepared.as_mut(), sql, params)
         }
 
         fn execute(
             &mut self,
             tx: &mut Transaction<'_>,
-            sql: &'static str,
+            sql: &str,
             params: &Params<'_>,
         ) -> Result<u64> {
-            Ok(match self.prepared(tx, sql, params)? {
-                Some(statement) => tx.execute(&statement, &values(params))?,
-                None => tx.execute_typed(sql, params)?,
-            })
+            session::execute(tx, self.prepared.as_mut(), sql, params)
         }
 
         /// A statement about one row, named by id; how many rows it touched.
-        fn by_id(&mut self, tx: &mut Transaction<'_>, sql: &'static str, id: Uuid) -> Result<u64> {
+        fn by_id(&mut self, tx: &mut Transaction<'_>, sql: &str, id: Uuid) -> Result<u64> {
             self.execute(tx, sql, &[(&id, Type::UUID)])
         }
 

@@ -71,6 +71,28 @@ impl Connection for Session {
     }
 }
 
+impl Statements {
+    /// The statement prepared for `sql` on this connection, preparing it the first time.
+    fn prepared(
+        &mut self,
+        client: &mut impl GenericClient,
+        sql: &str,
+        params: &Params<'_>,
+    ) -> Result<Statement> {
+        if let Some(statement) = self.by_sql.get(sql) {
+            return Ok(statement.clone());
+        }
+        let types: Vec<Type> = params.iter().map(|(_, t)| t.clone()).collect();
+        let statement = client.prepare_typed(sql, &types)?;
+        self.by_sql.insert(sql.to_string(), statement.clone());
+        Ok(statement)
+    }
+}
+
+fn values<'a>(params: &Params<'a>) -> Vec<&'a (dyn ToSql + Sync)> {
+    params.iter().map(|(v, _)| *v).collect()
+}
+
 /// Runs `sql`: prepared once and kept when there is a cache, else typed and unnamed (one round
 /// trip either way, once prepared).
 pub fn query(
@@ -79,18 +101,27 @@ pub fn query(
     sql: &str,
     params: &Params<'_>,
 ) -> Result<Vec<Row>> {
-    let Some(statements) = statements else {
-        return Ok(client.query_typed(sql, params)?);
-    };
-    let statement = match statements.by_sql.get(sql) {
-        Some(statement) => statement.clone(),
-        None => {
-            let types: Vec<Type> = params.iter().map(|(_, t)| t.clone()).collect();
-            let statement = client.prepare_typed(sql, &types)?;
-            statements.by_sql.insert(sql.to_string(), statement.clone());
-            statement
+    Ok(match statements {
+        Some(statements) => {
+            let statement = statements.prepared(client, sql, params)?;
+            client.query(&statement, &values(params))?
         }
-    };
-    let values: Vec<&(dyn ToSql + Sync)> = params.iter().map(|(v, _)| *v).collect();
-    Ok(client.query(&statement, &values)?)
+        None => client.query_typed(sql, params)?,
+    })
+}
+
+/// [`query`] for a statement that returns no rows: how many rows it touched.
+pub fn execute(
+    client: &mut impl GenericClient,
+    statements: Option<&mut Statements>,
+    sql: &str,
+    params: &Params<'_>,
+) -> Result<u64> {
+    Ok(match statements {
+        Some(statements) => {
+            let statement = statements.prepared(client, sql, params)?;
+            client.execute(&statement, &values(params))?
+        }
+        None => client.execute_typed(sql, params)?,
+    })
 }
