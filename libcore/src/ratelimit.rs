@@ -202,7 +202,7 @@ pub(crate) fn enforce(
     ctx: &Ctx,
     action: &str,
 ) -> Result<()> {
-    if ctx.actor.role == Role::System || std::env::var_os("XX_NORL").is_some() {
+    if ctx.actor.role == Role::System {
         return Ok(());
     }
     // One round trip takes the lock and counts. "Now" must be read after any wait for the
