@@ -4,7 +4,7 @@
 //! backdates that now for offline circulation; only staff may use it, and the audit row keeps
 //! the real time beside it.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use postgres::GenericClient;
 use uuid::Uuid;
 
@@ -161,9 +161,11 @@ impl Ctx {
         Ctx::new(Actor::system())
     }
 
-    /// The effective now of every rule check and every timestamp written.
+    /// The effective now of every rule check and every timestamp written, to the microsecond
+    /// PostgreSQL keeps: a time read once is then the same in Rust and in the database, so a
+    /// value built before it is written (a borrow's loan, its audit row) is what is stored.
     pub fn now(&self) -> DateTime<Utc> {
-        self.at.unwrap_or_else(Utc::now)
+        self.at.unwrap_or_else(Utc::now).trunc_subsecs(6)
     }
 
     /// Fails with `permission_denied` unless the actor's role grants `cap`.

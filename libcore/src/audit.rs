@@ -7,10 +7,11 @@
 //! denies, roll back first and then audit the attempt on its own, so a failed command changes
 //! nothing but the log.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use postgres::types::Type;
+use postgres::types::{ToSql, Type};
 use postgres::{Client, GenericClient, Transaction};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -18,6 +19,7 @@ use uuid::Uuid;
 use crate::actor::Ctx;
 use crate::error::{Error, Result};
 use crate::ids;
+use crate::ratelimit::Gate;
 use crate::session::{self, Connection, Statements};
 
 /// How many times a transient conflict is retried before it surfaces.
@@ -54,6 +56,8 @@ pub struct Audited<T> {
     pub entity_id: Option<String>,
     /// Details for the audit row; before/after values for updates.
     pub details: Value,
+    /// The body already wrote its `ok` row with an [`OkRow`]; [`run_on`] writes none.
+    written: bool,
 }
 
 impl<T> Audited<T> {
@@ -63,49 +67,95 @@ impl<T> Audited<T> {
             value,
             entity_id: Some(entity_id.to_string()),
             details,
+            written: false,
+        }
+    }
+
+    /// A value with audit details but no entity (the mutation created or changed none).
+    pub fn without_entity(value: T, details: Value) -> Audited<T> {
+        Audited {
+            value,
+            entity_id: None,
+            details,
+            written: false,
+        }
+    }
+
+    /// A value whose `ok` row the body wrote itself, in its last statement ([`OkRow`]).
+    pub fn written(value: T) -> Audited<T> {
+        Audited {
+            value,
+            entity_id: None,
+            details: Value::Null,
+            written: true,
         }
     }
 }
 
-/// Runs `body` in a transaction as described in the module docs.
+/// Runs `body` in a transaction as described in the module docs, after the rate-limit check.
 pub fn run<T>(
     client: &mut Client,
     ctx: &Ctx,
     op: &Operation,
     mut body: impl FnMut(&mut Transaction<'_>) -> Result<Audited<T>>,
 ) -> Result<T> {
-    run_on(client, ctx, op, |tx, _| body(tx))
+    run_on(client, ctx, op, |tx, statements, gate| {
+        gate.pass(tx, statements)?;
+        body(tx)
+    })
 }
 
-/// [`run`] on a connection that may keep its statements prepared (a [`Session`]): the limiter,
-/// the audit row and the body (which gets the statements too) then send prepared statements.
+/// [`run`] on a connection that may keep its statements prepared (a [`Session`]), for a body
+/// that passes the rate-limit [`Gate`] itself, before its work: on its own, or with its first
+/// read in the same round trip. A body that fails before passing it (an unknown key, a denied
+/// permission) still has the gate checked first, so a rate-limited actor is told so whatever
+/// else is wrong, as if the limit had been checked first.
 ///
 /// [`Session`]: crate::session::Session
 pub fn run_on<T>(
     connection: &mut impl Connection,
     ctx: &Ctx,
     op: &Operation,
-    mut body: impl FnMut(&mut Transaction<'_>, Option<&mut Statements>) -> Result<Audited<T>>,
+    mut body: impl FnMut(
+        &mut Transaction<'_>,
+        Option<&mut Statements>,
+        &mut Gate<'_>,
+    ) -> Result<Audited<T>>,
 ) -> Result<T> {
     let (client, mut statements) = connection.parts();
     let mut attempt = 0;
     loop {
         let result: Result<T> = (|| {
             let mut tx = client.transaction()?;
-            crate::ratelimit::enforce(&mut tx, statements.as_deref_mut(), ctx, op.action)?;
-            let done = body(&mut tx, statements.as_deref_mut())?;
-            append(
-                &mut tx,
-                statements.as_deref_mut(),
-                ctx,
-                &Entry {
-                    action: op.action,
-                    entity_type: op.entity_type,
-                    entity_id: done.entity_id.clone(),
-                    outcome: "ok",
-                    details: done.details,
-                },
-            )?;
+            let mut gate = Gate::new(ctx, op.action);
+            let done = match body(&mut tx, statements.as_deref_mut(), &mut gate) {
+                Ok(_) if !gate.passed() => {
+                    return Err(Error::Internal(format!(
+                        "{} did its work without passing the rate-limit gate",
+                        op.action
+                    )))
+                }
+                Ok(done) => done,
+                Err(e) if !gate.passed() && !matches!(e, Error::Database(_)) => {
+                    gate.pass(&mut tx, statements.as_deref_mut())?;
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            };
+            if !done.written {
+                append(
+                    &mut tx,
+                    statements.as_deref_mut(),
+                    ctx,
+                    &Entry {
+                        action: op.action,
+                        entity_type: op.entity_type,
+                        entity_id: done.entity_id.clone(),
+                        outcome: "ok",
+                        details: done.details,
+                    },
+                )?;
+            }
             tx.commit()?;
             Ok(done.value)
         })();
@@ -187,25 +237,120 @@ fn append(
     ctx: &Ctx,
     entry: &Entry,
 ) -> Result<()> {
-    let at = ctx.now();
-    // Every mutation pays for this statement: `audit_append` (V10) keeps the INSERT's plan.
-    session::query(
-        client,
-        statements,
-        "SELECT audit_append($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        &[
-            (&ids::new_id(at), Type::UUID),
-            (&at, Type::TIMESTAMPTZ),
-            (&ctx.actor.name, Type::TEXT),
-            (&ctx.actor.role.as_str(), Type::TEXT),
-            (&entry.action, Type::TEXT),
-            (&entry.entity_type, Type::TEXT),
-            (&entry.entity_id, Type::TEXT),
-            (&entry.outcome, Type::TEXT),
-            (&entry.details, Type::JSONB),
-        ],
-    )?;
+    let row = RowValues::new(ctx, entry, ctx.now());
+    session::execute(client, statements, &INSERT_ROW, &row.params())?;
     Ok(())
+}
+
+/// The INSERT of one audit row, its values numbered from `$first` in [`RowValues::params`]'s
+/// order.
+fn insert_row_sql(first: usize) -> String {
+    let values: Vec<String> = (first..first + RowValues::COUNT)
+        .map(|n| format!("${n}"))
+        .collect();
+    format!(
+        "INSERT INTO audit_log (id, at, actor, actor_role, action, entity_type, entity_id, outcome, details) VALUES ({})",
+        values.join(", ")
+    )
+}
+
+static INSERT_ROW: LazyLock<String> = LazyLock::new(|| insert_row_sql(1));
+
+/// One audit row's values.
+struct RowValues {
+    id: Uuid,
+    at: DateTime<Utc>,
+    actor: String,
+    actor_role: &'static str,
+    action: &'static str,
+    entity_type: &'static str,
+    entity_id: Option<String>,
+    outcome: &'static str,
+    details: Value,
+}
+
+impl RowValues {
+    const COUNT: usize = 9;
+
+    fn new(ctx: &Ctx, entry: &Entry, at: DateTime<Utc>) -> RowValues {
+        RowValues {
+            id: ids::new_id(at),
+            at,
+            actor: ctx.actor.name.clone(),
+            actor_role: ctx.actor.role.as_str(),
+            action: entry.action,
+            entity_type: entry.entity_type,
+            entity_id: entry.entity_id.clone(),
+            outcome: entry.outcome,
+            details: entry.details.clone(),
+        }
+    }
+
+    fn params(&self) -> [(&(dyn ToSql + Sync), Type); RowValues::COUNT] {
+        [
+            (&self.id, Type::UUID),
+            (&self.at, Type::TIMESTAMPTZ),
+            (&self.actor, Type::TEXT),
+            (&self.actor_role, Type::TEXT),
+            (&self.action, Type::TEXT),
+            (&self.entity_type, Type::TEXT),
+            (&self.entity_id, Type::TEXT),
+            (&self.outcome, Type::TEXT),
+            (&self.details, Type::JSONB),
+        ]
+    }
+}
+
+/// The `ok` row of a mutation, for a body that writes it in its own last statement rather than
+/// leave it to [`run_on`]: on the borrow/return/renew hot path that is one round trip fewer,
+/// out of six. The statement carries the row's INSERT as a data-modifying CTE ([`OkRow::sql`]),
+/// which PostgreSQL runs whether or not the statement reads it, and the body returns
+/// [`Audited::written`].
+pub struct OkRow(RowValues);
+
+impl OkRow {
+    /// The `ok` row of `op` by the context's actor, stamped `at`: the effective time the body
+    /// acted at, so the row and the change it describes carry the same time.
+    pub fn new(
+        ctx: &Ctx,
+        op: &Operation,
+        at: DateTime<Utc>,
+        entity_id: impl ToString,
+        details: Value,
+    ) -> OkRow {
+        OkRow(RowValues::new(
+            ctx,
+            &Entry {
+                action: op.action,
+                entity_type: op.entity_type,
+                entity_id: Some(entity_id.to_string()),
+                outcome: "ok",
+                details,
+            },
+            at,
+        ))
+    }
+
+    /// `WITH audited AS (INSERT INTO audit_log …), {ctes} {statement}`, where `statement` and
+    /// `ctes` (empty, or a CTE list without `WITH`) use parameters `$1..$own` and the row's
+    /// values follow them.
+    pub fn sql(own: usize, ctes: &str, statement: &str) -> String {
+        let comma = if ctes.is_empty() { "" } else { ", " };
+        format!(
+            "WITH audited AS ({}){comma}{ctes} {statement}",
+            insert_row_sql(own + 1)
+        )
+    }
+
+    /// `own` parameters followed by the row's values, in the numbering of [`OkRow::sql`].
+    pub fn params<'a>(
+        &'a self,
+        own: &[(&'a (dyn ToSql + Sync), Type)],
+    ) -> Vec<(&'a (dyn ToSql + Sync), Type)> {
+        let mut all = own.to_vec();
+        all.extend(self.0.params());
+        all
+    }
 }
 
 /// One row of `audit export`.

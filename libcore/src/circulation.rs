@@ -17,15 +17,17 @@
 //! [`Session`](crate::session::Session) each is prepared the first time and only executed
 //! after that.
 
+use std::sync::LazyLock;
+
 use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
-use postgres::types::Type;
+use postgres::types::{ToSql, Type};
 use postgres::{Client, GenericClient, Transaction};
 use serde_json::json;
 use uuid::Uuid;
 
 use crate::actor::{Capability, Ctx};
-use crate::audit::{self, Audited, Operation};
+use crate::audit::{self, Audited, OkRow, Operation};
 use crate::calendar::{parse_timezone, Calendar};
 use crate::catalog;
 use crate::error::{Error, Refusal, Result};
@@ -33,6 +35,7 @@ use crate::fines::{self, FinePolicy};
 use crate::ids;
 use crate::members;
 use crate::page::{Cursor, Page};
+use crate::ratelimit::{Gate, GatedRead};
 use crate::session::{self, Connection, Statements};
 
 /// Short-loan books go out for at most this many days, whatever the member's rule says.
@@ -162,9 +165,13 @@ enum Whose {
 /// same round trip the member's rule, the calendar and their standing: payments, stored fines
 /// and open loans, read once the locks are held, so nothing committed by the previous holder
 /// of the member lock is missed (`circulation_member`, V9).
+///
+/// Given the mutation's rate-limit [`Gate`], the call goes out behind it, in the same round
+/// trip; without one (the caller's transaction has passed its own), on its own.
 fn lock_member(
     tx: &mut Transaction<'_>,
     statements: Option<&mut Statements>,
+    gate: Option<&mut Gate<'_>>,
     whose: Whose,
     book: Option<Uuid>,
 ) -> Result<LockedMember> {
@@ -172,16 +179,15 @@ fn lock_member(
         Whose::Member(id) => (Some(id), None),
         Whose::LoanOf(id) => (None, Some(id)),
     };
-    let rows = session::query(
-        tx,
-        statements,
-        "SELECT * FROM circulation_member($1, $2, $3)",
-        &[
-            (&member, Type::UUID),
-            (&loan, Type::UUID),
-            (&book, Type::UUID),
-        ],
-    )?;
+    let params: [(&(dyn ToSql + Sync), Type); 3] = [
+        (&member, Type::UUID),
+        (&loan, Type::UUID),
+        (&book, Type::UUID),
+    ];
+    let rows = match gate {
+        Some(gate) => gate.pass_with(tx, statements, &MEMBER_GATED, &params)?,
+        None => session::query(tx, statements, MEMBER_CALL_SQL, &params)?,
+    };
     let row = rows.first().ok_or_else(|| match whose {
         Whose::Member(id) => Error::not_found("member", id.to_string()),
         Whose::LoanOf(id) => Error::not_found("loan", id.to_string()),
@@ -236,6 +242,10 @@ fn lock_member(
         }),
     })
 }
+
+const MEMBER_CALL: &str = "circulation_member($1, $2, $3)";
+const MEMBER_CALL_SQL: &str = "SELECT * FROM circulation_member($1, $2, $3)";
+static MEMBER_GATED: LazyLock<GatedRead> = LazyLock::new(|| GatedRead::new(MEMBER_CALL, 3));
 
 impl LockedMember {
     /// The member's open loan `id`, as read under the lock; `already_returned` when it is
@@ -347,7 +357,7 @@ pub fn borrow(
         "loan",
         json!({ "member": member, "book": book }),
     );
-    audit::run_on(connection, ctx, &op, |tx, statements| {
+    audit::run_on(connection, ctx, &op, |tx, mut statements, gate| {
         // An id needs no lookup: the lock below reads the row (and says not_found) anyway.
         let member_id = match Uuid::parse_str(member.trim()) {
             Ok(id) => id,
@@ -358,23 +368,30 @@ pub fn borrow(
             Ok(id) => id,
             Err(_) => catalog::book_id(tx, book)?,
         };
-        let loan = borrow_in(
+        let loan = plan_borrow(
             tx,
-            statements,
+            statements.as_deref_mut(),
+            Some(gate),
             ctx,
             member_id,
             book_id,
             Overrides::default(),
         )?;
-        Ok(Audited::new(
-            loan.clone(),
+        let row = OkRow::new(
+            ctx,
+            &op,
+            loan.borrowed_at,
             loan.id,
             json!({ "after": loan }),
-        ))
+        );
+        let params = row.params(&insert_loan_params(&loan));
+        session::execute(tx, statements, &BORROW_AUDITED, &params)?;
+        Ok(Audited::written(loan))
     })
 }
 
-/// The borrow itself, inside a caller's transaction; approvals reuse it for overrides.
+/// The borrow itself, inside a caller's transaction that writes its own audit row: approvals
+/// reuse it for overrides.
 pub(crate) fn borrow_in(
     tx: &mut Transaction<'_>,
     mut statements: Option<&mut Statements>,
@@ -383,10 +400,62 @@ pub(crate) fn borrow_in(
     book_id: Uuid,
     overrides: Overrides,
 ) -> Result<Loan> {
+    let loan = plan_borrow(
+        tx,
+        statements.as_deref_mut(),
+        None,
+        ctx,
+        member_id,
+        book_id,
+        overrides,
+    )?;
+    session::execute(
+        tx,
+        statements,
+        &format!("WITH {BORROW_TAKEN} {BORROW_INSERT}"),
+        &insert_loan_params(&loan),
+    )?;
+    Ok(loan)
+}
+
+/// A borrow's writes: the copy leaves the shelf and the loan is inserted.
+const BORROW_TAKEN: &str = "taken AS (UPDATE book SET available_copies = available_copies - 1, \
+     times_borrowed = times_borrowed + 1 WHERE id = $2)";
+const BORROW_INSERT: &str =
+    "INSERT INTO loan (id, book_id, member_id, borrowed_at, due_at, fine_cents_per_day, grace_days, max_fine_cents) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+static BORROW_AUDITED: LazyLock<String> =
+    LazyLock::new(|| OkRow::sql(8, BORROW_TAKEN, BORROW_INSERT));
+
+fn insert_loan_params(loan: &Loan) -> [(&(dyn ToSql + Sync), Type); 8] {
+    [
+        (&loan.id, Type::UUID),
+        (&loan.book_id, Type::UUID),
+        (&loan.member_id, Type::UUID),
+        (&loan.borrowed_at, Type::TIMESTAMPTZ),
+        (&loan.due_at, Type::TIMESTAMPTZ),
+        (&loan.fine_cents_per_day, Type::INT8),
+        (&loan.grace_days, Type::INT4),
+        (&loan.max_fine_cents, Type::INT8),
+    ]
+}
+
+/// Locks the member and the book and applies every rule of a borrow; the loan it would insert.
+/// Nothing is written.
+fn plan_borrow(
+    tx: &mut Transaction<'_>,
+    statements: Option<&mut Statements>,
+    gate: Option<&mut Gate<'_>>,
+    ctx: &Ctx,
+    member_id: Uuid,
+    book_id: Uuid,
+    overrides: Overrides,
+) -> Result<Loan> {
     let now = ctx.now();
     let member = lock_member(
         tx,
-        statements.as_deref_mut(),
+        statements,
+        gate,
         Whose::Member(member_id),
         Some(book_id),
     )?;
@@ -444,27 +513,19 @@ pub(crate) fn borrow_in(
         .calendar
         .due_at(now, loan_days(&member.rule, category));
     let policy = member.rule.fine_policy();
-    let rows = session::query(
-        tx,
-        statements,
-        &format!(
-            "WITH taken AS (UPDATE book SET available_copies = available_copies - 1, times_borrowed = times_borrowed + 1 WHERE id = $2)
-             INSERT INTO loan (id, book_id, member_id, borrowed_at, due_at, fine_cents_per_day, grace_days, max_fine_cents)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-             RETURNING {LOAN_COLUMNS}"
-        ),
-        &[
-            (&ids::new_id(now), Type::UUID),
-            (&book_id, Type::UUID),
-            (&member_id, Type::UUID),
-            (&now, Type::TIMESTAMPTZ),
-            (&due_at, Type::TIMESTAMPTZ),
-            (&policy.fine_cents_per_day, Type::INT8),
-            (&policy.grace_days, Type::INT4),
-            (&policy.max_fine_cents, Type::INT8),
-        ],
-    )?;
-    Ok(loan_from_row(&rows[0]))
+    Ok(Loan {
+        id: ids::new_id(now),
+        book_id,
+        member_id,
+        borrowed_at: now,
+        due_at,
+        returned_at: None,
+        renewals: 0,
+        fine_cents: 0,
+        fine_cents_per_day: policy.fine_cents_per_day,
+        grace_days: policy.grace_days,
+        max_fine_cents: policy.max_fine_cents,
+    })
 }
 
 /// Finds a member's loan of a book, without locking it: `(member id, loan id)` of the open
@@ -487,15 +548,19 @@ fn find_loan(tx: &mut impl GenericClient, member: &str, book: &str) -> Result<(U
 fn lock_member_of(
     tx: &mut Transaction<'_>,
     statements: Option<&mut Statements>,
+    gate: &mut Gate<'_>,
     ctx: &Ctx,
     loan: &LoanRef,
 ) -> Result<(LockedMember, Uuid)> {
     let (member, loan_id) = match loan {
-        LoanRef::Id(id) => (lock_member(tx, statements, Whose::LoanOf(*id), None)?, *id),
+        LoanRef::Id(id) => (
+            lock_member(tx, statements, Some(gate), Whose::LoanOf(*id), None)?,
+            *id,
+        ),
         LoanRef::MemberBook { member, book } => {
             let (member_id, loan_id) = find_loan(tx, member, book)?;
             (
-                lock_member(tx, statements, Whose::Member(member_id), None)?,
+                lock_member(tx, statements, Some(gate), Whose::Member(member_id), None)?,
                 loan_id,
             )
         }
@@ -507,8 +572,8 @@ fn lock_member_of(
 /// Returns a loan: restores the copy and freezes the fine, atomically.
 pub fn return_loan(connection: &mut impl Connection, ctx: &Ctx, loan: &LoanRef) -> Result<Loan> {
     let op = Operation::new("loan.return", "loan", json!({ "loan": loan }));
-    audit::run_on(connection, ctx, &op, |tx, mut statements| {
-        let (member, loan_id) = lock_member_of(tx, statements.as_deref_mut(), ctx, loan)?;
+    audit::run_on(connection, ctx, &op, |tx, mut statements, gate| {
+        let (member, loan_id) = lock_member_of(tx, statements.as_deref_mut(), gate, ctx, loan)?;
         let current = member.open_loan(loan_id)?;
         let now = ctx.now();
         if now < current.borrowed_at {
@@ -521,40 +586,45 @@ pub fn return_loan(connection: &mut impl Connection, ctx: &Ctx, loan: &LoanRef) 
             ));
         }
         let fine = fines::fine_cents(&current.policy, current.due_at, now, &member.calendar);
-        // One statement takes the loan's and the book's row locks. No cycle can form: the
-        // member lock keeps every other circulation command off this loan, and the fines job
-        // locks loans but never waits for a book.
-        let rows = session::query(
-            tx,
-            statements,
-            &format!(
-                "WITH restored AS (UPDATE book SET available_copies = available_copies + 1 WHERE id = $2)
-                 UPDATE loan SET returned_at = $3, fine_cents = $4, fine_assessed_on = $5
-                 WHERE id = $1 RETURNING {LOAN_COLUMNS}"
-            ),
-            &[
-                (&current.id, Type::UUID),
-                (&current.book_id, Type::UUID),
-                (&now, Type::TIMESTAMPTZ),
-                (&fine, Type::INT8),
-                (&member.calendar.local_date(now), Type::DATE),
-            ],
-        )?;
-        let returned = loan_from_row(&rows[0]);
-        Ok(Audited::new(
-            returned.clone(),
-            returned.id,
+        let row = OkRow::new(
+            ctx,
+            &op,
+            now,
+            current.id,
             json!({ "before": { "returned_at": null, "fine_cents": current.stored_fine_cents },
-                    "after": { "returned_at": returned.returned_at, "fine_cents": returned.fine_cents } }),
-        ))
+                    "after": { "returned_at": now, "fine_cents": fine } }),
+        );
+        let own: [(&(dyn ToSql + Sync), Type); 5] = [
+            (&current.id, Type::UUID),
+            (&current.book_id, Type::UUID),
+            (&now, Type::TIMESTAMPTZ),
+            (&fine, Type::INT8),
+            (&member.calendar.local_date(now), Type::DATE),
+        ];
+        let rows = session::query(tx, statements, &RETURN_AUDITED, &row.params(&own))?;
+        Ok(Audited::written(loan_from_row(&rows[0])))
     })
 }
+
+/// A return's writes, in one statement that takes the loan's and the book's row locks. No
+/// cycle can form: the member lock keeps every other circulation command off this loan, and
+/// the fines job locks loans but never waits for a book.
+static RETURN_AUDITED: LazyLock<String> = LazyLock::new(|| {
+    OkRow::sql(
+        5,
+        "restored AS (UPDATE book SET available_copies = available_copies + 1 WHERE id = $2)",
+        &format!(
+            "UPDATE loan SET returned_at = $3, fine_cents = $4, fine_assessed_on = $5 \
+             WHERE id = $1 RETURNING {LOAN_COLUMNS}"
+        ),
+    )
+});
 
 /// Renews a loan by `loan_days` from the later of now and its current due date.
 pub fn renew(connection: &mut impl Connection, ctx: &Ctx, loan: &LoanRef) -> Result<Loan> {
     let op = Operation::new("loan.renew", "loan", json!({ "loan": loan }));
-    audit::run_on(connection, ctx, &op, |tx, mut statements| {
-        let (member, loan_id) = lock_member_of(tx, statements.as_deref_mut(), ctx, loan)?;
+    audit::run_on(connection, ctx, &op, |tx, mut statements, gate| {
+        let (member, loan_id) = lock_member_of(tx, statements.as_deref_mut(), gate, ctx, loan)?;
         let current = member.open_loan(loan_id)?;
         let now = ctx.now();
         if current.renewals >= member.rule.max_renewals {
@@ -571,21 +641,28 @@ pub fn renew(connection: &mut impl Connection, ctx: &Ctx, loan: &LoanRef) -> Res
         require_not_blocked(&member, &loans)?;
         let loan_days = loan_days(&member.rule, &current.book_category);
         let due_at = member.calendar.due_at(now.max(current.due_at), loan_days);
-        let rows = session::query(
-            tx,
-            statements,
-            &format!("UPDATE loan SET due_at = $2, renewals = renewals + 1 WHERE id = $1 RETURNING {LOAN_COLUMNS}"),
-            &[(&current.id, Type::UUID), (&due_at, Type::TIMESTAMPTZ)],
-        )?;
-        let renewed = loan_from_row(&rows[0]);
-        Ok(Audited::new(
-            renewed.clone(),
-            renewed.id,
+        let row = OkRow::new(
+            ctx,
+            &op,
+            now,
+            current.id,
             json!({ "before": { "due_at": current.due_at, "renewals": current.renewals },
-                    "after": { "due_at": renewed.due_at, "renewals": renewed.renewals } }),
-        ))
+                    "after": { "due_at": due_at, "renewals": current.renewals + 1 } }),
+        );
+        let own: [(&(dyn ToSql + Sync), Type); 2] =
+            [(&current.id, Type::UUID), (&due_at, Type::TIMESTAMPTZ)];
+        let rows = session::query(tx, statements, &RENEW_AUDITED, &row.params(&own))?;
+        Ok(Audited::written(loan_from_row(&rows[0])))
     })
 }
+
+static RENEW_AUDITED: LazyLock<String> = LazyLock::new(|| {
+    OkRow::sql(
+        2,
+        "",
+        &format!("UPDATE loan SET due_at = $2, renewals = renewals + 1 WHERE id = $1 RETURNING {LOAN_COLUMNS}"),
+    )
+});
 
 /// Filters for [`list_loans`].
 #[derive(Debug, Clone, Default)]

@@ -422,11 +422,7 @@ pub fn bootstrap_admin(client: &mut Client, email: &str, name: &str) -> Result<O
             .query_opt("SELECT 1 FROM member WHERE role = 'admin' LIMIT 1", &[])?
             .is_some();
         if has_admin {
-            return Ok(Audited {
-                value: None,
-                entity_id: None,
-                details: json!({ "created": false }),
-            });
+            return Ok(Audited::without_entity(None, json!({ "created": false })));
         }
         let admin =
             insert_members(tx, std::slice::from_ref(&valid), "active", ctx.now())?.remove(0);

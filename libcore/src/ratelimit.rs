@@ -14,7 +14,7 @@ use serde_json::json;
 use crate::actor::{Capability, Ctx, Role};
 use crate::audit::{self, Audited, Operation};
 use crate::error::{Error, Result};
-use crate::session::{self, Statements};
+use crate::session::{self, Params, Statements};
 
 /// Actions in the `borrow` group.
 pub const BORROW_ACTIONS: &[&str] = &["loan.borrow", "loan.renew"];
@@ -71,15 +71,13 @@ pub struct Budget {
 /// How [`budget_rows`] counts.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Count {
-    /// Take the actor's lock and count, in one round trip (`rate_limit_decision`, V8).
-    Decide,
-    /// Count just enough to decide, under a lock already held.
+    /// Count just enough to decide, under the actor's lock (held since the gate).
     Recount,
     /// Count exactly, for `rate-limit status`.
     Exact,
 }
 
-/// The policy rows behind a decision or a status, from the SQL functions of V8.
+/// The policy rows behind a refusal or a status, from `rate_limit_budgets` (V8, V12).
 fn budget_rows(
     client: &mut impl GenericClient,
     statements: Option<&mut Statements>,
@@ -89,38 +87,22 @@ fn budget_rows(
     groups: &[&str],
     now: DateTime<Utc>,
 ) -> Result<Vec<postgres::Row>> {
-    let params: [(&(dyn postgres::types::ToSql + Sync), Type); 6] = [
-        (&actor, Type::TEXT),
-        (&role.as_str(), Type::TEXT),
-        (&groups, Type::TEXT_ARRAY),
-        (&now, Type::TIMESTAMPTZ),
-        (&(BURST_SECONDS as f64), Type::FLOAT8),
-        (&BORROW_ACTIONS, Type::TEXT_ARRAY),
-    ];
-    if count == Count::Decide {
-        return session::query(
-            client,
-            statements,
-            "SELECT role, action_group, limit_count, window_seconds, burst, used, burst_used, stale
-             FROM rate_limit_decision($1, $2, $3, $4, $5, $6)",
-            &params,
-        );
-    }
-    let mut params = params.to_vec();
     let bounded = count == Count::Recount;
-    params.push((&bounded, Type::BOOL));
     session::query(
         client,
         statements,
-        "SELECT role, action_group, limit_count, window_seconds, burst, used, burst_used, false
+        "SELECT role, action_group, limit_count, window_seconds, burst, used, burst_used
          FROM rate_limit_budgets($1, $2, $3, $4, $5, $6, $7)",
-        &params,
+        &[
+            (&actor, Type::TEXT),
+            (&role.as_str(), Type::TEXT),
+            (&groups, Type::TEXT_ARRAY),
+            (&now, Type::TIMESTAMPTZ),
+            (&(BURST_SECONDS as f64), Type::FLOAT8),
+            (&BORROW_ACTIONS, Type::TEXT_ARRAY),
+            (&bounded, Type::BOOL),
+        ],
     )
-}
-
-/// Whether `rate_limit_decision` found the clock reading stale (see V8).
-fn is_stale(rows: &[postgres::Row]) -> bool {
-    rows.first().is_some_and(|r| r.get::<_, bool>(7))
 }
 
 /// Budgets from [`budget_rows`], with the wait when a window is full.
@@ -194,55 +176,193 @@ pub fn retry_after(
     }
 }
 
-/// Refuses the action with `rate_limited` if any policy of the actor's role is exhausted.
-/// Runs inside the mutation's transaction, before its work. `system` is exempt.
-pub(crate) fn enforce(
-    tx: &mut impl GenericClient,
-    mut statements: Option<&mut Statements>,
-    ctx: &Ctx,
-    action: &str,
-) -> Result<()> {
-    if ctx.actor.role == Role::System {
-        return Ok(());
-    }
-    // One round trip takes the lock and counts. "Now" must be read after any wait for the
-    // lock, or an attempt committed while we waited would fall after our window's end: when
-    // that happened the function says the reading is stale, and we read the clock again.
-    let groups = groups_of(action);
-    let (actor, role) = (&ctx.actor.name, ctx.actor.role);
-    let mut now = ctx.now();
-    let mut rows = budget_rows(
-        tx,
-        statements.as_deref_mut(),
-        Count::Decide,
-        actor,
-        role,
-        &groups,
-        now,
-    )?;
-    if is_stale(&rows) {
-        now = ctx.now();
-        rows = budget_rows(tx, statements, Count::Recount, actor, role, &groups, now)?;
-    }
-    for b in budgets(tx, actor, rows, now)? {
-        if b.retry_after_secs > 0 {
-            return Err(Error::RateLimited {
-                message: format!(
-                    "{} made {} {} attempts in {} s (limit {}) and {} in {} s (burst {})",
-                    ctx.actor.name,
-                    b.used,
-                    b.action_group,
-                    b.window_seconds,
-                    b.limit_count,
-                    b.burst_used,
-                    BURST_SECONDS,
-                    b.burst
-                ),
-                retry_after_secs: b.retry_after_secs.max(1) as u64,
-            });
+/// The rate-limit check of one mutation, inside its transaction and before its work.
+/// [`audit::run_on`] hands one to the body, which passes it once: alone ([`Gate::pass`]) or
+/// with its first read in the same round trip ([`Gate::pass_with`]). Passing refuses with
+/// `rate_limited` when a policy of the actor's role is exhausted; `system` is exempt.
+///
+/// The gate (`rate_limit_gate`, V12) takes the actor's advisory lock, held to COMMIT, and reads
+/// "now" before it: when an attempt by the same actor committed while it waited for the lock,
+/// that reading is stale (the attempt falls after the window's end), and the gate says so; the
+/// policies are then counted again at a fresh reading. A refusal is counted again too, for the
+/// figures its message gives: both are rare paths, under the lock the gate already holds.
+pub struct Gate<'a> {
+    ctx: &'a Ctx,
+    action: &'static str,
+    /// The actor's role, as the gate's parameter.
+    role: &'static str,
+    passed: bool,
+}
+
+/// A set-returning call a body reads first, put behind the gate in one statement:
+///
+/// ```sql
+/// SELECT f.*, g.allowed, g.stale FROM rate_limit_gate(…) g
+/// LEFT JOIN LATERAL (SELECT *, true FROM call WHERE g.allowed OFFSET 0) f ON true
+/// ```
+///
+/// The lateral reference puts the gate on the outer side, so it runs (and locks) first, and
+/// `g.allowed` becomes a one-time filter: a refused attempt never runs the call.
+pub struct GatedRead {
+    gated: String,
+    ungated: String,
+}
+
+impl GatedRead {
+    /// `call`, such as `circulation_member($1, $2, $3)`, uses parameters `$1..$own`; the
+    /// gate's follow them. The call's columns keep their positions in the rows returned.
+    pub fn new(call: &str, own: usize) -> GatedRead {
+        let gate: Vec<String> = (own + 1..=own + 6).map(|n| format!("${n}")).collect();
+        GatedRead {
+            gated: format!(
+                "SELECT f.*, g.allowed, g.stale FROM rate_limit_gate({}) g
+                 LEFT JOIN LATERAL (SELECT *, true AS read_row FROM {call} WHERE g.allowed OFFSET 0) f ON true",
+                gate.join(", ")
+            ),
+            ungated: format!("SELECT f.*, true AS read_row, true, false FROM {call} f"),
         }
     }
-    Ok(())
+}
+
+impl<'a> Gate<'a> {
+    /// The check `action` by the context's actor must pass.
+    pub fn new(ctx: &'a Ctx, action: &'static str) -> Gate<'a> {
+        Gate {
+            ctx,
+            action,
+            role: ctx.actor.role.as_str(),
+            passed: false,
+        }
+    }
+
+    /// Whether the body has passed the gate.
+    pub fn passed(&self) -> bool {
+        self.passed
+    }
+
+    fn exempt(&self) -> bool {
+        self.ctx.actor.role == Role::System
+    }
+
+    fn start(&mut self) -> Result<()> {
+        if self.passed {
+            return Err(Error::Internal(format!(
+                "{} passed the rate-limit gate twice",
+                self.action
+            )));
+        }
+        self.passed = true;
+        Ok(())
+    }
+
+    /// Passes the gate on its own.
+    pub fn pass(
+        &mut self,
+        tx: &mut impl GenericClient,
+        mut statements: Option<&mut Statements>,
+    ) -> Result<()> {
+        self.start()?;
+        if self.exempt() {
+            return Ok(());
+        }
+        let now = self.ctx.now();
+        let groups = groups_of(self.action);
+        let rows = session::query(
+            tx,
+            statements.as_deref_mut(),
+            "SELECT allowed, stale FROM rate_limit_gate($1, $2, $3, $4, $5, $6)",
+            &self.gate_params(&groups, &now),
+        )?;
+        let (allowed, stale) = (rows[0].get(0), rows[0].get(1));
+        if allowed {
+            return Ok(());
+        }
+        self.recount(tx, statements, stale, now)
+    }
+
+    /// Passes the gate and runs `read` behind it, in one round trip: the read's rows. Its
+    /// parameters come first, numbered as in [`GatedRead::new`].
+    pub fn pass_with(
+        &mut self,
+        tx: &mut impl GenericClient,
+        mut statements: Option<&mut Statements>,
+        read: &GatedRead,
+        params: &Params<'_>,
+    ) -> Result<Vec<postgres::Row>> {
+        self.start()?;
+        if !self.exempt() {
+            let now = self.ctx.now();
+            let groups = groups_of(self.action);
+            let mut all = params.to_vec();
+            all.extend(self.gate_params(&groups, &now));
+            let rows = session::query(tx, statements.as_deref_mut(), &read.gated, &all)?;
+            let columns = rows[0].len();
+            let (allowed, stale) = (rows[0].get(columns - 2), rows[0].get(columns - 1));
+            if allowed {
+                return Ok(read_rows(rows));
+            }
+            self.recount(tx, statements.as_deref_mut(), stale, now)?;
+        }
+        session::query(tx, statements, &read.ungated, params).map(read_rows)
+    }
+
+    fn gate_params<'p>(
+        &'p self,
+        groups: &'p Vec<&'static str>,
+        now: &'p DateTime<Utc>,
+    ) -> [(&'p (dyn postgres::types::ToSql + Sync), Type); 6] {
+        [
+            (&self.ctx.actor.name, Type::TEXT),
+            (&self.role, Type::TEXT),
+            (groups, Type::TEXT_ARRAY),
+            (now, Type::TIMESTAMPTZ),
+            (&(BURST_SECONDS as f64), Type::FLOAT8),
+            (&BORROW_ACTIONS, Type::TEXT_ARRAY),
+        ]
+    }
+
+    /// The gate said no: counts again under the lock it holds (at a fresh clock reading when it
+    /// found the old one stale) and refuses with the exhausted policy's figures, or lets the
+    /// attempt go ahead when the fresh reading leaves room.
+    fn recount(
+        &self,
+        tx: &mut impl GenericClient,
+        statements: Option<&mut Statements>,
+        stale: bool,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let now = if stale { self.ctx.now() } else { now };
+        let (actor, role) = (&self.ctx.actor.name, self.ctx.actor.role);
+        let groups = groups_of(self.action);
+        let rows = budget_rows(tx, statements, Count::Recount, actor, role, &groups, now)?;
+        for b in budgets(tx, actor, rows, now)? {
+            if b.retry_after_secs > 0 {
+                return Err(Error::RateLimited {
+                    message: format!(
+                        "{} made {} {} attempts in {} s (limit {}) and {} in {} s (burst {})",
+                        actor,
+                        b.used,
+                        b.action_group,
+                        b.window_seconds,
+                        b.limit_count,
+                        b.burst_used,
+                        BURST_SECONDS,
+                        b.burst
+                    ),
+                    retry_after_secs: b.retry_after_secs.max(1) as u64,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The rows the read returned: a gated statement that ran no read (or a read that found
+/// nothing) still returns the gate's one row, with NULL read columns.
+fn read_rows(rows: Vec<postgres::Row>) -> Vec<postgres::Row> {
+    rows.into_iter()
+        .filter(|r| r.get::<_, Option<bool>>(r.len() - 3) == Some(true))
+        .collect()
 }
 
 /// Every policy.

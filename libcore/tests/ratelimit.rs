@@ -402,3 +402,49 @@ fn lifted_limits_admit_one_bench_and_a_killed_bench_leaves_them_restored_by_the_
         .get(0);
     assert_eq!(left, 0);
 }
+
+#[test]
+fn a_refused_attempt_never_reaches_the_member_and_the_limit_is_told_first() {
+    let tdb = TestDb::new();
+    let mut c = tdb.client();
+    set(&mut c, "member", "borrow", 1, 3600, 1);
+    let m = add_member(&mut c, "keen@example.org", "member");
+    let books: Vec<String> = (0..2).map(|n| add_book(&mut c, n, 1)).collect();
+    let me = ctx_of(&mut c, &m);
+    circulation::borrow(&mut c, &me, &m, &books[0]).unwrap();
+    // Another desk holds the member's row. The gate runs before the member's read in the same
+    // statement, so a refused attempt never waits for that lock; were the read to run first,
+    // this connection would time out on it instead.
+    let mut desk = tdb.client();
+    let mut held = desk.transaction().unwrap();
+    held.execute("SELECT 1 FROM member WHERE email = $1 FOR UPDATE", &[&m])
+        .unwrap();
+    let mut session = Session::new(tdb.client());
+    session.batch_execute("SET lock_timeout = '2s'").unwrap();
+    let err = circulation::borrow(&mut session, &me, &m, &books[1]).unwrap_err();
+    assert_eq!((err.code(), err.exit_code()), ("rate_limited", 6));
+    // What fails before the gate is reached (an unknown book) is still told the limit first.
+    let err = circulation::borrow(&mut session, &me, &m, "no such book").unwrap_err();
+    assert_eq!(err.code(), "rate_limited");
+    let err = circulation::return_loan(
+        &mut session,
+        &me,
+        &circulation::LoanRef::Id(uuid::Uuid::nil()),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.code(),
+        "not_found",
+        "a return is a mutation, not a borrow: under the mutation limit it goes ahead"
+    );
+    held.rollback().unwrap();
+    assert_eq!(
+        outcomes(&mut c, &m),
+        [
+            ("loan.borrow".to_string(), "ok".to_string()),
+            ("loan.borrow".into(), "rate_limited".into()),
+            ("loan.borrow".into(), "rate_limited".into()),
+            ("loan.return".into(), "refused".into()),
+        ]
+    );
+}
