@@ -39,6 +39,10 @@ pub struct BorrowBenchArgs {
     /// unnamed) and prepared once per connection, and print both ratios
     #[arg(long)]
     pub bare_sql: bool,
+    /// With --bare-sql: rounds of the three runs, each round starting with the next mode; each
+    /// mode's median run is reported and the ratios are of the medians
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=9))]
+    pub rounds: u32,
 }
 
 #[derive(Debug, Args)]
@@ -51,11 +55,15 @@ pub struct AllBenchArgs {
     /// Borrow bench: seconds for each of its three runs (1 to 600)
     #[arg(long, default_value_t = 20)]
     pub duration: u64,
+    /// Borrow bench: rounds of its three runs (see `bench borrow --rounds`)
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=9))]
+    pub rounds: u32,
     /// Keep the scratch databases afterwards
     #[arg(long)]
     pub keep: bool,
 }
 
+/// libcore against both bare-SQL baselines: each mode's median run over the rounds.
 #[derive(Serialize)]
 struct BorrowComparison {
     libcore: BorrowBenchResult,
@@ -63,6 +71,17 @@ struct BorrowComparison {
     bare_sql_prepared: BorrowBenchResult,
     ratio_libcore_to_bare: f64,
     ratio_libcore_to_bare_prepared: f64,
+    /// Every run of every round, in the order they ran.
+    rounds: Vec<Vec<RoundRun>>,
+    /// Whether every invariant held after every run, not only the median ones.
+    invariants_ok: bool,
+}
+
+/// One run of a round.
+#[derive(Serialize)]
+struct RoundRun {
+    mode: &'static str,
+    throughput_per_sec: f64,
 }
 
 /// `bench all`: everything, and one table of measures against their baselines.
@@ -207,20 +226,44 @@ fn ratio(numerator: f64, denominator: f64) -> f64 {
     (numerator / denominator.max(1e-9) * 1000.0).round() / 1000.0
 }
 
-/// libcore, then the two bare-SQL baselines, on the same database.
-fn borrow_comparison(url: &str, spec: &BorrowBench) -> anyhow::Result<BorrowComparison> {
-    let run = |mode| {
-        run_borrow_bench(
-            url,
-            &BorrowBench {
-                mode,
-                ..spec.clone()
-            },
-        )
-    };
-    let libcore = run(BorrowMode::Libcore)?;
-    let bare_sql = run(BorrowMode::BareSql)?;
-    let bare_sql_prepared = run(BorrowMode::BareSqlPrepared)?;
+/// libcore and the two bare-SQL baselines on the same database, `rounds` times. The database
+/// drifts over a run (dead rows, the cache, the audit log grows), so each round starts with
+/// the next mode: none always runs first or last.
+fn borrow_comparison(
+    url: &str,
+    spec: &BorrowBench,
+    rounds: u32,
+) -> anyhow::Result<BorrowComparison> {
+    const MODES: [BorrowMode; 3] = [
+        BorrowMode::Libcore,
+        BorrowMode::BareSql,
+        BorrowMode::BareSqlPrepared,
+    ];
+    let mut runs: [Vec<BorrowBenchResult>; 3] = Default::default();
+    let mut log = Vec::new();
+    for round in 0..rounds as usize {
+        let mut this_round = Vec::new();
+        for m in (0..MODES.len()).map(|i| (round + i) % MODES.len()) {
+            let result = run_borrow_bench(
+                url,
+                &BorrowBench {
+                    mode: MODES[m],
+                    ..spec.clone()
+                },
+            )?;
+            this_round.push(RoundRun {
+                mode: MODES[m].as_str(),
+                throughput_per_sec: result.throughput_per_sec,
+            });
+            runs[m].push(result);
+        }
+        log.push(this_round);
+    }
+    let invariants_ok = runs.iter().flatten().all(|r| r.invariants_ok);
+    let [libcore, bare_sql, bare_sql_prepared] = runs.map(|mut results| {
+        results.sort_by(|a, b| a.throughput_per_sec.total_cmp(&b.throughput_per_sec));
+        results.swap_remove(results.len() / 2)
+    });
     Ok(BorrowComparison {
         ratio_libcore_to_bare: ratio(libcore.throughput_per_sec, bare_sql.throughput_per_sec),
         ratio_libcore_to_bare_prepared: ratio(
@@ -230,15 +273,9 @@ fn borrow_comparison(url: &str, spec: &BorrowBench) -> anyhow::Result<BorrowComp
         libcore,
         bare_sql,
         bare_sql_prepared,
+        rounds: log,
+        invariants_ok,
     })
-}
-
-impl BorrowComparison {
-    fn invariants_ok(&self) -> bool {
-        [&self.libcore, &self.bare_sql, &self.bare_sql_prepared]
-            .iter()
-            .all(|r| r.invariants_ok)
-    }
 }
 
 /// Exit 8 when `db check` found a violation after a borrow run.
@@ -392,9 +429,9 @@ pub fn run(app: &mut App, command: BenchCommand) -> anyhow::Result<ExitCode> {
                 mode: BorrowMode::Libcore,
             };
             if args.bare_sql {
-                let comparison = borrow_comparison(&url, &spec)?;
+                let comparison = borrow_comparison(&url, &spec, args.rounds)?;
                 app.out.record(&comparison)?;
-                require_invariants(comparison.invariants_ok())?;
+                require_invariants(comparison.invariants_ok)?;
             } else {
                 let core = run_borrow_bench(&url, &spec)?;
                 app.out.record(&core)?;
@@ -423,8 +460,8 @@ pub fn run(app: &mut App, command: BenchCommand) -> anyhow::Result<ExitCode> {
                 hot_books: None,
                 mode: BorrowMode::Libcore,
             };
-            let borrow = borrow_comparison(&seeded.url, &spec)?;
-            let ok = borrow.invariants_ok();
+            let borrow = borrow_comparison(&seeded.url, &spec, args.rounds)?;
+            let ok = borrow.invariants_ok;
             let table = all_table(&seed, &reports, &borrow);
             if matches!(
                 app.out.format(),
