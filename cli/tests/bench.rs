@@ -22,14 +22,51 @@ fn bench_borrow_reports_throughput_latency_outcomes_and_invariants() {
             "--hot-books",
             "3",
             "--bare-sql",
+            "--rounds",
+            "2",
             "--format",
             "json",
         ])
         .run()
         .json();
+    // Each round runs the three modes, starting with the next one.
+    let rounds = report["rounds"].as_array().unwrap();
+    let order = |round: &serde_json::Value| -> Vec<String> {
+        round
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["mode"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        order(&rounds[0]),
+        ["libcore", "bare_sql", "bare_sql_prepared"]
+    );
+    assert_eq!(
+        order(&rounds[1]),
+        ["bare_sql", "bare_sql_prepared", "libcore"]
+    );
+    assert_eq!(report["invariants_ok"], true);
     for mode in ["libcore", "bare_sql", "bare_sql_prepared"] {
         let run = &report[mode];
         assert_eq!(run["mode"], mode);
+        // The run reported is one of the mode's runs (the median of two: the faster).
+        let throughputs: Vec<f64> = rounds
+            .iter()
+            .flat_map(|r| r.as_array().unwrap())
+            .filter(|r| r["mode"] == mode)
+            .map(|r| r["throughput_per_sec"].as_f64().unwrap())
+            .collect();
+        assert_eq!(throughputs.len(), 2);
+        assert_eq!(
+            run["throughput_per_sec"].as_f64().unwrap(),
+            throughputs.iter().copied().fold(f64::MIN, f64::max)
+        );
+        assert_eq!(
+            run["checkpointed"], true,
+            "the tests connect as a superuser"
+        );
         assert!(run["throughput_per_sec"].as_f64().unwrap() > 0.0, "{run}");
         for p in ["p50", "p95", "p99", "max"] {
             assert!(run["latency_ms"][p].as_f64().is_some(), "{p}");

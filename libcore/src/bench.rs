@@ -97,6 +97,24 @@ pub struct BorrowBenchResult {
     pub retries: u64,
     /// Whether `db check` found nothing afterwards.
     pub invariants_ok: bool,
+    /// Whether the run started right after a CHECKPOINT (it needs a superuser or
+    /// `pg_checkpoint`).
+    pub checkpointed: bool,
+}
+
+/// Starts a run from a fresh checkpoint. After one, the first change to each page writes the
+/// whole page to the WAL; a run that started late in a checkpoint cycle would find most pages
+/// already written and pay far less than the run before it. Each run, whatever its mode,
+/// starts from the same point. False when the role may not checkpoint.
+fn checkpoint(client: &mut Client) -> bool {
+    match client.batch_execute("CHECKPOINT") {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::warn!(error = %crate::error::describe_postgres_error(&error),
+                "bench borrow runs without a checkpoint first");
+            false
+        }
+    }
 }
 
 /// The members and books a run draws from.
@@ -349,7 +367,11 @@ pub fn run_borrow_bench(url: &str, spec: &BorrowBench) -> Result<BorrowBenchResu
         .ok_or_else(|| Error::invalid("invalid_input", "bench borrow needs an admin account"))?;
     let mut policy_client = crate::db::connect_current(url)?;
     crate::ratelimit::with_limits_lifted(&mut policy_client, &Ctx::new(admin), || {
-        run_workload(url, spec, population, setup)
+        let checkpointed = checkpoint(&mut setup);
+        run_workload(url, spec, population, setup).map(|result| BorrowBenchResult {
+            checkpointed,
+            ..result
+        })
     })
 }
 
@@ -494,5 +516,6 @@ fn run_workload(
         outcomes,
         retries: RETRIES.load(Ordering::Relaxed) - retries_before,
         invariants_ok: results.iter().all(|r| r.violations == 0),
+        checkpointed: false,
     })
 }
