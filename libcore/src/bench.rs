@@ -368,10 +368,7 @@ pub fn run_borrow_bench(url: &str, spec: &BorrowBench) -> Result<BorrowBenchResu
     let mut policy_client = crate::db::connect_current(url)?;
     crate::ratelimit::with_limits_lifted(&mut policy_client, &Ctx::new(admin), || {
         let checkpointed = checkpoint(&mut setup);
-        run_workload(url, spec, population, setup).map(|result| BorrowBenchResult {
-            checkpointed,
-            ..result
-        })
+        run_workload(url, spec, population, setup, checkpointed)
     })
 }
 
@@ -380,6 +377,7 @@ fn run_workload(
     spec: &BorrowBench,
     population: Arc<Population>,
     mut setup: Client,
+    checkpointed: bool,
 ) -> Result<BorrowBenchResult> {
     let retries_before = RETRIES.load(Ordering::Relaxed);
     let barrier = Arc::new(Barrier::new(spec.clients.max(1) + 1));
@@ -516,6 +514,6 @@ fn run_workload(
         outcomes,
         retries: RETRIES.load(Ordering::Relaxed) - retries_before,
         invariants_ok: results.iter().all(|r| r.violations == 0),
-        checkpointed: false,
+        checkpointed,
     })
 }
