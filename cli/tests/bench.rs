@@ -73,6 +73,18 @@ fn bench_borrow_reports_throughput_latency_outcomes_and_invariants() {
         }
         assert!(run["outcomes"]["ok"].as_u64().unwrap() > 0);
         assert_eq!(run["invariants_ok"], true);
+        // The machine's CPU over the run (the tests run on Linux): shares of 100 %, and
+        // some CPU time per operation, since the run did work.
+        let cpu = &run["host_cpu"];
+        for share in ["busy_percent", "steal_percent"] {
+            let v = cpu[share].as_f64().unwrap();
+            assert!((0.0..=100.0).contains(&v), "{share} {v}");
+        }
+        assert!(cpu["cpu_ms_per_op"].as_f64().unwrap() > 0.0, "{cpu}");
+    }
+    // Each run of each round carries its CPU figures too.
+    for run in rounds.iter().flat_map(|r| r.as_array().unwrap()) {
+        assert!(run["host_cpu"]["busy_percent"].as_f64().is_some(), "{run}");
     }
     assert!(report["ratio_libcore_to_bare"].as_f64().unwrap() > 0.0);
     assert!(report["ratio_libcore_to_bare_prepared"].as_f64().unwrap() > 0.0);

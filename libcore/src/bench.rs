@@ -100,6 +100,72 @@ pub struct BorrowBenchResult {
     /// Whether the run started right after a CHECKPOINT (it needs a superuser or
     /// `pg_checkpoint`).
     pub checkpointed: bool,
+    /// What the whole machine's CPUs did during the run (Linux only), so that a slow run can
+    /// be told from a starved one.
+    pub host_cpu: Option<HostCpu>,
+}
+
+/// The machine's CPU time over a run, from `/proc/stat`: every process counts, the
+/// database server's included.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct HostCpu {
+    /// Share of all CPUs' time spent working (user, system, interrupts).
+    pub busy_percent: f64,
+    /// Share taken by the hypervisor for other guests. A run with much steal measured a
+    /// smaller machine than the one described.
+    pub steal_percent: f64,
+    /// CPU time worked per operation, in milliseconds, summed over every CPU.
+    pub cpu_ms_per_op: f64,
+}
+
+/// Cumulative CPU time counters of the whole machine, in clock ticks.
+#[derive(Clone, Copy)]
+struct CpuTicks {
+    busy: u64,
+    steal: u64,
+    total: u64,
+    cpus: usize,
+}
+
+impl CpuTicks {
+    /// The first line of `/proc/stat`: user nice system idle iowait irq softirq steal ...
+    fn read() -> Option<CpuTicks> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let fields: Vec<u64> = stat
+            .lines()
+            .next()?
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .map(|f| f.parse().ok())
+            .collect::<Option<_>>()?;
+        let [user, nice, system, idle, iowait, irq, softirq, steal] = fields[..] else {
+            return None;
+        };
+        Some(CpuTicks {
+            busy: user + nice + system + irq + softirq,
+            steal,
+            total: user + nice + system + idle + iowait + irq + softirq + steal,
+            cpus: stat
+                .lines()
+                .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
+                .count(),
+        })
+    }
+
+    /// What happened between `self` and `later`, `seconds` apart, over `operations`.
+    fn until(self, later: CpuTicks, seconds: f64, operations: u64) -> Option<HostCpu> {
+        let total = later.total.checked_sub(self.total).filter(|&t| t > 0)? as f64;
+        let busy = later.busy.saturating_sub(self.busy) as f64 / total;
+        let steal = later.steal.saturating_sub(self.steal) as f64 / total;
+        let cpu_seconds = busy * seconds * self.cpus as f64;
+        let round = |v: f64, places: i32| (v * 10f64.powi(places)).round() / 10f64.powi(places);
+        Some(HostCpu {
+            busy_percent: round(busy * 100.0, 1),
+            steal_percent: round(steal * 100.0, 1),
+            cpu_ms_per_op: round(cpu_seconds * 1000.0 / operations.max(1) as f64, 3),
+        })
+    }
 }
 
 /// Starts a run from a fresh checkpoint. After one, the first change to each page writes the
@@ -482,6 +548,11 @@ fn run_workload(
     }
     barrier.wait();
     let started = Instant::now();
+    let cpu_before = CpuTicks::read();
+    // The threads stop starting operations at the deadline, then give back what they hold:
+    // the CPU is read at the deadline, over the measured operations only.
+    std::thread::sleep(spec.duration);
+    let cpu_after = CpuTicks::read();
     let mut latencies = Vec::new();
     let mut outcomes: BTreeMap<String, u64> = BTreeMap::new();
     for h in handles {
@@ -515,5 +586,39 @@ fn run_workload(
         retries: RETRIES.load(Ordering::Relaxed) - retries_before,
         invariants_ok: results.iter().all(|r| r.violations == 0),
         checkpointed,
+        host_cpu: cpu_before
+            .zip(cpu_after)
+            .and_then(|(before, after)| before.until(after, seconds, latencies.len() as u64)),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_cpu_is_the_busy_share_of_every_cpu_over_the_run() {
+        let before = CpuTicks {
+            busy: 100,
+            steal: 0,
+            total: 1_000,
+            cpus: 2,
+        };
+        let after = CpuTicks {
+            busy: 600,
+            steal: 100,
+            total: 2_000,
+            cpus: 2,
+        };
+        // Half of both CPUs for 10 s is 10 CPU-seconds, over 1,000 operations.
+        let cpu = before.until(after, 10.0, 1_000).unwrap();
+        assert_eq!(cpu.busy_percent, 50.0);
+        assert_eq!(cpu.steal_percent, 10.0);
+        assert_eq!(cpu.cpu_ms_per_op, 10.0);
+        assert!(
+            before.until(before, 10.0, 1_000).is_none(),
+            "no time passed"
+        );
+        assert!(CpuTicks::read().is_some_and(|t| t.cpus > 0 && t.total > 0));
+    }
 }

@@ -82,6 +82,9 @@ struct BorrowComparison {
 struct RoundRun {
     mode: &'static str,
     throughput_per_sec: f64,
+    /// The machine's CPU over the run: how much work an operation took, and how much of the
+    /// machine the hypervisor kept for others.
+    host_cpu: Option<libcore::bench::HostCpu>,
 }
 
 /// `bench all`: everything, and one table of measures against their baselines.
@@ -254,6 +257,7 @@ fn borrow_comparison(
             this_round.push(RoundRun {
                 mode: MODES[m].as_str(),
                 throughput_per_sec: result.throughput_per_sec,
+                host_cpu: result.host_cpu,
             });
             runs[m].push(result);
         }
