@@ -550,8 +550,14 @@ fn run_workload(
     let started = Instant::now();
     let cpu_before = CpuTicks::read();
     // The threads stop starting operations at the deadline, then give back what they hold:
-    // the CPU is read at the deadline, over the measured operations only.
-    std::thread::sleep(spec.duration);
+    // the CPU is read at the deadline, over the measured operations only (or as soon as every
+    // thread has stopped: when none could connect, say).
+    let deadline = started + spec.duration;
+    while Instant::now() < deadline && !handles.iter().all(|h| h.is_finished()) {
+        std::thread::sleep(
+            Duration::from_millis(20).min(deadline.saturating_duration_since(Instant::now())),
+        );
+    }
     let cpu_after = CpuTicks::read();
     let mut latencies = Vec::new();
     let mut outcomes: BTreeMap<String, u64> = BTreeMap::new();
