@@ -128,7 +128,8 @@ struct CpuTicks {
 }
 
 impl CpuTicks {
-    /// The first line of `/proc/stat`: user nice system idle iowait irq softirq steal ...
+    /// The machine's line of `/proc/stat` (`cpu  user nice system idle iowait irq softirq
+    /// steal …`) and the number of CPUs (its `cpuN` lines).
     fn read() -> Option<CpuTicks> {
         let stat = std::fs::read_to_string("/proc/stat").ok()?;
         let fields: Vec<u64> = stat
