@@ -110,6 +110,11 @@ fn usage_errors_exit_2() {
         .expect(2);
     Libctl::new(&tdb).args(["return"]).run().expect(2);
     Libctl::new(&tdb).args(["no-such-command"]).run().expect(2);
+    // Rounds are rounds of the comparison: without it they would be ignored.
+    Libctl::new(&tdb)
+        .args(["bench", "borrow", "--duration", "1", "--rounds", "2"])
+        .run()
+        .expect(2);
 }
 
 #[test]

@@ -186,7 +186,7 @@ fn lock_member(
     ];
     let rows = match gate {
         Some(gate) => gate.pass_with(tx, statements, &MEMBER_GATED, &params)?,
-        None => session::query(tx, statements, MEMBER_CALL_SQL, &params)?,
+        None => MEMBER_GATED.without_gate(tx, statements, &params)?,
     };
     let row = rows.first().ok_or_else(|| match whose {
         Whose::Member(id) => Error::not_found("member", id.to_string()),
@@ -243,9 +243,8 @@ fn lock_member(
     })
 }
 
-const MEMBER_CALL: &str = "circulation_member($1, $2, $3)";
-const MEMBER_CALL_SQL: &str = "SELECT * FROM circulation_member($1, $2, $3)";
-static MEMBER_GATED: LazyLock<GatedRead> = LazyLock::new(|| GatedRead::new(MEMBER_CALL, 3));
+static MEMBER_GATED: LazyLock<GatedRead> =
+    LazyLock::new(|| GatedRead::new("circulation_member($1, $2, $3)", 3));
 
 impl LockedMember {
     /// The member's open loan `id`, as read under the lock; `already_returned` when it is
@@ -409,12 +408,7 @@ pub(crate) fn borrow_in(
         book_id,
         overrides,
     )?;
-    session::execute(
-        tx,
-        statements,
-        &format!("WITH {BORROW_TAKEN} {BORROW_INSERT}"),
-        &insert_loan_params(&loan),
-    )?;
+    session::execute(tx, statements, &BORROW_PLAIN, &insert_loan_params(&loan))?;
     Ok(loan)
 }
 
@@ -426,6 +420,9 @@ const BORROW_INSERT: &str =
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 static BORROW_AUDITED: LazyLock<String> =
     LazyLock::new(|| OkRow::sql(8, BORROW_TAKEN, BORROW_INSERT));
+/// The same writes without the audit row, for a caller that writes its own.
+static BORROW_PLAIN: LazyLock<String> =
+    LazyLock::new(|| format!("WITH {BORROW_TAKEN} {BORROW_INSERT}"));
 
 fn insert_loan_params(loan: &Loan) -> [(&(dyn ToSql + Sync), Type); 8] {
     [

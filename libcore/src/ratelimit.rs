@@ -222,6 +222,17 @@ impl GatedRead {
             ungated: format!("SELECT f.*, true AS read_row, true, false FROM {call} f"),
         }
     }
+
+    /// Runs the read alone, for a caller whose transaction passed its gate already (or whose
+    /// actor is exempt): the same rows as behind the gate.
+    pub fn without_gate(
+        &self,
+        tx: &mut impl GenericClient,
+        statements: Option<&mut Statements>,
+        params: &Params<'_>,
+    ) -> Result<Vec<postgres::Row>> {
+        session::query(tx, statements, &self.ungated, params).map(read_rows)
+    }
 }
 
 impl<'a> Gate<'a> {
@@ -303,7 +314,7 @@ impl<'a> Gate<'a> {
             }
             self.recount(tx, statements.as_deref_mut(), stale, now)?;
         }
-        session::query(tx, statements, &read.ungated, params).map(read_rows)
+        read.without_gate(tx, statements, params)
     }
 
     fn gate_params<'p>(

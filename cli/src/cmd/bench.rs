@@ -41,7 +41,8 @@ pub struct BorrowBenchArgs {
     pub bare_sql: bool,
     /// With --bare-sql: rounds of the three runs, each round starting with the next mode; each
     /// mode's median run is reported and the ratios are of the medians
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=9))]
+    #[arg(long, default_value_t = 1, requires = "bare_sql",
+          value_parser = clap::value_parser!(u32).range(1..=9))]
     pub rounds: u32,
 }
 
