@@ -164,7 +164,7 @@ enum Whose {
 /// Locks the member (always the first lock), then the `book` a borrow names, and reads in the
 /// same round trip the member's rule, the calendar and their standing: payments, stored fines
 /// and open loans, read once the locks are held, so nothing committed by the previous holder
-/// of the member lock is missed (`circulation_member`, V9).
+/// of the member lock is missed (`circulation_member`, V9, V13).
 ///
 /// Given the mutation's rate-limit [`Gate`], the call goes out behind it, in the same round
 /// trip; without one (the caller's transaction has passed its own), on its own.
@@ -244,7 +244,7 @@ fn lock_member(
 }
 
 static MEMBER_GATED: LazyLock<GatedRead> =
-    LazyLock::new(|| GatedRead::new("circulation_member($1, $2, $3)", 3));
+    LazyLock::new(|| GatedRead::new("circulation_member", 3));
 
 impl LockedMember {
     /// The member's open loan `id`, as read under the lock; `already_returned` when it is

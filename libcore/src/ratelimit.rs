@@ -77,7 +77,7 @@ enum Count {
     Exact,
 }
 
-/// The policy rows behind a refusal or a status, from `rate_limit_budgets` (V8, V12).
+/// The policy rows behind a refusal or a status, from `rate_limit_budgets` (V8, V12, V13).
 fn budget_rows(
     client: &mut impl GenericClient,
     statements: Option<&mut Statements>,
@@ -92,7 +92,8 @@ fn budget_rows(
         client,
         statements,
         "SELECT role, action_group, limit_count, window_seconds, burst, used, burst_used
-         FROM rate_limit_budgets($1, $2, $3, $4, $5, $6, $7)",
+         FROM rate_limit_budgets($1, $2, $3, $4, $5, $6, $7)
+         ORDER BY action_group, role",
         &[
             (&actor, Type::TEXT),
             (&role.as_str(), Type::TEXT),
@@ -194,32 +195,35 @@ pub struct Gate<'a> {
     passed: bool,
 }
 
-/// A set-returning call a body reads first, put behind the gate in one statement:
+/// A set-returning function a body reads first, which passes the gate itself: its arguments
+/// are its own followed by `rate_limit_gate`'s six, and when the first of those (the actor)
+/// is not NULL it calls the gate as its first statement, so the gate's lock comes before any
+/// of its own, and returns one row with `allowed` false (and nothing read) when refused. Its
+/// columns end with `read_row` (true on a row it read), `allowed` and `stale`: one row with
+/// `read_row` NULL when it read nothing. `circulation_member` (V13) is one.
 ///
-/// ```sql
-/// SELECT f.*, g.allowed, g.stale FROM rate_limit_gate(…) g
-/// LEFT JOIN LATERAL (SELECT *, true FROM call WHERE g.allowed OFFSET 0) f ON true
-/// ```
-///
-/// The lateral reference puts the gate on the outer side, so it runs (and locks) first, and
-/// `g.allowed` becomes a one-time filter: a refused attempt never runs the call.
+/// One function rather than the gate joined to the read in one statement: such a join carried
+/// the read's wide row through four plan nodes and two materialisations per call
+/// (BENCHMARKS.md, V13).
 pub struct GatedRead {
     gated: String,
     ungated: String,
 }
 
 impl GatedRead {
-    /// `call`, such as `circulation_member($1, $2, $3)`, uses parameters `$1..$own`; the
-    /// gate's follow them. The call's columns keep their positions in the rows returned.
-    pub fn new(call: &str, own: usize) -> GatedRead {
-        let gate: Vec<String> = (own + 1..=own + 6).map(|n| format!("${n}")).collect();
+    /// `function`, such as `circulation_member`, takes `own` arguments of its own.
+    pub fn new(function: &str, own: usize) -> GatedRead {
+        let own_args: Vec<String> = (1..=own).map(|n| format!("${n}")).collect();
+        let gate_args: Vec<String> = (own + 1..=own + 6).map(|n| format!("${n}")).collect();
+        let own_args = own_args.join(", ");
         GatedRead {
             gated: format!(
-                "SELECT f.*, g.allowed, g.stale FROM rate_limit_gate({}) g
-                 LEFT JOIN LATERAL (SELECT *, true AS read_row FROM {call} WHERE g.allowed OFFSET 0) f ON true",
-                gate.join(", ")
+                "SELECT * FROM {function}({own_args}, {})",
+                gate_args.join(", ")
             ),
-            ungated: format!("SELECT f.*, true AS read_row, true, false FROM {call} f"),
+            ungated: format!(
+                "SELECT * FROM {function}({own_args}, NULL, NULL, NULL, NULL, NULL, NULL)"
+            ),
         }
     }
 

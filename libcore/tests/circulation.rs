@@ -143,6 +143,11 @@ fn refusals_have_their_codes_exit_4_change_nothing_and_are_audited() {
 
     let missing = circulation::borrow(&mut c, &ctx, "nobody@example.org", &b).unwrap_err();
     assert_eq!((missing.code(), missing.exit_code()), ("not_found", 3));
+    // A member id goes straight to the gated read, which finds nobody behind an open gate.
+    let no_member = uuid::Uuid::now_v7().to_string();
+    let missing = circulation::borrow(&mut c, &ctx, &no_member, &b).unwrap_err();
+    assert_eq!((missing.code(), missing.exit_code()), ("not_found", 3));
+    assert!(missing.to_string().contains("member"), "{missing}");
     let no_book = uuid::Uuid::now_v7().to_string();
     let missing = circulation::borrow(&mut c, &ctx, &other, &no_book).unwrap_err();
     assert_eq!((missing.code(), missing.exit_code()), ("not_found", 3));
