@@ -166,7 +166,7 @@ enum Whose {
 /// and open loans, read once the locks are held, so nothing committed by the previous holder
 /// of the member lock is missed (`circulation_member`, V9, V13).
 ///
-/// Given the mutation's rate-limit [`Gate`], the call goes out behind it, in the same round
+/// Given the mutation's rate-limit [`Gate`], the call passes it first, in the same round
 /// trip; without one (the caller's transaction has passed its own), on its own.
 fn lock_member(
     tx: &mut Transaction<'_>,
