@@ -57,48 +57,66 @@ const ZONES: &[&str] = &[
     "Asia/Kolkata",
 ];
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
-
-    /// The SQL used by accrue and the reports equals the Rust function.
-    #[test]
-    fn sql_twin_equals_the_rust_fine(
-        due_secs in 1_600_000_000i64..1_800_000_000,
-        span_hours in -48i64..2_000,
-        closed_offsets in proptest::collection::vec(-5i64..90, 0..12),
-        zone in 0usize..ZONES.len(),
-        per_day in 0i64..500,
-        grace in 0i32..10,
-        cap in 0i64..5_000,
-    ) {
-        let tdb = shared_db();
-        let mut c = tdb.client();
-        let mut tx = c.transaction().unwrap();
-        let tz: chrono_tz::Tz = ZONES[zone].parse().unwrap();
-        let due_at = Utc.timestamp_opt(due_secs, 0).unwrap();
-        let end = due_at + Duration::hours(span_hours);
-        let due_day = due_at.with_timezone(&tz).date_naive();
-        let closed: Vec<NaiveDate> = closed_offsets.iter().map(|o| due_day + Duration::days(*o)).collect();
-        tx.execute("DELETE FROM closed_day", &[]).unwrap();
-        tx.execute("INSERT INTO closed_day (day) SELECT DISTINCT unnest($1::date[])", &[&closed]).unwrap();
-        let sql: i64 = tx
-            .query_one(
-                "SELECT fine_cents($1, $2, $3, overdue_days($4, $5, $6))",
-                &[&per_day, &grace, &cap, &due_at, &end, &ZONES[zone]],
+/// The SQL used by accrue and the reports equals the Rust function. The generated cases share
+/// one database, each in a rolled-back transaction; the database is the test's own, dropped
+/// when it ends (a `static` one outlived the test binary and was never dropped).
+#[test]
+fn sql_twin_equals_the_rust_fine() {
+    let tdb = TestDb::new();
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 48,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    let cases = (
+        1_600_000_000i64..1_800_000_000,
+        -48i64..2_000,
+        proptest::collection::vec(-5i64..90, 0..12),
+        0usize..ZONES.len(),
+        0i64..500,
+        0i32..10,
+        0i64..5_000,
+    );
+    let result = runner.run(
+        &cases,
+        |(due_secs, span_hours, closed_offsets, zone, per_day, grace, cap)| {
+            let mut c = tdb.client();
+            let mut tx = c.transaction().unwrap();
+            let tz: chrono_tz::Tz = ZONES[zone].parse().unwrap();
+            let due_at = Utc.timestamp_opt(due_secs, 0).unwrap();
+            let end = due_at + Duration::hours(span_hours);
+            let due_day = due_at.with_timezone(&tz).date_naive();
+            let closed: Vec<NaiveDate> = closed_offsets
+                .iter()
+                .map(|o| due_day + Duration::days(*o))
+                .collect();
+            tx.execute("DELETE FROM closed_day", &[]).unwrap();
+            tx.execute(
+                "INSERT INTO closed_day (day) SELECT DISTINCT unnest($1::date[])",
+                &[&closed],
             )
-            .unwrap()
-            .get(0);
-        tx.rollback().unwrap();
-        let policy = FinePolicy { fine_cents_per_day: per_day, grace_days: grace, max_fine_cents: cap };
-        let rust = fines::fine_cents(&policy, due_at, end, &Calendar::new(tz, closed));
-        prop_assert_eq!(sql, rust);
+            .unwrap();
+            let sql: i64 = tx
+                .query_one(
+                    "SELECT fine_cents($1, $2, $3, overdue_days($4, $5, $6))",
+                    &[&per_day, &grace, &cap, &due_at, &end, &ZONES[zone]],
+                )
+                .unwrap()
+                .get(0);
+            tx.rollback().unwrap();
+            let policy = FinePolicy {
+                fine_cents_per_day: per_day,
+                grace_days: grace,
+                max_fine_cents: cap,
+            };
+            let rust = fines::fine_cents(&policy, due_at, end, &Calendar::new(tz, closed));
+            prop_assert_eq!(sql, rust);
+            Ok(())
+        },
+    );
+    if let Err(e) = result {
+        panic!("{e}");
     }
-}
-
-/// One database for the property test's cases (each case runs in a rolled-back transaction).
-fn shared_db() -> &'static TestDb {
-    static DB: std::sync::OnceLock<TestDb> = std::sync::OnceLock::new();
-    DB.get_or_init(TestDb::new)
 }
 
 #[test]
