@@ -213,13 +213,17 @@ pub struct GatedRead {
 impl GatedRead {
     /// `function`, such as `circulation_member`, takes `own` arguments of its own.
     pub fn new(function: &str, own: usize) -> GatedRead {
-        let own_args: Vec<String> = (1..=own).map(|n| format!("${n}")).collect();
-        let gate_args: Vec<String> = (own + 1..=own + 6).map(|n| format!("${n}")).collect();
-        let own_args = own_args.join(", ");
+        let placeholders = |numbers: std::ops::RangeInclusive<usize>| {
+            numbers
+                .map(|n| format!("${n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let own_args = placeholders(1..=own);
         GatedRead {
             gated: format!(
                 "SELECT * FROM {function}({own_args}, {})",
-                gate_args.join(", ")
+                placeholders(own + 1..=own + 6)
             ),
             ungated: format!(
                 "SELECT * FROM {function}({own_args}, NULL, NULL, NULL, NULL, NULL, NULL)"
