@@ -164,7 +164,7 @@ enum Whose {
 /// Locks the member (always the first lock), then the `book` a borrow names, and reads in the
 /// same round trip the member's rule, the calendar and their standing: payments, stored fines
 /// and open loans, read once the locks are held, so nothing committed by the previous holder
-/// of the member lock is missed (`circulation_member`, V9, V13).
+/// of the member lock is missed (`circulation_member`, V9, V13, V14).
 ///
 /// Given the mutation's rate-limit [`Gate`], the call passes it first, in the same round
 /// trip; without one (the caller's transaction has passed its own), on its own.

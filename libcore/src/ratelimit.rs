@@ -182,7 +182,7 @@ pub fn retry_after(
 /// with its first read in the same round trip ([`Gate::pass_with`]). Passing refuses with
 /// `rate_limited` when a policy of the actor's role is exhausted; `system` is exempt.
 ///
-/// The gate (`rate_limit_gate`, V12) takes the actor's advisory lock, held to COMMIT, and reads
+/// The gate (`rate_limit_gate`, V12, V14) takes the actor's advisory lock, held to COMMIT, and reads
 /// "now" before it: when an attempt by the same actor committed while it waited for the lock,
 /// that reading is stale (the attempt falls after the window's end), and the gate says so; the
 /// policies are then counted again at a fresh reading. A refusal is counted again too, for the
