@@ -51,6 +51,7 @@ fn bench_borrow_reports_throughput_latency_outcomes_and_invariants() {
     for mode in ["libcore", "bare_sql", "bare_sql_prepared"] {
         let run = &report[mode];
         assert_eq!(run["mode"], mode);
+        assert_eq!(run["actors"], "librarians", "the desk serves by default");
         // The run reported is one of the mode's runs (the median of two: the faster).
         let throughputs: Vec<f64> = rounds
             .iter()
@@ -103,6 +104,53 @@ fn bench_borrow_reports_throughput_latency_outcomes_and_invariants() {
         .args(["bench", "borrow", "--duration", "601"])
         .run()
         .expect(7);
+}
+
+#[test]
+fn bench_borrow_self_service_acts_as_each_member_for_their_own_loans() {
+    let db = TestDb::new();
+    Libctl::new(&db)
+        .args(["seed", "--scenario", "tiny"])
+        .run()
+        .expect(0);
+    let mut client = db.client();
+    let before: chrono::DateTime<chrono::Utc> =
+        client.query_one("SELECT now()", &[]).unwrap().get(0);
+    let run = Libctl::new(&db)
+        .args([
+            "bench",
+            "borrow",
+            "--self-service",
+            "--clients",
+            "2",
+            "--duration",
+            "1",
+            "--format",
+            "json",
+        ])
+        .run()
+        .json();
+    assert_eq!(run["actors"], "members");
+    assert_eq!(run["invariants_ok"], true);
+    assert!(run["outcomes"]["ok"].as_u64().unwrap() > 0, "{run}");
+    // Every loan the run made was borrowed by its own member, and no librarian acted (the
+    // seeded history has librarians' rows; the run's rows are the ones recorded since).
+    let row = client
+        .query_one(
+            "SELECT count(*) FILTER (WHERE a.actor = m.email AND a.actor_role = 'member'),
+                    count(*) FILTER (WHERE a.actor <> m.email OR a.actor_role <> 'member'),
+                    (SELECT count(*) FROM audit_log
+                     WHERE recorded_at >= $1 AND actor_role = 'librarian' AND action LIKE 'loan.%')
+             FROM audit_log a
+             JOIN loan l ON l.id::text = a.entity_id
+             JOIN member m ON m.id = l.member_id
+             WHERE a.recorded_at >= $1 AND a.action = 'loan.borrow' AND a.outcome = 'ok'",
+            &[&before],
+        )
+        .unwrap();
+    let (own, other, librarians): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    assert!(own > 0);
+    assert_eq!((other, librarians), (0, 0));
 }
 
 #[test]

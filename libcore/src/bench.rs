@@ -9,6 +9,7 @@
 //! own without a [`Session`]; or prepared once per connection, the fastest plain SQL there is.
 //! libcore runs on a [`Session`] here, so it prepares its statements once per connection too.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
@@ -50,6 +51,28 @@ impl BorrowMode {
     }
 }
 
+/// Who acts for each operation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BenchActors {
+    /// The seeded librarians at the desk, each thread taking turns over its own share of them:
+    /// a few staff acting many times a second, so each one's rate-limit window is full.
+    #[default]
+    Librarians,
+    /// Each member for themselves, as at a self-service kiosk: many actors, each acting
+    /// rarely, so each one's window holds almost nothing.
+    Members,
+}
+
+impl BenchActors {
+    /// The name in the output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BenchActors::Librarians => "librarians",
+            BenchActors::Members => "members",
+        }
+    }
+}
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct BorrowBench {
@@ -61,6 +84,8 @@ pub struct BorrowBench {
     pub hot_books: Option<usize>,
     /// Through libcore, or as bare SQL.
     pub mode: BorrowMode,
+    /// Who acts (libcore only: bare SQL has no actor).
+    pub actors: BenchActors,
 }
 
 /// Latency percentiles in milliseconds.
@@ -81,6 +106,9 @@ pub struct Latency {
 pub struct BorrowBenchResult {
     /// `libcore`, `bare_sql` or `bare_sql_prepared`.
     pub mode: String,
+    /// Who acted: `librarians` or `members` (the same workload in the bare modes, which have
+    /// no actor).
+    pub actors: String,
     /// Threads.
     pub clients: usize,
     /// Seconds run.
@@ -187,20 +215,37 @@ fn checkpoint(client: &mut Client) -> bool {
 /// The members and books a run draws from.
 struct Population {
     members: Vec<Uuid>,
+    /// Each member's email, in the order of `members`: the actor when members serve
+    /// themselves.
+    member_emails: Vec<String>,
     books: Vec<Uuid>,
     book_weights: Vec<u64>,
     desk: Vec<Actor>,
 }
 
+impl Population {
+    /// Who acts for the member at `index`: the librarian on duty, or the member at a kiosk.
+    fn acting<'a>(&self, actors: BenchActors, desk: &'a Ctx, index: usize) -> Cow<'a, Ctx> {
+        match actors {
+            BenchActors::Librarians => Cow::Borrowed(desk),
+            BenchActors::Members => Cow::Owned(Ctx::new(Actor {
+                member_id: Some(self.members[index]),
+                name: self.member_emails[index].clone(),
+                role: Role::Member,
+            })),
+        }
+    }
+}
+
 fn population(client: &mut Client, hot_books: Option<usize>) -> Result<Population> {
-    let members: Vec<Uuid> = client
+    let (members, member_emails): (Vec<Uuid>, Vec<String>) = client
         .query(
-            "SELECT id FROM member WHERE role = 'member' AND status = 'active' AND (expires_at IS NULL OR expires_at > now())",
+            "SELECT id, email FROM member WHERE role = 'member' AND status = 'active' AND (expires_at IS NULL OR expires_at > now())",
             &[],
         )?
         .iter()
-        .map(|r| r.get(0))
-        .collect();
+        .map(|r| (r.get::<_, Uuid>(0), r.get::<_, String>(1)))
+        .unzip();
     // Popularity as seeded: loans per book over the last year (by primary-key range).
     let since = crate::ids::id_from_parts(Utc::now() - chrono::Duration::days(365), 0);
     let mut popular: Vec<(Uuid, i64)> = client
@@ -242,6 +287,7 @@ fn population(client: &mut Client, hot_books: Option<usize>) -> Result<Populatio
     }
     Ok(Population {
         members,
+        member_emails,
         books: popular.into_iter().map(|(id, _)| id).collect(),
         book_weights,
         desk,
@@ -482,7 +528,9 @@ fn run_workload(
                 // `Some` for the bare modes.
                 let mut bare = (spec.mode != BorrowMode::Libcore)
                     .then(|| bare::Sender::new(spec.mode == BorrowMode::BareSqlPrepared));
-                let mut mine: std::collections::VecDeque<(Uuid, Uuid, Uuid)> = Default::default();
+                let acting = |desk, index| population.acting(spec.actors, desk, index);
+                // (loan, the borrower's index in the population, book)
+                let mut mine: std::collections::VecDeque<(Uuid, usize, Uuid)> = Default::default();
                 let mut latencies = Vec::new();
                 let mut outcomes = BTreeMap::new();
                 barrier.wait();
@@ -493,8 +541,8 @@ fn run_workload(
                     let desk = &shift[turn % shift.len()];
                     let started = Instant::now();
                     let outcome: Result<()> = if roll < 0.70 || mine.is_empty() {
-                        let member =
-                            population.members[rng.random_range(0..population.members.len())];
+                        let index = rng.random_range(0..population.members.len());
+                        let member = population.members[index];
                         let x =
                             rng.random_range(0..*population.book_weights.last().expect("books"));
                         let book =
@@ -504,27 +552,29 @@ fn run_workload(
                         } else {
                             circulation::borrow(
                                 &mut client,
-                                desk,
+                                &acting(desk, index),
                                 &member.to_string(),
                                 &book.to_string(),
                             )
                             .map(|l| l.id)
                         };
-                        result.map(|loan| mine.push_back((loan, member, book)))
+                        result.map(|loan| mine.push_back((loan, index, book)))
                     } else if roll < 0.95 {
-                        let (loan, member, book) = mine.pop_front().expect("non-empty");
+                        let (loan, index, book) = mine.pop_front().expect("non-empty");
                         if let Some(bare) = &mut bare {
-                            bare.give_back(&mut client, loan, member, book)
+                            bare.give_back(&mut client, loan, population.members[index], book)
                         } else {
-                            circulation::return_loan(&mut client, desk, &LoanRef::Id(loan))
+                            let ctx = acting(desk, index);
+                            circulation::return_loan(&mut client, &ctx, &LoanRef::Id(loan))
                                 .map(|_| ())
                         }
                     } else {
-                        let (loan, member, _) = mine[rng.random_range(0..mine.len())];
+                        let (loan, index, _) = mine[rng.random_range(0..mine.len())];
                         if let Some(bare) = &mut bare {
-                            bare.renew(&mut client, loan, member)
+                            bare.renew(&mut client, loan, population.members[index])
                         } else {
-                            circulation::renew(&mut client, desk, &LoanRef::Id(loan)).map(|_| ())
+                            let ctx = acting(desk, index);
+                            circulation::renew(&mut client, &ctx, &LoanRef::Id(loan)).map(|_| ())
                         }
                     };
                     latencies.push(started.elapsed().as_secs_f64() * 1000.0);
@@ -535,12 +585,12 @@ fn run_workload(
                     *outcomes.entry(code).or_insert(0) += 1;
                 }
                 // Leave the library as we found it: give back what this thread still holds.
-                for (loan, member, book) in mine {
+                for (loan, index, book) in mine {
                     let _ = if let Some(bare) = &mut bare {
-                        bare.give_back(&mut client, loan, member, book)
+                        bare.give_back(&mut client, loan, population.members[index], book)
                     } else {
-                        circulation::return_loan(&mut client, &shift[0], &LoanRef::Id(loan))
-                            .map(|_| ())
+                        let ctx = acting(&shift[0], index);
+                        circulation::return_loan(&mut client, &ctx, &LoanRef::Id(loan)).map(|_| ())
                     };
                 }
                 Ok((latencies, outcomes))
@@ -579,6 +629,7 @@ fn run_workload(
     let results = crate::db::check(&mut setup)?;
     Ok(BorrowBenchResult {
         mode: spec.mode.as_str().into(),
+        actors: spec.actors.as_str().into(),
         clients: spec.clients,
         seconds,
         operations: latencies.len() as u64,

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Args, Subcommand};
-use libcore::bench::{run_borrow_bench, BorrowBench, BorrowBenchResult, BorrowMode};
+use libcore::bench::{run_borrow_bench, BenchActors, BorrowBench, BorrowBenchResult, BorrowMode};
 use libcore::db;
 use serde::Serialize;
 
@@ -35,6 +35,10 @@ pub struct BorrowBenchArgs {
     /// Concentrate the load on the K most popular books
     #[arg(long)]
     pub hot_books: Option<usize>,
+    /// Each member borrows, returns and renews for themselves (a self-service kiosk) instead
+    /// of the seeded librarians serving them at the desk
+    #[arg(long)]
+    pub self_service: bool,
     /// Also run the same statements as bare SQL, sent as libcore sends its own (typed,
     /// unnamed) and prepared once per connection, and print both ratios
     #[arg(long)]
@@ -432,6 +436,11 @@ pub fn run(app: &mut App, command: BenchCommand) -> anyhow::Result<ExitCode> {
                 duration: std::time::Duration::from_secs(args.duration),
                 hot_books: args.hot_books,
                 mode: BorrowMode::Libcore,
+                actors: if args.self_service {
+                    BenchActors::Members
+                } else {
+                    BenchActors::Librarians
+                },
             };
             if args.bare_sql {
                 let comparison = borrow_comparison(&url, &spec, args.rounds)?;
@@ -464,6 +473,7 @@ pub fn run(app: &mut App, command: BenchCommand) -> anyhow::Result<ExitCode> {
                 duration,
                 hot_books: None,
                 mode: BorrowMode::Libcore,
+                actors: BenchActors::Librarians,
             };
             let borrow = borrow_comparison(&seeded.url, &spec, args.rounds)?;
             let ok = borrow.invariants_ok;
