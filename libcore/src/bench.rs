@@ -52,11 +52,10 @@ impl BorrowMode {
 }
 
 /// Who acts for each operation.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BenchActors {
     /// The seeded librarians at the desk, each thread taking turns over its own share of them:
     /// a few staff acting many times a second, so each one's rate-limit window is full.
-    #[default]
     Librarians,
     /// Each member for themselves, as at a self-service kiosk: many actors, each acting
     /// rarely, so each one's window holds almost nothing.
