@@ -5,7 +5,7 @@
 //! row inside the same transaction, commit; retry transient conflicts (40001, 40P01) up to three
 //! times with jittered exponential backoff; and when a rule refuses or a permission check
 //! denies, roll back first and then audit the attempt on its own, so a failed command changes
-//! nothing but the log.
+//! nothing but the log (and the actor's rate-limit state, which counts the attempt).
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -174,8 +174,8 @@ pub fn run_on<T>(
     }
 }
 
-/// Audits a refused, denied or rate-limited attempt after its transaction rolled back.
-/// Faults (database errors, bugs) are not attempts by a person and are left to the logs.
+/// Audits a refused, denied or rate-limited attempt after its transaction rolled back, and
+/// charges a refused or denied one to the actor's rate limits again. Faults (database errors, bugs) are not attempts by a person and are left to the logs.
 pub fn record_failure(client: &mut Client, ctx: &Ctx, op: &Operation, error: &Error) {
     record_failure_on(client, None, ctx, op, error);
 }
@@ -200,7 +200,17 @@ fn record_failure_on(
             "error": { "code": error.code(), "message": error.to_string() },
         }),
     };
-    if let Err(audit_error) = append(client, statements, ctx, &entry) {
+    let recorded = (|| -> Result<()> {
+        let mut tx = client.transaction()?;
+        let mut statements = statements;
+        // Its charge rolled back with it; everything but a rate-limited attempt counts.
+        if outcome != "rate_limited" {
+            crate::ratelimit::charge_again(&mut tx, statements.as_deref_mut(), ctx, op.action)?;
+        }
+        append(&mut tx, statements, ctx, &entry)?;
+        Ok(tx.commit()?)
+    })();
+    if let Err(audit_error) = recorded {
         tracing::warn!(%audit_error, action = op.action, "could not audit a failed attempt");
     }
 }
