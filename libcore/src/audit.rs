@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::actor::Ctx;
 use crate::error::{Error, Result};
 use crate::ids;
-use crate::ratelimit::Gate;
+use crate::ratelimit::{Charge, Gate};
 use crate::session::{self, Connection, Statements};
 
 /// How many times a transient conflict is retried before it surfaces.
@@ -200,16 +200,16 @@ fn record_failure_on(
             "error": { "code": error.code(), "message": error.to_string() },
         }),
     };
-    let recorded = (|| -> Result<()> {
-        let mut tx = client.transaction()?;
-        let mut statements = statements;
-        // Its charge rolled back with it; everything but a rate-limited attempt counts.
-        if outcome != "rate_limited" {
-            crate::ratelimit::charge_again(&mut tx, statements.as_deref_mut(), ctx, op.action)?;
+    let row = RowValues::new(ctx, &entry, ctx.now());
+    // Its charge rolled back with it: one that counts is made again with the row.
+    let recorded = match Charge::again(ctx, op.action, outcome) {
+        None => session::execute(client, statements, &INSERT_ROW, &row.params()),
+        Some(charge) => {
+            let mut params = row.params().to_vec();
+            params.extend(charge.params());
+            session::execute(client, statements, &INSERT_ROW_CHARGED, &params)
         }
-        append(&mut tx, statements, ctx, &entry)?;
-        Ok(tx.commit()?)
-    })();
+    };
     if let Err(audit_error) = recorded {
         tracing::warn!(%audit_error, action = op.action, "could not audit a failed attempt");
     }
@@ -265,6 +265,9 @@ fn insert_row_sql(first: usize) -> String {
 }
 
 static INSERT_ROW: LazyLock<String> = LazyLock::new(|| insert_row_sql(1));
+/// The same with the attempt charged to the actor's rate limits in the same statement.
+static INSERT_ROW_CHARGED: LazyLock<String> =
+    LazyLock::new(|| Charge::sql_with(&INSERT_ROW, RowValues::COUNT + 1));
 
 /// One audit row's values.
 struct RowValues {

@@ -201,8 +201,6 @@ fn budgets(rows: &[postgres::Row], now: DateTime<Utc>, charged: bool) -> Vec<Bud
 pub struct Gate<'a> {
     ctx: &'a Ctx,
     action: &'static str,
-    /// The actor's role, as the gate's parameter.
-    role: &'static str,
     passed: bool,
 }
 
@@ -264,7 +262,6 @@ impl<'a> Gate<'a> {
         Gate {
             ctx,
             action,
-            role: ctx.actor.role.as_str(),
             passed: false,
         }
     }
@@ -299,19 +296,18 @@ impl<'a> Gate<'a> {
         if self.exempt() {
             return Ok(());
         }
-        let now = limiter_now();
-        let groups = groups_of(self.action);
+        let charge = Charge::new(self.ctx, self.action);
         let within: bool = session::query(
             tx,
             statements.as_deref_mut(),
-            CHARGE,
-            &charge_params(self.ctx, &self.role, &groups, &now),
+            "SELECT rate_limit_charge($1, $2, $3, $4)",
+            &charge.params(),
         )?[0]
             .get(0);
         if within {
             return Ok(());
         }
-        Err(self.refusal(tx, statements, now)?)
+        Err(self.refusal(tx, statements, &charge)?)
     }
 
     /// Passes the gate and runs `read` behind it, in one round trip: the read's rows. Its
@@ -327,15 +323,14 @@ impl<'a> Gate<'a> {
         if self.exempt() {
             return read.without_gate(tx, statements, params);
         }
-        let now = limiter_now();
-        let groups = groups_of(self.action);
+        let charge = Charge::new(self.ctx, self.action);
         let mut all = params.to_vec();
-        all.extend(charge_params(self.ctx, &self.role, &groups, &now));
+        all.extend(charge.params());
         let rows = session::query(tx, statements.as_deref_mut(), &read.gated, &all)?;
         if rows[0].get(rows[0].len() - 1) {
             return Ok(read_rows(rows));
         }
-        Err(self.refusal(tx, statements, now)?)
+        Err(self.refusal(tx, statements, &charge)?)
     }
 
     /// A policy had no room: the `rate_limited` error with its figures, read under the lock
@@ -344,11 +339,11 @@ impl<'a> Gate<'a> {
         &self,
         tx: &mut impl GenericClient,
         statements: Option<&mut Statements>,
-        now: DateTime<Utc>,
+        charge: &Charge,
     ) -> Result<Error> {
         let (actor, role) = (&self.ctx.actor.name, self.ctx.actor.role);
-        let rows = standing_rows(tx, statements, actor, role, &groups_of(self.action))?;
-        let budgets = budgets(&rows, now, true);
+        let rows = standing_rows(tx, statements, actor, role, &charge.groups)?;
+        let budgets = budgets(&rows, charge.now, true);
         let Some(b) = budgets.iter().find(|b| b.retry_after_secs > 0) else {
             return Err(Error::Internal(format!(
                 "rate_limit_charge refused {actor}, but every policy has room"
@@ -370,42 +365,52 @@ fn limiter_now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
 
-/// Charges one attempt: true when every policy had room for it.
-const CHARGE: &str = "SELECT rate_limit_charge($1, $2, $3, $4)";
-
-fn charge_params<'p>(
-    ctx: &'p Ctx,
-    role: &'p &'static str,
-    groups: &'p Vec<&'static str>,
-    now: &'p DateTime<Utc>,
-) -> [(&'p (dyn postgres::types::ToSql + Sync), Type); GATE_ARGS] {
-    [
-        (&ctx.actor.name, Type::TEXT),
-        (role, Type::TEXT),
-        (groups, Type::TEXT_ARRAY),
-        (now, Type::TIMESTAMPTZ),
-    ]
+/// One attempt's charge to the actor's rate limits: `rate_limit_charge`'s four arguments.
+pub(crate) struct Charge<'a> {
+    actor: &'a str,
+    role: &'static str,
+    groups: Vec<&'static str>,
+    now: DateTime<Utc>,
 }
 
-/// Charges again an attempt audited after its transaction rolled back (refused or denied:
-/// everything but a rate-limited one counts), inside the transaction that audits it.
-pub(crate) fn charge_again(
-    tx: &mut impl GenericClient,
-    statements: Option<&mut Statements>,
-    ctx: &Ctx,
-    action: &str,
-) -> Result<()> {
-    if ctx.actor.role == Role::System {
-        return Ok(());
+impl<'a> Charge<'a> {
+    /// `action` by the context's actor, now.
+    pub(crate) fn new(ctx: &'a Ctx, action: &str) -> Charge<'a> {
+        Charge {
+            actor: &ctx.actor.name,
+            role: ctx.actor.role.as_str(),
+            groups: groups_of(action),
+            now: limiter_now(),
+        }
     }
-    let (role, groups, now) = (ctx.actor.role.as_str(), groups_of(action), limiter_now());
-    session::query(
-        tx,
-        statements,
-        CHARGE,
-        &charge_params(ctx, &role, &groups, &now),
-    )?;
-    Ok(())
+
+    /// The charge of an attempt audited after its transaction rolled back, `None` when it
+    /// does not count: rate-limited attempts cost nothing, and `system` is exempt.
+    pub(crate) fn again(ctx: &'a Ctx, action: &str, outcome: &str) -> Option<Charge<'a>> {
+        (outcome != "rate_limited" && ctx.actor.role != Role::System)
+            .then(|| Charge::new(ctx, action))
+    }
+
+    /// `statement`, a data-modifying one that touches one row, with this charge made in the
+    /// same statement, its arguments numbered from `$first`.
+    pub(crate) fn sql_with(statement: &str, first: usize) -> String {
+        format!(
+            "WITH done AS ({statement} RETURNING 1) \
+             SELECT rate_limit_charge(${first}, ${}, ${}, ${}) FROM done",
+            first + 1,
+            first + 2,
+            first + 3
+        )
+    }
+
+    pub(crate) fn params(&self) -> [(&(dyn postgres::types::ToSql + Sync), Type); GATE_ARGS] {
+        [
+            (&self.actor, Type::TEXT),
+            (&self.role, Type::TEXT),
+            (&self.groups, Type::TEXT_ARRAY),
+            (&self.now, Type::TIMESTAMPTZ),
+        ]
+    }
 }
 
 /// The rows the read returned: a gated statement that ran no read (or a read that found
