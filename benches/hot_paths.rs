@@ -104,16 +104,19 @@ fn rate_limit(c: &mut Criterion) {
     let now = Utc::now();
     let mut g = c.benchmark_group("ratelimit");
     g.throughput(Throughput::Elements(1_000));
-    // 10 per hour, 5 back to back: a desk of actors at every point of their budget.
-    let cell = libcore::ratelimit::Cell::of(10, 3_600, 5);
-    g.bench_function("GCRA charge and standing x1000 decisions", |b| {
+    g.bench_function("retry_after x1000 decisions", |b| {
         b.iter(|| {
             (0..1_000i64)
                 .map(|i| {
-                    let tat = Some(now + Duration::seconds(black_box(i * 7 % 2_400) - 300));
-                    let (within, _) = cell.charge(tat, now);
-                    let (remaining, wait) = cell.standing(5, tat, now);
-                    i64::from(within) + remaining + wait
+                    libcore::ratelimit::retry_after(
+                        black_box(i % 12),
+                        black_box(i % 7),
+                        10,
+                        5,
+                        3_600,
+                        Some(now - Duration::seconds(i)),
+                        now,
+                    )
                 })
                 .sum::<i64>()
         })

@@ -5,7 +5,7 @@
 //! row inside the same transaction, commit; retry transient conflicts (40001, 40P01) up to three
 //! times with jittered exponential backoff; and when a rule refuses or a permission check
 //! denies, roll back first and then audit the attempt on its own, so a failed command changes
-//! nothing but the log (and the actor's rate-limit state, which counts the attempt).
+//! nothing but the log.
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::actor::Ctx;
 use crate::error::{Error, Result};
 use crate::ids;
-use crate::ratelimit::{Charge, Gate};
+use crate::ratelimit::Gate;
 use crate::session::{self, Connection, Statements};
 
 /// How many times a transient conflict is retried before it surfaces.
@@ -174,8 +174,8 @@ pub fn run_on<T>(
     }
 }
 
-/// Audits a refused, denied or rate-limited attempt after its transaction rolled back, and
-/// charges a refused or denied one to the actor's rate limits again. Faults (database errors, bugs) are not attempts by a person and are left to the logs.
+/// Audits a refused, denied or rate-limited attempt after its transaction rolled back.
+/// Faults (database errors, bugs) are not attempts by a person and are left to the logs.
 pub fn record_failure(client: &mut Client, ctx: &Ctx, op: &Operation, error: &Error) {
     record_failure_on(client, None, ctx, op, error);
 }
@@ -200,17 +200,7 @@ fn record_failure_on(
             "error": { "code": error.code(), "message": error.to_string() },
         }),
     };
-    let row = RowValues::new(ctx, &entry, ctx.now());
-    // Its charge rolled back with it: one that counts is made again with the row.
-    let recorded = match Charge::again(ctx, op.action, outcome) {
-        None => session::execute(client, statements, &INSERT_ROW, &row.params()),
-        Some(charge) => {
-            let mut params = row.params().to_vec();
-            params.extend(charge.params());
-            session::execute(client, statements, &INSERT_ROW_CHARGED, &params)
-        }
-    };
-    if let Err(audit_error) = recorded {
+    if let Err(audit_error) = append(client, statements, ctx, &entry) {
         tracing::warn!(%audit_error, action = op.action, "could not audit a failed attempt");
     }
 }
@@ -265,9 +255,6 @@ fn insert_row_sql(first: usize) -> String {
 }
 
 static INSERT_ROW: LazyLock<String> = LazyLock::new(|| insert_row_sql(1));
-/// The same with the attempt charged to the actor's rate limits in the same statement.
-static INSERT_ROW_CHARGED: LazyLock<String> =
-    LazyLock::new(|| Charge::sql_with(&INSERT_ROW, RowValues::COUNT + 1));
 
 /// One audit row's values.
 struct RowValues {

@@ -28,7 +28,6 @@ pub const TABLES: &[&str] = &[
     "request",
     "rate_limit_policy",
     "rate_limit_policy_saved",
-    "rate_limit_state",
     "review",
     "recommendation",
 ];

@@ -29,7 +29,7 @@
 //! - [`notices`], [`jobs`]: overdue notices and the nightly job.
 //! - [`reports`]: read-only, streaming reports.
 //! - [`reviews`]: reviews, ratings and recommendations.
-//! - [`ratelimit`]: GCRA rate limits per actor and policy, and the sliding-window audit of the log.
+//! - [`ratelimit`]: sliding-window rate limits over the audit log, and their audit.
 //! - [`backup`]: consistent parallel backups, verification, restore, retention.
 //! - [`bench`]: the `bench borrow` workload, through libcore or bare SQL.
 //! - [`error`]: one error type with stable codes and exit codes.

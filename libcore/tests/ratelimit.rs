@@ -92,36 +92,22 @@ fn many_connections_hammering_one_member_never_exceed_the_limit() {
     let status = ratelimit::status(&mut c, &admin, &m).unwrap();
     let borrow = status.iter().find(|s| s.action_group == "borrow").unwrap();
     assert_eq!((borrow.used, borrow.remaining), (3, 0));
-    // 3 per hour is one attempt per 1,200 s: the next has room 1,200 s after the burst.
-    assert!(
-        (1190..=1200).contains(&borrow.retry_after_secs),
-        "{borrow:?}"
-    );
-    let state: i64 = c
-        .query_one(
-            "SELECT count(*) FROM rate_limit_state WHERE actor = $1",
-            &[&m],
-        )
-        .unwrap()
-        .get(0);
-    assert_eq!(
-        state, 2,
-        "one row per policy the member met: borrow and mutation"
-    );
+    assert!(borrow.retry_after_secs > 3500);
     assert_invariants(&mut c);
 }
 
 #[test]
-fn the_burst_then_the_rate_on_the_real_clock_even_when_backdated() {
+fn the_sliding_window_boundary_with_backdated_times() {
     let tdb = TestDb::new();
     let mut c = tdb.client();
-    // 3 per minute, 3 back to back: one attempt per 20 s, a tolerance of 60 s.
     set(&mut c, "librarian", "mutation", 3, 60, 3);
     let lib = add_member(&mut c, "desk@example.org", "librarian");
-    let now = ctx_of(&mut c, &lib);
-    let backdated = Ctx {
-        at: Some(Utc::now() - Duration::minutes(30)),
-        ..now.clone()
+    let base = Utc::now() - Duration::minutes(30);
+    let at = |c: &mut Client, secs: i64| -> Ctx {
+        Ctx {
+            at: Some(base + Duration::seconds(secs)),
+            ..ctx_of(c, &lib)
+        }
     };
     let add = |c: &mut Client, ctx: &Ctx, n: u32| {
         libcore::catalog::add_book(
@@ -135,40 +121,31 @@ fn the_burst_then_the_rate_on_the_real_clock_even_when_backdated() {
             },
         )
     };
-    // The burst, one of it entered as of half an hour ago: the limiter charges it now.
-    add(&mut c, &now, 0).unwrap();
-    add(&mut c, &backdated, 1).unwrap();
-    add(&mut c, &now, 2).unwrap();
-    for (ctx, n) in [(&now, 3), (&backdated, 4)] {
-        let err = add(&mut c, ctx, n).unwrap_err();
-        assert_eq!((err.code(), err.exit_code()), ("rate_limited", 6));
-        let libcore::Error::RateLimited {
-            retry_after_secs, ..
-        } = err
-        else {
-            unreachable!()
-        };
-        // The next interval of 20 s, less what has passed since the burst.
-        assert!((1..=20).contains(&retry_after_secs), "{retry_after_secs}");
+    for (i, secs) in [0, 10, 20].into_iter().enumerate() {
+        let ctx = at(&mut c, secs);
+        add(&mut c, &ctx, i as u32).unwrap();
     }
-    // The two refused attempts cost nothing: the wait is still within one interval.
-    let status = ratelimit::status(&mut c, &now, &lib).unwrap();
-    let own = status.iter().find(|s| s.role == "librarian").unwrap();
-    assert_eq!((own.used, own.remaining), (3, 0), "{own:?}");
-    assert!((1..=20).contains(&own.retry_after_secs), "{own:?}");
-    let any = status.iter().find(|s| s.role == "any").unwrap();
-    // One attempt per 0.5 s, 120 back to back: three charges, not five.
-    assert!(
-        any.remaining >= 117 && any.used == 120 - any.remaining,
-        "{any:?}"
-    );
+    let ctx = at(&mut c, 59);
+    let err = add(&mut c, &ctx, 10).unwrap_err();
+    assert_eq!(err.code(), "rate_limited");
+    // At +60 s the attempt at +0 s is exactly one window old and has left (window is (now-60, now]).
+    let ctx = at(&mut c, 60);
+    add(&mut c, &ctx, 11).unwrap();
+    let ctx = at(&mut c, 61);
+    assert_eq!(add(&mut c, &ctx, 12).unwrap_err().code(), "rate_limited");
+    // Backdated before later attempts (the decision's "stale clock" path): the window
+    // (-55 s, +5 s] holds only the attempt at +0 s.
+    let ctx = at(&mut c, 5);
+    add(&mut c, &ctx, 13).unwrap();
     let outcomes: Vec<String> = outcomes(&mut c, &lib)
         .into_iter()
         .filter(|(a, _)| a == "book.add")
         .map(|(_, o)| o)
         .collect();
-    // In the order of their effective times: the backdated ones first.
-    assert_eq!(outcomes, ["ok", "rate_limited", "ok", "ok", "rate_limited"]);
+    assert_eq!(
+        outcomes,
+        ["ok", "ok", "ok", "ok", "rate_limited", "ok", "rate_limited"]
+    );
 }
 
 #[test]

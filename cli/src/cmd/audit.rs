@@ -66,13 +66,12 @@ pub struct PolicySetArgs {
     /// borrow (borrow and renew) or mutation (everything)
     #[arg(long)]
     pub action_group: String,
-    /// Attempts per window: the sustained rate
     #[arg(long)]
     pub limit: i32,
     /// 60s, 15m, 1h, 1d
     #[arg(long)]
     pub window: String,
-    /// At most this many back to back [default: the limit]
+    /// At most this many within 10 seconds [default: the limit]
     #[arg(long)]
     pub burst: Option<i32>,
 }
