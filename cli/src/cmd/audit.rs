@@ -66,6 +66,7 @@ pub struct PolicySetArgs {
     /// borrow (borrow and renew) or mutation (everything)
     #[arg(long)]
     pub action_group: String,
+    /// Attempts allowed in any sliding window of --window
     #[arg(long)]
     pub limit: i32,
     /// 60s, 15m, 1h, 1d
