@@ -9,7 +9,6 @@
 //! own without a [`Session`]; or prepared once per connection, the fastest plain SQL there is.
 //! libcore runs on a [`Session`] here, so it prepares its statements once per connection too.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
@@ -214,9 +213,9 @@ fn checkpoint(client: &mut Client) -> bool {
 /// The members and books a run draws from.
 struct Population {
     members: Vec<Uuid>,
-    /// Each member's email, in the order of `members`: the actor when members serve
-    /// themselves.
-    member_emails: Vec<String>,
+    /// Each member as an actor, in the order of `members`: who acts when members serve
+    /// themselves, built once so an operation borrows it rather than building it.
+    member_actors: Vec<Ctx>,
     books: Vec<Uuid>,
     book_weights: Vec<u64>,
     desk: Vec<Actor>,
@@ -224,26 +223,30 @@ struct Population {
 
 impl Population {
     /// Who acts for the member at `index`: the librarian on duty, or the member at a kiosk.
-    fn acting<'a>(&self, actors: BenchActors, desk: &'a Ctx, index: usize) -> Cow<'a, Ctx> {
+    fn acting<'a>(&'a self, actors: BenchActors, desk: &'a Ctx, index: usize) -> &'a Ctx {
         match actors {
-            BenchActors::Librarians => Cow::Borrowed(desk),
-            BenchActors::Members => Cow::Owned(Ctx::new(Actor {
-                member_id: Some(self.members[index]),
-                name: self.member_emails[index].clone(),
-                role: Role::Member,
-            })),
+            BenchActors::Librarians => desk,
+            BenchActors::Members => &self.member_actors[index],
         }
     }
 }
 
 fn population(client: &mut Client, hot_books: Option<usize>) -> Result<Population> {
-    let (members, member_emails): (Vec<Uuid>, Vec<String>) = client
+    let (members, member_actors): (Vec<Uuid>, Vec<Ctx>) = client
         .query(
             "SELECT id, email FROM member WHERE role = 'member' AND status = 'active' AND (expires_at IS NULL OR expires_at > now())",
             &[],
         )?
         .iter()
-        .map(|r| (r.get::<_, Uuid>(0), r.get::<_, String>(1)))
+        .map(|r| {
+            let id: Uuid = r.get(0);
+            let actor = Actor {
+                member_id: Some(id),
+                name: r.get(1),
+                role: Role::Member,
+            };
+            (id, Ctx::new(actor))
+        })
         .unzip();
     // Popularity as seeded: loans per book over the last year (by primary-key range).
     let since = crate::ids::id_from_parts(Utc::now() - chrono::Duration::days(365), 0);
@@ -286,7 +289,7 @@ fn population(client: &mut Client, hot_books: Option<usize>) -> Result<Populatio
     }
     Ok(Population {
         members,
-        member_emails,
+        member_actors,
         books: popular.into_iter().map(|(id, _)| id).collect(),
         book_weights,
         desk,
@@ -551,7 +554,7 @@ fn run_workload(
                         } else {
                             circulation::borrow(
                                 &mut client,
-                                &acting(desk, index),
+                                acting(desk, index),
                                 &member.to_string(),
                                 &book.to_string(),
                             )
@@ -563,17 +566,20 @@ fn run_workload(
                         if let Some(bare) = &mut bare {
                             bare.give_back(&mut client, loan, population.members[index], book)
                         } else {
-                            let ctx = acting(desk, index);
-                            circulation::return_loan(&mut client, &ctx, &LoanRef::Id(loan))
-                                .map(|_| ())
+                            circulation::return_loan(
+                                &mut client,
+                                acting(desk, index),
+                                &LoanRef::Id(loan),
+                            )
+                            .map(|_| ())
                         }
                     } else {
                         let (loan, index, _) = mine[rng.random_range(0..mine.len())];
                         if let Some(bare) = &mut bare {
                             bare.renew(&mut client, loan, population.members[index])
                         } else {
-                            let ctx = acting(desk, index);
-                            circulation::renew(&mut client, &ctx, &LoanRef::Id(loan)).map(|_| ())
+                            circulation::renew(&mut client, acting(desk, index), &LoanRef::Id(loan))
+                                .map(|_| ())
                         }
                     };
                     latencies.push(started.elapsed().as_secs_f64() * 1000.0);
@@ -589,7 +595,7 @@ fn run_workload(
                         bare.give_back(&mut client, loan, population.members[index], book)
                     } else {
                         let ctx = acting(&shift[0], index);
-                        circulation::return_loan(&mut client, &ctx, &LoanRef::Id(loan)).map(|_| ())
+                        circulation::return_loan(&mut client, ctx, &LoanRef::Id(loan)).map(|_| ())
                     };
                 }
                 Ok((latencies, outcomes))
