@@ -17,10 +17,9 @@
 //! [`Session`](crate::session::Session) each is prepared the first time and only executed
 //! after that.
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use chrono::{DateTime, NaiveDate, Utc};
-use chrono_tz::Tz;
 use postgres::types::{ToSql, Type};
 use postgres::{Client, GenericClient, Transaction};
 use serde_json::json;
@@ -36,7 +35,7 @@ use crate::ids;
 use crate::members;
 use crate::page::{Cursor, Page};
 use crate::ratelimit::{Gate, GatedRead};
-use crate::session::{self, Connection, Statements};
+use crate::session::{self, Connection, StampedCalendar, Statements};
 
 /// Short-loan books go out for at most this many days, whatever the member's rule says.
 pub const SHORT_LOAN_MAX_DAYS: i32 = 3;
@@ -125,7 +124,8 @@ struct LockedMember {
     credits_cents: i64,
     /// The fines stored on all the member's loans, open or returned.
     stored_fines_cents: i64,
-    calendar: Calendar,
+    /// The library calendar: read with the member, or kept by the connection (V15).
+    calendar: Arc<Calendar>,
     /// Open loans, read after the lock.
     loans: Vec<StandingLoan>,
     /// The book a borrow named, locked right after the member; `None` when none was named
@@ -164,13 +164,13 @@ enum Whose {
 /// Locks the member (always the first lock), then the `book` a borrow names, and reads in the
 /// same round trip the member's rule, the calendar and their standing: payments, stored fines
 /// and open loans, read once the locks are held, so nothing committed by the previous holder
-/// of the member lock is missed (`circulation_member`, V9, V13, V14).
+/// of the member lock is missed (`circulation_member`, V9, V13, V14, V15).
 ///
 /// Given the mutation's rate-limit [`Gate`], the call passes it first, in the same round
 /// trip; without one (the caller's transaction has passed its own), on its own.
 fn lock_member(
     tx: &mut Transaction<'_>,
-    statements: Option<&mut Statements>,
+    mut statements: Option<&mut Statements>,
     gate: Option<&mut Gate<'_>>,
     whose: Whose,
     book: Option<Uuid>,
@@ -179,38 +179,40 @@ fn lock_member(
         Whose::Member(id) => (Some(id), None),
         Whose::LoanOf(id) => (None, Some(id)),
     };
-    let params: [(&(dyn ToSql + Sync), Type); 3] = [
+    let kept = statements.as_ref().and_then(|s| s.calendar.clone());
+    let kept_stamp = kept.as_ref().map(|k| k.stamp);
+    let params: [(&(dyn ToSql + Sync), Type); 4] = [
         (&member, Type::UUID),
         (&loan, Type::UUID),
         (&book, Type::UUID),
+        (&kept_stamp, Type::UUID),
     ];
     let rows = match gate {
-        Some(gate) => gate.pass_with(tx, statements, &MEMBER_GATED, &params)?,
-        None => MEMBER_GATED.without_gate(tx, statements, &params)?,
+        Some(gate) => gate.pass_with(tx, statements.as_deref_mut(), &MEMBER_GATED, &params)?,
+        None => MEMBER_GATED.without_gate(tx, statements.as_deref_mut(), &params)?,
     };
     let row = rows.first().ok_or_else(|| match whose {
         Whose::Member(id) => Error::not_found("member", id.to_string()),
         Whose::LoanOf(id) => Error::not_found("loan", id.to_string()),
     })?;
-    let tz: Tz = parse_timezone(row.get(16))?;
-    let closed: Vec<NaiveDate> = row.get(17);
+    let calendar = read_calendar(row, kept, statements)?;
     let loans = rows
         .iter()
         .filter_map(|r| {
-            let id: Option<Uuid> = r.get(18);
+            let id: Option<Uuid> = r.get(19);
             Some(StandingLoan {
                 id: id?,
-                book_id: r.get(19),
-                borrowed_at: r.get(20),
-                due_at: r.get(21),
-                stored_fine_cents: r.get(22),
+                book_id: r.get(20),
+                borrowed_at: r.get(21),
+                due_at: r.get(22),
+                stored_fine_cents: r.get(23),
                 policy: FinePolicy {
-                    fine_cents_per_day: r.get(23),
-                    grace_days: r.get(24),
-                    max_fine_cents: r.get(25),
+                    fine_cents_per_day: r.get(24),
+                    grace_days: r.get(25),
+                    max_fine_cents: r.get(26),
                 },
-                renewals: r.get(26),
-                book_category: r.get(27),
+                renewals: r.get(27),
+                book_category: r.get(28),
             })
         })
         .collect();
@@ -233,18 +235,45 @@ fn lock_member(
         },
         credits_cents: row.get(14),
         stored_fines_cents: row.get(15),
-        calendar: Calendar::new(tz, closed),
+        calendar,
         loans,
-        book: row.get::<_, Option<String>>(28).map(|category| LockedBook {
+        book: row.get::<_, Option<String>>(29).map(|category| LockedBook {
             category,
-            available_copies: row.get(29),
-            title: row.get(30),
+            available_copies: row.get(30),
+            title: row.get(31),
         }),
     })
 }
 
+/// The calendar `circulation_member` sent, which the connection then keeps with its stamp; or,
+/// when it sent none because the stamp the connection passed is still the database's, the one
+/// the connection kept.
+fn read_calendar(
+    row: &postgres::Row,
+    kept: Option<StampedCalendar>,
+    statements: Option<&mut Statements>,
+) -> Result<Arc<Calendar>> {
+    let Some(closed) = row.get::<_, Option<Vec<NaiveDate>>>(17) else {
+        return kept.map(|k| k.calendar).ok_or_else(|| {
+            Error::Internal(
+                "circulation_member sent no calendar to a caller that keeps none".into(),
+            )
+        });
+    };
+    let zone: Option<&str> = row.get(16);
+    let zone = zone.ok_or_else(|| Error::Internal("the library has no timezone setting".into()))?;
+    let calendar = Arc::new(Calendar::new(parse_timezone(zone)?, closed));
+    if let (Some(statements), Some(stamp)) = (statements, row.get::<_, Option<Uuid>>(18)) {
+        statements.calendar = Some(StampedCalendar {
+            stamp,
+            calendar: Arc::clone(&calendar),
+        });
+    }
+    Ok(calendar)
+}
+
 static MEMBER_GATED: LazyLock<GatedRead> =
-    LazyLock::new(|| GatedRead::new("circulation_member", 3));
+    LazyLock::new(|| GatedRead::new("circulation_member", 4));
 
 impl LockedMember {
     /// The member's open loan `id`, as read under the lock; `already_returned` when it is

@@ -32,6 +32,11 @@ pub const TABLES: &[&str] = &[
     "recommendation",
 ];
 
+/// Tables that hold no library data, only state derived from it: backups leave them out and
+/// status does not count them. `calendar_stamp` (V15) is renewed by any write to the calendar,
+/// a restore's or a seed's included.
+pub const DERIVED_TABLES: &[&str] = &["calendar_stamp"];
+
 /// The schema version this binary was built with.
 pub fn latest_version() -> i32 {
     embedded::migrations::runner()

@@ -9,19 +9,33 @@
 //! and keeps it.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use postgres::types::{ToSql, Type};
 use postgres::{Client, GenericClient, Row, Statement};
+use uuid::Uuid;
 
+use crate::calendar::Calendar;
 use crate::error::Result;
 
 /// Typed parameters: the value and its PostgreSQL type.
 pub type Params<'a> = [(&'a (dyn ToSql + Sync), Type)];
 
-/// The statements prepared on one connection, by their text.
+/// The statements prepared on one connection, by their text, and the library calendar as the
+/// hot path's read last sent it to this connection.
 #[derive(Default)]
 pub struct Statements {
     by_sql: HashMap<String, Statement>,
+    /// The calendar and the stamp it was sent with (`calendar_stamp`, V15): the read sends the
+    /// calendar again only when the database's stamp is another.
+    pub(crate) calendar: Option<StampedCalendar>,
+}
+
+/// A calendar as read, and the `calendar_stamp` it was read at.
+#[derive(Clone)]
+pub(crate) struct StampedCalendar {
+    pub(crate) stamp: Uuid,
+    pub(crate) calendar: Arc<Calendar>,
 }
 
 /// A connection and the statements prepared on it.

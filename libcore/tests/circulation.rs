@@ -122,6 +122,89 @@ fn due_dates_move_past_closed_days() {
 }
 
 #[test]
+fn a_session_keeps_the_calendar_until_its_stamp_changes() {
+    use libcore::calendar::{add_closed_day, remove_closed_day};
+    use libcore::session::Session;
+    let tdb = TestDb::new();
+    let mut c = tdb.client();
+    let m = add_member(&mut c, "reader@example.org", "member");
+    let books: Vec<String> = (0..6).map(|n| add_book(&mut c, n, 1)).collect();
+    let ctx = admin(&mut c);
+    let mut session = Session::new(tdb.client());
+    let nominal = (Utc::now() + Duration::days(14)).date_naive();
+    let day_after = nominal.succ_opt().unwrap();
+    // Each loan goes back at once, so the member stays below the loan limit.
+    let borrow = |session: &mut Session, n: usize| {
+        let loan = circulation::borrow(session, &ctx, &m, &books[n]).unwrap();
+        circulation::return_loan(session, &ctx, &LoanRef::Id(loan.id)).unwrap();
+        (
+            loan.due_at.date_naive(),
+            loan.due_at.format("%H:%M").to_string(),
+        )
+    };
+    // The first borrow reads the calendar, and the session keeps it.
+    assert_eq!(borrow(&mut session, 0), (nominal, "23:59".to_string()));
+    // Another connection closes the due date: the stamp changes and the next borrow sees it.
+    add_closed_day(&mut c, &ctx, nominal, Some("holiday")).unwrap();
+    assert_eq!(borrow(&mut session, 1).0, day_after);
+    // A change that does not renew the stamp goes unseen by the session, which shows that it
+    // answers from the calendar it kept, while a plain client reads the calendar every time.
+    c.batch_execute("ALTER TABLE closed_day DISABLE TRIGGER closed_day_renews_calendar_stamp")
+        .unwrap();
+    c.execute("INSERT INTO closed_day (day) VALUES ($1)", &[&day_after])
+        .unwrap();
+    c.batch_execute("ALTER TABLE closed_day ENABLE TRIGGER closed_day_renews_calendar_stamp")
+        .unwrap();
+    assert_eq!(borrow(&mut session, 2).0, day_after);
+    let plain = circulation::borrow(&mut c, &ctx, &m, &books[3]).unwrap();
+    assert_eq!(plain.due_at.date_naive(), day_after.succ_opt().unwrap());
+    // Reopening the day renews the stamp; so does a new time zone.
+    remove_closed_day(&mut c, &ctx, nominal).unwrap();
+    assert_eq!(borrow(&mut session, 4).0, nominal);
+    policy::set_timezone(&mut c, &ctx, "Pacific/Kiritimati").unwrap();
+    // 23:59:59 at UTC+14 is 09:59:59 UTC.
+    assert_eq!(borrow(&mut session, 5).1, "09:59");
+}
+
+#[test]
+fn a_restore_in_place_renews_the_calendar_stamp_a_session_kept() {
+    use libcore::backup::{self, CreateOptions, RestoreOptions};
+    use libcore::calendar::{add_closed_day, remove_closed_day};
+    use libcore::session::Session;
+    let tdb = TestDb::new();
+    let mut c = tdb.client();
+    let m = add_member(&mut c, "reader@example.org", "member");
+    let b = add_book(&mut c, 1, 1);
+    let ctx = admin(&mut c);
+    let nominal = (Utc::now() + Duration::days(14)).date_naive();
+    add_closed_day(&mut c, &ctx, nominal, None).unwrap();
+    let root = std::env::temp_dir().join(format!("libctl-stamp-{}", uuid::Uuid::new_v4()));
+    let options = CreateOptions {
+        root: root.clone(),
+        name: None,
+        jobs: 1,
+    };
+    let created = backup::create(&tdb.url, &ctx, &options).unwrap();
+    remove_closed_day(&mut c, &ctx, nominal).unwrap();
+    let mut session = Session::new(tdb.client());
+    let due = |session: &mut Session| {
+        let loan = circulation::borrow(session, &ctx, &m, &b).unwrap();
+        circulation::return_loan(session, &ctx, &LoanRef::Id(loan.id)).unwrap();
+        loan.due_at.date_naive()
+    };
+    assert_eq!(due(&mut session), nominal, "the session keeps an open day");
+    let restore = RestoreOptions {
+        target_url: tdb.url.clone(),
+        jobs: 1,
+        force: true,
+    };
+    backup::restore(&created.path, &ctx, &restore).unwrap();
+    // The restored calendar closes the day again, and the same connection sees it.
+    assert_eq!(due(&mut session), nominal.succ_opt().unwrap());
+    std::fs::remove_dir_all(root).unwrap();
+}
+
+#[test]
 fn refusals_have_their_codes_exit_4_change_nothing_and_are_audited() {
     let tdb = TestDb::new();
     let mut c = tdb.client();
