@@ -24,7 +24,7 @@ pub(crate) const SEEDED_TABLES: &[&str] = &[
 ];
 
 /// Tables later migrations add that reference seeded data; emptied too when they exist.
-const DEPENDENT_TABLES: &[&str] = &["notice", "review", "recommendation", "rate_limit_state"];
+const DEPENDENT_TABLES: &[&str] = &["notice", "review", "recommendation"];
 
 /// Settings for a bulk load inside this transaction only.
 pub(crate) fn prepare(tx: &mut Transaction<'_>, replace: bool) -> Result<()> {
