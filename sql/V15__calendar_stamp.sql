@@ -93,6 +93,9 @@ BEGIN
         INTO v_book_category, v_book_available, v_book_title
         FROM book b WHERE b.id = p_book FOR UPDATE;
     END IF;
+    -- The stamp before the calendar: a change committed between the two statements leaves the
+    -- caller a newer calendar under the older stamp, which it reads again next time, never an
+    -- older calendar under the newer stamp, which it would keep.
     SELECT c.stamp INTO v_stamp FROM calendar_stamp c;
     IF v_stamp IS NULL OR v_stamp IS DISTINCT FROM p_calendar_stamp THEN
         v_timezone := (SELECT s.value FROM library_setting s WHERE s.key = 'timezone');
