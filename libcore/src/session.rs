@@ -6,7 +6,8 @@
 //! would pay a round trip to prepare a statement it sends once), so a plain [`Client`] sends
 //! typed, unnamed statements, and a [`Session`] — a connection that lives for many operations,
 //! as in `bench borrow` or a long-running desk process — prepares each statement the first time
-//! and keeps it.
+//! and keeps it. It keeps the library calendar too, with the `calendar_stamp` it was read at
+//! (V15), so the hot path's read sends the calendar again only after it changed.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -38,7 +39,7 @@ pub(crate) struct StampedCalendar {
     pub(crate) calendar: Arc<Calendar>,
 }
 
-/// A connection and the statements prepared on it.
+/// A connection, the statements prepared on it and the calendar it last read.
 pub struct Session {
     client: Client,
     statements: Statements,
