@@ -79,7 +79,7 @@ fn round_trip_create_verify_restore_gives_identical_tables() {
     }
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
-    assert_eq!(manifest["format_version"], 1);
+    assert_eq!(manifest["format_version"], libcore::backup::FORMAT_VERSION);
     assert_eq!(manifest["schema_version"], libcore::db::latest_version());
     let loan = manifest["tables"]
         .as_array()
@@ -186,51 +186,247 @@ fn corruption_is_found_and_restore_refuses() {
         .expect(8);
 }
 
+fn exists(url: &str) -> bool {
+    libcore::db::database_exists(url).unwrap()
+}
+
+/// The count of every kind of schema object, for a readable failure.
+fn schema_is_whole(url: &str) {
+    Libctl::with_url(url).args(["db", "check"]).run().expect(0);
+    let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    assert!(libcore::schema::differences(
+        &libcore::schema::expected(),
+        &libcore::schema::objects(&mut c).unwrap()
+    )
+    .is_empty());
+}
+
+fn restore_cmd(db: &TestDb, dir: &Path, target: &str) -> std::process::Command {
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("libctl"));
+    cmd.env("DATABASE_URL", &db.url)
+        .env("LIBCTL_ACTOR", ADMIN)
+        .args([
+            "backup",
+            "restore",
+            "--force",
+            "--jobs",
+            "2",
+            "--target-url",
+            target,
+        ])
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    cmd
+}
+
+/// kill -9 at every step of a restore, and at random moments, then rerun: the target is the
+/// library it was or the backup, never anything between, its schema is whole, and the rerun
+/// finishes the job. The restore builds beside the target and swaps in one transaction.
 #[test]
-fn an_interrupted_restore_is_reported_incomplete_and_a_killed_create_leaves_nothing_complete() {
+fn a_restore_killed_at_any_point_leaves_the_target_before_or_after_and_a_rerun_finishes() {
     let db = seeded();
     let root = tempfile::tempdir().unwrap();
     create(&db, root.path(), "good").expect(0);
-    let target = scratch_url(&db, "half");
+    let dir = root.path().join("good");
+    let target = scratch_url(&db, "killed");
     let _cleanup = Dropper(target.clone());
-    Libctl::new(&db)
-        .actor(ADMIN)
-        .env("LIBCTL_RESTORE_FAIL_AFTER", "load")
-        .args(["backup", "restore", "--target-url", &target])
-        .arg_path(&root.path().join("good"))
-        .run()
-        .expect(1);
-    let status = Libctl::with_url(&target)
-        .args(["db", "status", "--format", "json"])
-        .run()
-        .json();
-    assert!(
-        status["state"].as_str().unwrap().starts_with("incomplete"),
-        "{status}"
-    );
-    let refused = Libctl::with_url(&target)
-        .args(["book", "list"])
-        .run()
-        .expect(10);
-    assert!(
-        refused.stderr().contains("incomplete"),
-        "{}",
-        refused.stderr()
-    );
-    Libctl::new(&db)
-        .actor(ADMIN)
-        .args(["backup", "restore", "--force", "--target-url", &target])
-        .arg_path(&root.path().join("good"))
+    let staging = format!("{target}{}", libcore::restore::STAGING_SUFFIX);
+    let replaced = format!("{target}{}", libcore::restore::REPLACED_SUFFIX);
+    let _staging = Dropper(staging.clone());
+    let _replaced = Dropper(replaced.clone());
+    // The target starts as another library.
+    Libctl::with_url(&target)
+        .args([
+            "seed",
+            "--scenario",
+            "tiny",
+            "--seed",
+            "7",
+            "--as-of",
+            "2026-01-10",
+        ])
         .run()
         .expect(0);
-    assert_eq!(
-        Libctl::with_url(&target)
+    let after = digest(&db.url);
+    assert_ne!(digest(&target), after);
+    // How long a whole restore takes here, so a kill lands after the paused step's work.
+    let scratch = scratch_url(&db, "timing");
+    let _scratch = Dropper(scratch.clone());
+    let started = std::time::Instant::now();
+    assert!(restore_cmd(&db, &dir, &scratch).status().unwrap().success());
+    let restore_time = started.elapsed();
+    let mut points: Vec<Option<&str>> = [
+        "authorised",
+        "migrated",
+        "prepared",
+        "load",
+        "rebuilt",
+        "checked",
+        "swapped",
+    ]
+    .into_iter()
+    .map(Some)
+    .collect();
+    points.extend([None, None, None]);
+    let mut seen_before = 0;
+    let mut seen_after = 0;
+    for (i, point) in points.into_iter().enumerate() {
+        let before = digest(&target);
+        let mut cmd = restore_cmd(&db, &dir, &target);
+        let wait = match point {
+            // The restore sleeps a second at its step; the kill lands inside that second
+            // once everything before the step is done.
+            Some(step) => {
+                cmd.env("LIBCTL_RESTORE_PAUSE_AT", step);
+                restore_time + std::time::Duration::from_millis(300)
+            }
+            // Random moments, spread over a restore's length.
+            None => std::time::Duration::from_millis(150 + 370 * (i as u64 % 7)),
+        };
+        let mut child = cmd.spawn().unwrap();
+        std::thread::sleep(wait);
+        let _ = child.kill();
+        child.wait().unwrap();
+        let now = digest(&target);
+        assert!(
+            now == before || now == after,
+            "killed at {point:?}: the target is neither the library it was nor the backup"
+        );
+        if now == before {
+            seen_before += 1;
+        } else {
+            seen_after += 1;
+        }
+        schema_is_whole(&target);
+        let status = Libctl::with_url(&target)
             .args(["db", "status", "--format", "json"])
             .run()
-            .json()["state"],
-        "ok"
+            .json();
+        assert_eq!(status["state"], "ok", "killed at {point:?}: {status}");
+        // The rerun finishes the job and leaves nothing beside the target.
+        let rerun = restore_cmd(&db, &dir, &target).status().unwrap();
+        assert!(rerun.success(), "rerun after a kill at {point:?}");
+        assert_eq!(digest(&target), after, "rerun after a kill at {point:?}");
+        schema_is_whole(&target);
+        assert!(!exists(&staging) && !exists(&replaced));
+        // Back to the other library for the next round.
+        Libctl::with_url(&target)
+            .actor(ADMIN)
+            .args([
+                "seed",
+                "--scenario",
+                "tiny",
+                "--seed",
+                "7",
+                "--as-of",
+                "2026-01-10",
+                "--replace",
+                "--confirm",
+            ])
+            .run()
+            .expect(0);
+    }
+    assert!(
+        seen_before > 0 && seen_after > 0,
+        "{seen_before} before, {seen_after} after"
     );
+}
 
+/// Who may restore is decided by the target when it holds a library, else by the backup;
+/// DATABASE_URL plays no part, so the runbook's disaster (it names the lost database) works.
+#[test]
+fn restore_is_authorised_by_the_target_or_else_by_the_backup() {
+    let db = seeded();
+    let root = tempfile::tempdir().unwrap();
+    create(&db, root.path(), "b").expect(0);
+    let dir = root.path().join("b");
+    // Mallory initialises a database of her own, where she is the admin.
+    let other = scratch_url(&db, "mallory");
+    let _other = Dropper(other.clone());
+    Libctl::with_url(&other)
+        .args([
+            "db",
+            "init",
+            "--admin-email",
+            "mallory@evil.test",
+            "--admin-name",
+            "M",
+        ])
+        .run()
+        .expect(0);
+    // The victim is a library where Mallory is nobody.
+    let victim = scratch_url(&db, "victim");
+    let _victim = Dropper(victim.clone());
+    Libctl::with_url(&victim)
+        .args([
+            "seed",
+            "--scenario",
+            "tiny",
+            "--seed",
+            "3",
+            "--as-of",
+            "2026-01-12",
+        ])
+        .run()
+        .expect(0);
+    let victim_before = digest(&victim);
+    let run = Libctl::with_url(&other)
+        .actor("mallory@evil.test")
+        .args(["backup", "restore", "--force", "--target-url", &victim])
+        .arg_path(&dir)
+        .run()
+        .expect(5);
+    assert!(run.stderr().contains("unknown_actor"), "{}", run.stderr());
+    assert_eq!(digest(&victim), victim_before);
+    // An empty target: the actor must be an admin in the backup. Mallory is not.
+    let fresh = scratch_url(&db, "fresh");
+    let _fresh = Dropper(fresh.clone());
+    Libctl::with_url(&other)
+        .actor("mallory@evil.test")
+        .args(["backup", "restore", "--target-url", &fresh])
+        .arg_path(&dir)
+        .run()
+        .expect(5);
+    assert!(!exists(&format!(
+        "{fresh}{}",
+        libcore::restore::STAGING_SUFFIX
+    )));
+    let librarian = Libctl::with_url(&other)
+        .actor("librarian1@library.test")
+        .args(["backup", "restore", "--target-url", &fresh])
+        .arg_path(&dir)
+        .run()
+        .expect(5);
+    assert!(
+        librarian.stderr().contains("permission_denied"),
+        "{}",
+        librarian.stderr()
+    );
+    // The disaster: DATABASE_URL names the lost database, and the backup's admin restores.
+    let lost = scratch_url(&db, "lost");
+    let run = Libctl::with_url(&lost)
+        .actor(ADMIN)
+        .args([
+            "backup",
+            "restore",
+            "--target-url",
+            &fresh,
+            "--format",
+            "json",
+        ])
+        .arg_path(&dir)
+        .run()
+        .json();
+    assert_eq!(run["authorised_by"], "backup");
+    assert_eq!(digest(&fresh), digest(&db.url));
+    assert!(!exists(&lost));
+}
+
+#[test]
+fn a_killed_or_failed_create_leaves_nothing_that_looks_complete_nor_any_partial() {
+    let db = seeded();
+    let root = tempfile::tempdir().unwrap();
     // Kill a create part-way: whatever is left, nothing incomplete looks like a backup.
     let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("libctl"))
         .env("DATABASE_URL", &db.url)
@@ -253,6 +449,103 @@ fn an_interrupted_restore_is_reported_incomplete_and_a_killed_create_leaves_noth
             .arg_path(&dir)
             .run()
             .expect(0);
+    }
+    // A create that fails removes its .partial at once.
+    Libctl::new(&db)
+        .env("LIBCTL_BACKUP_FAIL_AT", "loan")
+        .args(["backup", "create", "--name", "failed", "--dir"])
+        .arg_path(root.path())
+        .run()
+        .expect(1);
+    assert!(!root.path().join("failed.partial").exists());
+    assert!(!root.path().join("failed").exists());
+}
+
+#[cfg(unix)]
+#[test]
+fn a_shared_root_keeps_its_mode_and_every_file_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let db = seeded();
+    let shared = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    create(&db, shared.path(), "b").expect(0);
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(
+        mode(shared.path()),
+        0o1777,
+        "the root is not ours to re-mode"
+    );
+    let dir = shared.path().join("b");
+    assert_eq!(mode(&dir), 0o700);
+    Libctl::new(&db)
+        .args(["backup", "verify"])
+        .arg_path(&dir)
+        .run()
+        .expect(0);
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+    }
+    assert!(dir.join("verified.json").exists());
+}
+
+/// The manifest is checked before it is trusted: its checksum, every table of its schema
+/// version, and plain file names inside the backup.
+#[test]
+fn a_tampered_manifest_is_refused() {
+    let db = seeded();
+    let root = tempfile::tempdir().unwrap();
+    create(&db, root.path(), "b").expect(0);
+    let dir = root.path().join("b");
+    let manifest_path = dir.join("manifest.json");
+    let original = std::fs::read_to_string(&manifest_path).unwrap();
+    let rewrite = |edit: &dyn Fn(&mut serde_json::Value), reseal: bool| {
+        let mut m: serde_json::Value = serde_json::from_str(&original).unwrap();
+        edit(&mut m);
+        let text = serde_json::to_string_pretty(&m).unwrap();
+        std::fs::write(&manifest_path, &text).unwrap();
+        if reseal {
+            std::fs::write(
+                dir.join("manifest.blake3"),
+                format!("{}\n", blake3::hash(text.as_bytes()).to_hex()),
+            )
+            .unwrap();
+        }
+    };
+    let drop_audit = |m: &mut serde_json::Value| {
+        m["tables"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|t| t["table"] != "audit_log");
+    };
+    let escape = |m: &mut serde_json::Value| {
+        m["tables"][0]["file"] = "../../etc/passwd".into();
+    };
+    for (edit, reseal, expect) in [
+        (
+            &drop_audit as &dyn Fn(&mut serde_json::Value),
+            false,
+            "checksum",
+        ),
+        (&drop_audit, true, "audit_log"),
+        (&escape, true, "etc/passwd"),
+    ] {
+        rewrite(edit, reseal);
+        let run = Libctl::new(&db)
+            .args(["backup", "verify"])
+            .arg_path(&dir)
+            .run()
+            .expect(8);
+        assert!(run.stderr().contains(expect), "{}", run.stderr());
+        let target = scratch_url(&db, "tampered");
+        let _cleanup = Dropper(target.clone());
+        Libctl::new(&db)
+            .actor(ADMIN)
+            .args(["backup", "restore", "--target-url", &target])
+            .arg_path(&dir)
+            .run()
+            .expect(8);
+        assert!(!exists(&target));
     }
 }
 

@@ -6,9 +6,7 @@
 //!   is written last, everything is fsynced, and only then is the directory renamed to `NAME`: an
 //!   interrupted backup never looks complete.
 //! - **verify**: re-hashes every file, decompresses it and counts the rows in the COPY stream.
-//! - **restore**: verifies, migrates the target to the backup's schema version, marks it
-//!   incomplete, loads the tables in parallel with keys and indexes dropped, rebuilds them in
-//!   parallel, runs `db check`, compares the counts — and only then clears the mark.
+//! - **restore**: see [`crate::restore`].
 
 use std::fs;
 use std::io::{BufReader, Read, Write};
@@ -19,11 +17,13 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::actor::{Capability, Ctx};
-use crate::error::{Error, Refusal, Result};
+use crate::error::{Error, Result};
 
-/// Version of the on-disk format.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version of the on-disk format. Version 2 adds `manifest.blake3`, the manifest's own
+/// checksum; version 1 backups (without it) are still read.
+pub const FORMAT_VERSION: u32 = 2;
 const MANIFEST: &str = "manifest.json";
+const MANIFEST_CHECKSUM: &str = "manifest.blake3";
 const VERIFIED: &str = "verified.json";
 
 /// One table in a backup.
@@ -283,9 +283,9 @@ fn fsync_dir(path: &Path) -> Result<()> {
 }
 
 /// The data tables of the current schema, in load order.
-fn data_tables(client: &mut impl postgres::GenericClient) -> Result<Vec<String>> {
+pub(crate) fn data_tables(client: &mut impl postgres::GenericClient) -> Result<Vec<String>> {
     let mut tables = Vec::new();
-    for t in crate::db::TABLES {
+    for (t, _, _) in crate::db::TABLE_HISTORY {
         let exists: bool = client
             .query_one("SELECT to_regclass($1) IS NOT NULL", &[t])?
             .get(0);
@@ -359,7 +359,10 @@ pub fn create(url: &str, ctx: &Ctx, options: &CreateOptions) -> Result<Created> 
             format!("{name:?} is not a usable backup name"),
         ));
     }
-    private_dir(&options.root)?;
+    // The root may be shared (a mount, /var/backups): create it if missing, never re-mode it.
+    if !options.root.exists() {
+        private_dir(&options.root)?;
+    }
     let final_dir = options.root.join(&name);
     let partial = options.root.join(format!("{name}.partial"));
     if final_dir.exists() {
@@ -372,59 +375,31 @@ pub fn create(url: &str, ctx: &Ctx, options: &CreateOptions) -> Result<Created> 
         fs::remove_dir_all(&partial).map_err(io(format!("removing {}", partial.display())))?;
     }
     private_dir(&partial)?;
-
-    let queue = Mutex::new(
-        by_size
-            .into_iter()
-            .map(|(t, _)| t)
-            .collect::<Vec<_>>()
-            .into_iter(),
-    );
-    let entries = Mutex::new(Vec::new());
-    std::thread::scope(|scope| -> Result<()> {
-        let workers: Vec<_> = (0..options.jobs.max(1))
-            .map(|_| {
-                scope.spawn(|| -> Result<()> {
-                    let mut client = crate::db::connect(url)?;
-                    let mut wtx = client
-                        .build_transaction()
-                        .isolation_level(postgres::IsolationLevel::RepeatableRead)
-                        .read_only(true)
-                        .start()?;
-                    // The id is the server's own (checked above), not input.
-                    wtx.batch_execute(&format!("SET TRANSACTION SNAPSHOT '{snapshot}'"))?;
-                    loop {
-                        let next = queue.lock().expect("queue").next();
-                        let Some(table) = next else { break };
-                        let entry = dump_table(&mut wtx, &table, &partial)?;
-                        entries.lock().expect("entries").push(entry);
-                    }
-                    wtx.commit()?;
-                    Ok(())
-                })
-            })
-            .collect();
-        for w in workers {
-            w.join()
-                .map_err(|_| Error::Internal("a backup worker panicked".into()))??;
+    // A failed backup leaves nothing behind to fill the disk; a killed one leaves a .partial
+    // that the next `prune` removes once it is a day old.
+    let written =
+        write_backup(url, &snapshot, &partial, options.jobs, by_size).and_then(|entries| {
+            tx.commit()?;
+            let mut entries = entries;
+            entries.sort_by_key(|e| tables.iter().position(|t| *t == e.table));
+            let manifest = Manifest {
+                format_version: FORMAT_VERSION,
+                schema_version,
+                tool_version: env!("CARGO_PKG_VERSION").to_string(),
+                created_at: now,
+                tables: entries,
+            };
+            write_manifest(&partial, &manifest)?;
+            fsync_dir(&partial)?;
+            Ok(manifest)
+        });
+    let manifest = match written {
+        Ok(manifest) => manifest,
+        Err(e) => {
+            let _ = fs::remove_dir_all(&partial);
+            return Err(e);
         }
-        Ok(())
-    })?;
-    tx.commit()?;
-    let mut entries = entries.into_inner().expect("entries");
-    entries.sort_by_key(|e| tables.iter().position(|t| *t == e.table));
-    let manifest = Manifest {
-        format_version: FORMAT_VERSION,
-        schema_version,
-        tool_version: env!("CARGO_PKG_VERSION").to_string(),
-        created_at: now,
-        tables: entries,
     };
-    let mut file = private_file(&partial.join(MANIFEST))?;
-    serde_json::to_writer_pretty(&mut file, &manifest)
-        .map_err(|e| Error::Internal(e.to_string()))?;
-    file.sync_all().map_err(io("syncing the manifest"))?;
-    fsync_dir(&partial)?;
     fs::rename(&partial, &final_dir).map_err(io(format!(
         "renaming {} to {}",
         partial.display(),
@@ -438,10 +413,82 @@ pub fn create(url: &str, ctx: &Ctx, options: &CreateOptions) -> Result<Created> 
     })
 }
 
+/// The manifest, and its checksum beside it.
+fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<()> {
+    let text = serde_json::to_vec_pretty(manifest).map_err(|e| Error::Internal(e.to_string()))?;
+    for (name, bytes) in [
+        (MANIFEST, text.clone()),
+        (
+            MANIFEST_CHECKSUM,
+            format!("{}\n", blake3::hash(&text).to_hex()).into_bytes(),
+        ),
+    ] {
+        let mut file = private_file(&dir.join(name))?;
+        file.write_all(&bytes)
+            .and_then(|()| file.sync_all())
+            .map_err(io(format!("writing {name}")))?;
+    }
+    Ok(())
+}
+
+/// Streams every table through `jobs` workers that share the leader's snapshot.
+fn write_backup(
+    url: &str,
+    snapshot: &str,
+    partial: &Path,
+    jobs: usize,
+    by_size: Vec<(String, i64)>,
+) -> Result<Vec<TableEntry>> {
+    let queue = Mutex::new(
+        by_size
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect::<Vec<_>>()
+            .into_iter(),
+    );
+    let entries = Mutex::new(Vec::new());
+    std::thread::scope(|scope| -> Result<()> {
+        let workers: Vec<_> = (0..jobs.max(1))
+            .map(|_| {
+                scope.spawn(|| -> Result<()> {
+                    let mut client = crate::db::connect(url)?;
+                    let mut wtx = client
+                        .build_transaction()
+                        .isolation_level(postgres::IsolationLevel::RepeatableRead)
+                        .read_only(true)
+                        .start()?;
+                    // The id is the server's own (checked above), not input.
+                    wtx.batch_execute(&format!("SET TRANSACTION SNAPSHOT '{snapshot}'"))?;
+                    loop {
+                        let next = queue.lock().expect("queue").next();
+                        let Some(table) = next else { break };
+                        let entry = dump_table(&mut wtx, &table, partial)?;
+                        entries.lock().expect("entries").push(entry);
+                    }
+                    wtx.commit()?;
+                    Ok(())
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join()
+                .map_err(|_| Error::Internal("a backup worker panicked".into()))??;
+        }
+        Ok(())
+    })?;
+    Ok(entries.into_inner().expect("entries"))
+}
+
 fn dump_table(tx: &mut postgres::Transaction<'_>, table: &str, dir: &Path) -> Result<TableEntry> {
     let file_name = format!("{table}.copy.zst");
     let path = dir.join(&file_name);
     let file = private_file(&path)?;
+    // Test-only failure injection: a backup that fails part-way must leave nothing behind.
+    if std::env::var("LIBCTL_BACKUP_FAIL_AT").is_ok_and(|t| t == table) {
+        return Err(Error::Internal(format!(
+            "injected failure at {table} (LIBCTL_BACKUP_FAIL_AT)"
+        )));
+    }
     let hashing = HashingWriter {
         inner: std::io::BufWriter::with_capacity(1 << 20, file),
         hasher: blake3::Hasher::new(),
@@ -498,18 +545,85 @@ fn dump_table(tx: &mut postgres::Transaction<'_>, table: &str, dir: &Path) -> Re
     })
 }
 
-/// Reads a backup's manifest; a directory without one is not a backup.
+/// Reads a backup's manifest and checks it before anything trusts it: its checksum, its
+/// format, and that it lists exactly the tables of its schema version, each in a file of its
+/// own plain name inside the backup. A directory without a manifest is not a backup.
 pub fn read_manifest(dir: &Path) -> Result<Manifest> {
     let path = dir.join(MANIFEST);
-    let text = fs::read_to_string(&path).map_err(|_| Error::Integrity {
+    let bad = |why: String| Error::Integrity {
+        violations: vec![format!("{}: {why}", path.display())],
+    };
+    let bytes = fs::read(&path).map_err(|_| Error::Integrity {
         violations: vec![format!(
             "{}: no manifest.json, so not a complete backup",
             dir.display()
         )],
     })?;
-    serde_json::from_str(&text).map_err(|e| Error::Integrity {
-        violations: vec![format!("{}: {e}", path.display())],
-    })
+    let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+    match manifest.format_version {
+        1 => {}
+        FORMAT_VERSION => {
+            let recorded = fs::read_to_string(dir.join(MANIFEST_CHECKSUM))
+                .map_err(|_| bad(format!("no {MANIFEST_CHECKSUM}, the manifest's checksum")))?;
+            if recorded.trim() != blake3::hash(&bytes).to_hex().as_str() {
+                return Err(bad(format!(
+                    "the manifest does not match its checksum in {MANIFEST_CHECKSUM}"
+                )));
+            }
+        }
+        other => return Err(bad(format!("unknown backup format {other}"))),
+    }
+    let problems = manifest_problems(&manifest);
+    if problems.is_empty() {
+        Ok(manifest)
+    } else {
+        Err(Error::Integrity {
+            violations: problems
+                .into_iter()
+                .map(|p| format!("{}: {p}", path.display()))
+                .collect(),
+        })
+    }
+}
+
+/// What is wrong with a manifest's list of tables. Pure.
+pub fn manifest_problems(manifest: &Manifest) -> Vec<String> {
+    let mut problems = Vec::new();
+    if manifest.schema_version < 1 || manifest.schema_version > crate::db::latest_version() {
+        problems.push(format!(
+            "schema version {} is not one this binary knows (1 to {})",
+            manifest.schema_version,
+            crate::db::latest_version()
+        ));
+        return problems;
+    }
+    let expected = crate::db::tables_at(manifest.schema_version);
+    let listed: Vec<&str> = manifest.tables.iter().map(|t| t.table.as_str()).collect();
+    for table in &expected {
+        if !listed.contains(table) {
+            problems.push(format!(
+                "table {table} of schema version {} is missing",
+                manifest.schema_version
+            ));
+        }
+    }
+    for (i, entry) in manifest.tables.iter().enumerate() {
+        if !expected.contains(&entry.table.as_str()) {
+            problems.push(format!(
+                "table {:?} is not part of schema version {}",
+                entry.table, manifest.schema_version
+            ));
+        } else if listed[..i].contains(&entry.table.as_str()) {
+            problems.push(format!("table {} is listed twice", entry.table));
+        }
+        if entry.file != format!("{}.copy.zst", entry.table) {
+            problems.push(format!(
+                "table {} names the file {:?}, not {}.copy.zst",
+                entry.table, entry.file, entry.table
+            ));
+        }
+    }
+    problems
 }
 
 /// What `verify` found.
@@ -604,11 +718,6 @@ fn verify_table(dir: &Path, entry: &TableEntry) -> Vec<String> {
 /// `backup verify DIR`: every file re-hashed, decompressed and counted; exit 8 on any difference.
 pub fn verify(dir: &Path, jobs: usize) -> Result<Verified> {
     let manifest = read_manifest(dir)?;
-    if manifest.format_version != FORMAT_VERSION {
-        return Err(Error::Integrity {
-            violations: vec![format!("unknown backup format {}", manifest.format_version)],
-        });
-    }
     let queue = Mutex::new(manifest.tables.iter());
     let problems = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
@@ -636,181 +745,12 @@ pub fn verify(dir: &Path, jobs: usize) -> Result<Verified> {
     };
     // A stamp for `backup list`; failing to write it does not fail the verification.
     if let Ok(text) = serde_json::to_string(&verified) {
-        let _ = fs::write(dir.join(VERIFIED), text);
+        let _ = fs::remove_file(dir.join(VERIFIED));
+        if let Ok(mut file) = private_file(&dir.join(VERIFIED)) {
+            let _ = file.write_all(text.as_bytes());
+        }
     }
     Ok(verified)
-}
-
-/// Options of `backup restore`.
-#[derive(Debug, Clone)]
-pub struct RestoreOptions {
-    /// The target database.
-    pub target_url: String,
-    /// Worker connections.
-    pub jobs: usize,
-    /// Replace a non-empty target.
-    pub force: bool,
-}
-
-/// What a restore did.
-#[derive(Debug, Clone, Serialize)]
-pub struct Restored {
-    /// Source backup.
-    pub path: PathBuf,
-    /// Rows loaded.
-    pub rows: u64,
-    /// Seconds, verification included.
-    pub seconds: f64,
-    /// Seconds of verification.
-    pub verify_seconds: f64,
-}
-
-/// Test-only failure injection: `LIBCTL_RESTORE_FAIL_AFTER=load` stops a restore after loading,
-/// as a kill would, to prove the target is then reported incomplete.
-fn fail_point(step: &str) -> Result<()> {
-    if std::env::var("LIBCTL_RESTORE_FAIL_AFTER").is_ok_and(|s| s == step) {
-        return Err(Error::Internal(format!(
-            "injected failure after {step} (LIBCTL_RESTORE_FAIL_AFTER)"
-        )));
-    }
-    Ok(())
-}
-
-/// `backup restore DIR --target-url URL` (admin).
-pub fn restore(dir: &Path, ctx: &Ctx, options: &RestoreOptions) -> Result<Restored> {
-    ctx.require(Capability::Administer)?;
-    let started = std::time::Instant::now();
-    let manifest = read_manifest(dir)?;
-    verify(dir, options.jobs)?;
-    let verify_seconds = started.elapsed().as_secs_f64();
-    if manifest.schema_version > crate::db::latest_version() {
-        return Err(Error::Schema(format!(
-            "the backup's schema version {} is newer than this binary's {}; restore with a newer libctl",
-            manifest.schema_version,
-            crate::db::latest_version()
-        )));
-    }
-    let url = &options.target_url;
-    crate::db::create_database_if_missing(url)?;
-    let mut client = crate::db::connect(url)?;
-    crate::db::migrate_to(&mut client, manifest.schema_version)?;
-    let has_data: bool = client
-        .query_one("SELECT EXISTS (SELECT 1 FROM book) OR EXISTS (SELECT 1 FROM member) OR EXISTS (SELECT 1 FROM loan)", &[])?
-        .get(0);
-    if has_data && !options.force {
-        return Err(Error::refused(
-            Refusal::TargetNotEmpty,
-            "the target database holds data; pass --force to replace it",
-        ));
-    }
-    let tables = data_tables(&mut client)?;
-    let missing: Vec<&String> = manifest
-        .tables
-        .iter()
-        .map(|t| &t.table)
-        .filter(|t| !tables.contains(t))
-        .collect();
-    if !missing.is_empty() {
-        return Err(Error::Schema(format!(
-            "the target has no table for {missing:?}"
-        )));
-    }
-    // Step 1, committed: drop keys and indexes, empty everything, mark the target incomplete.
-    let schema = {
-        let mut tx = client.transaction()?;
-        tx.batch_execute(
-            "SET LOCAL libctl.audit_maintenance = 'on'; SET LOCAL lock_timeout = '30s'",
-        )?;
-        let schema = crate::bulk::capture_and_drop(&mut tx, &tables)?;
-        tx.batch_execute(&format!("TRUNCATE {}", tables.join(", ")))?;
-        tx.execute(
-            "INSERT INTO library_setting (key, value) VALUES ('incomplete', 'restore')",
-            &[],
-        )?;
-        tx.commit()?;
-        schema
-    };
-    // Step 2: load in parallel, each table in its own transaction.
-    let queue = Mutex::new(manifest.tables.iter());
-    std::thread::scope(|scope| -> Result<()> {
-        let workers: Vec<_> = (0..options.jobs.max(1))
-            .map(|_| {
-                scope.spawn(|| -> Result<()> {
-                    let mut worker = crate::db::connect(url)?;
-                    loop {
-                        let next = queue.lock().expect("queue").next();
-                        let Some(entry) = next else { return Ok(()) };
-                        load_table(&mut worker, dir, entry)?;
-                    }
-                })
-            })
-            .collect();
-        for w in workers {
-            w.join()
-                .map_err(|_| Error::Internal("a restore worker panicked".into()))??;
-        }
-        Ok(())
-    })?;
-    fail_point("load")?;
-    // Step 3: keys, indexes and foreign keys, in parallel; then statistics and the checks.
-    crate::bulk::rebuild_parallel(url, &schema, options.jobs)?;
-    client.batch_execute("ANALYZE")?;
-    let results = crate::db::check(&mut client)?;
-    crate::db::fail_on_violations(&results)?;
-    let mut mismatches = Vec::new();
-    for entry in &manifest.tables {
-        // Table names come from the manifest checked against the schema's own list above.
-        let n: i64 = client
-            .query_one(&format!("SELECT count(*) FROM {}", entry.table), &[])?
-            .get(0);
-        // library_setting still holds the 'incomplete' mark at this point.
-        let marker = u64::from(entry.table == "library_setting");
-        if n as u64 != entry.rows + marker {
-            mismatches.push(format!(
-                "{}: {} rows restored, manifest says {}",
-                entry.table, n, entry.rows
-            ));
-        }
-    }
-    if !mismatches.is_empty() {
-        return Err(Error::Integrity {
-            violations: mismatches,
-        });
-    }
-    client.execute("DELETE FROM library_setting WHERE key = 'incomplete'", &[])?;
-    let restored = Restored {
-        path: dir.to_path_buf(),
-        rows: manifest.rows(),
-        seconds: started.elapsed().as_secs_f64(),
-        verify_seconds,
-    };
-    crate::audit::record(
-        &mut client,
-        ctx,
-        &crate::audit::Entry {
-            action: "backup.restore",
-            entity_type: "database",
-            entity_id: None,
-            outcome: "ok",
-            details: serde_json::json!({ "backup": dir, "rows": restored.rows, "created_at": manifest.created_at }),
-        },
-    )?;
-    Ok(restored)
-}
-
-fn load_table(client: &mut postgres::Client, dir: &Path, entry: &TableEntry) -> Result<()> {
-    let path = dir.join(&entry.file);
-    let file = fs::File::open(&path).map_err(io(format!("opening {}", path.display())))?;
-    let mut decoder = zstd::Decoder::new(BufReader::with_capacity(1 << 20, file))
-        .map_err(io(format!("reading {}", path.display())))?;
-    let mut tx = client.transaction()?;
-    tx.batch_execute("SET LOCAL synchronous_commit = off")?;
-    // Table names come from the manifest, checked against the schema's own table list.
-    let mut writer = tx.copy_in(&format!("COPY {} FROM STDIN (FORMAT binary)", entry.table))?;
-    std::io::copy(&mut decoder, &mut writer).map_err(io(format!("loading {}", entry.table)))?;
-    writer.finish()?;
-    tx.commit()?;
-    Ok(())
 }
 
 /// One backup in a root.

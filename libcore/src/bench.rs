@@ -15,7 +15,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use postgres::{Client, NoTls};
+use postgres::Client;
 use rand::{Rng, SeedableRng};
 use uuid::Uuid;
 
@@ -470,21 +470,136 @@ pub fn check_duration(duration: Duration) -> Result<()> {
 }
 
 /// Runs the workload against the database at `url`, then checks every invariant.
-pub fn run_borrow_bench(url: &str, spec: &BorrowBench) -> Result<BorrowBenchResult> {
+///
+/// On a playground anyone may run it; on a library only an admin who passed `confirm`
+/// ([`crate::playground`]). The run is audited under `ctx`: a `bench.borrow` row when it
+/// starts and a `bench.finished` row when it ends, which bound the window of its own work.
+/// The rate limits are lifted on its own connections only. Every worker gives back what it
+/// borrowed before it stops, whatever happened; the loans of a run that was killed are given
+/// back by the next run on a playground (on a library they are counted and left to the desk).
+pub fn run_borrow_bench(
+    url: &str,
+    ctx: &Ctx,
+    confirm: bool,
+    spec: &BorrowBench,
+) -> Result<BorrowBenchResult> {
     check_duration(spec.duration)?;
+    if spec.clients == 0 || spec.clients > 256 {
+        return Err(Error::invalid(
+            "invalid_input",
+            "--clients must be between 1 and 256",
+        ));
+    }
     let mut setup = crate::db::connect_current(url)?;
+    let kind =
+        crate::playground::authorise(&mut setup, ctx, confirm, "run a borrow benchmark on it")?;
+    let locked: bool = setup
+        .query_one(
+            "SELECT pg_try_advisory_lock($1)",
+            &[&crate::ratelimit::BENCH_LOCK_KEY],
+        )?
+        .get(0);
+    if !locked {
+        return Err(Error::refused(
+            crate::Refusal::JobAlreadyRunning,
+            "another bench borrow is running on this database",
+        ));
+    }
+    let run = crate::ids::new_id(Utc::now());
+    let deadline = Utc::now() + chrono::Duration::from_std(spec.duration).unwrap_or_default();
+    let audit = |client: &mut Client, action: &'static str, details: serde_json::Value| {
+        crate::audit::record(
+            client,
+            ctx,
+            &crate::audit::Entry {
+                action,
+                entity_type: "bench",
+                entity_id: Some(run.to_string()),
+                outcome: "ok",
+                details,
+            },
+        )
+    };
+    audit(
+        &mut setup,
+        "bench.borrow",
+        serde_json::json!({
+            "mode": spec.mode.as_str(), "clients": spec.clients, "deadline": deadline,
+            "library": kind == crate::playground::Kind::Library,
+        }),
+    )?;
+    let given_back = give_back_killed_runs(&mut setup, ctx, run, kind)?;
     let population = Arc::new(population(&mut setup, spec.hot_books)?);
-    let admin = population
-        .desk
+    let checkpointed = checkpoint(&mut setup);
+    let mut finish = crate::db::connect(url)?;
+    let result = run_workload(url, spec, population, setup, checkpointed);
+    audit(
+        &mut finish,
+        "bench.finished",
+        serde_json::json!({ "ok": result.is_ok(), "stray_loans_given_back": given_back }),
+    )?;
+    result
+}
+
+/// Gives back the loans a killed run left open: on a playground every loan borrowed inside an
+/// unfinished run's window is the bench's own. On a library they cannot be told from the
+/// desk's, so they are only counted in a warning.
+fn give_back_killed_runs(
+    client: &mut Client,
+    ctx: &Ctx,
+    current: Uuid,
+    kind: crate::playground::Kind,
+) -> Result<u64> {
+    let mut tx = client.transaction()?;
+    let strays: Vec<Uuid> = tx
+        .query(
+            "SELECT l.id FROM audit_log b
+             JOIN loan l ON l.returned_at IS NULL
+              AND l.borrowed_at BETWEEN b.at
+                  AND (b.details->>'deadline')::timestamptz + make_interval(secs => $2)
+             WHERE b.action = 'bench.borrow' AND b.entity_id <> $1
+               AND NOT EXISTS (SELECT 1 FROM audit_log f
+                               WHERE f.action = 'bench.finished' AND f.entity_id = b.entity_id)
+             FOR UPDATE OF l",
+            &[
+                &current.to_string(),
+                &(crate::playground::BENCH_WINDOW_SLACK_SECONDS as f64),
+            ],
+        )?
         .iter()
-        .find(|a| a.role == Role::Admin)
-        .cloned()
-        .ok_or_else(|| Error::invalid("invalid_input", "bench borrow needs an admin account"))?;
-    let mut policy_client = crate::db::connect_current(url)?;
-    crate::ratelimit::with_limits_lifted(&mut policy_client, &Ctx::new(admin), || {
-        let checkpointed = checkpoint(&mut setup);
-        run_workload(url, spec, population, setup, checkpointed)
-    })
+        .map(|r| r.get(0))
+        .collect();
+    if strays.is_empty() {
+        return Ok(0);
+    }
+    if kind == crate::playground::Kind::Library {
+        tracing::warn!(
+            loans = strays.len(),
+            "a killed bench borrow left loans open on this library; they are left to the desk"
+        );
+        return Ok(0);
+    }
+    tx.execute(
+        "WITH back AS (UPDATE loan SET returned_at = greatest(now(), borrowed_at)
+                       WHERE id = ANY($1) RETURNING book_id)
+         UPDATE book b SET available_copies = b.available_copies + n.count
+         FROM (SELECT book_id, count(*)::int AS count FROM back GROUP BY book_id) n
+         WHERE b.id = n.book_id",
+        &[&strays],
+    )?;
+    crate::audit::record(
+        &mut tx,
+        ctx,
+        &crate::audit::Entry {
+            action: "bench.cleanup",
+            entity_type: "bench",
+            entity_id: Some(current.to_string()),
+            outcome: "ok",
+            details: serde_json::json!({ "loans_given_back": strays.len() }),
+        },
+    )?;
+    tx.commit()?;
+    Ok(strays.len() as u64)
 }
 
 fn run_workload(
@@ -508,9 +623,9 @@ fn run_workload(
             move || -> Result<(Vec<f64>, BTreeMap<String, u64>)> {
                 // A long-lived connection, as a desk process keeps: libcore prepares its
                 // statements once on it (bare SQL decides for itself, by mode).
-                let mut client = Session::new(
-                    Client::connect(&url, NoTls).map_err(|e| Error::Unavailable(e.to_string()))?,
-                );
+                let mut connection = crate::db::connect(&url)?;
+                crate::ratelimit::lift_for_this_connection(&mut connection)?;
+                let mut client = Session::new(connection);
                 let mut rng = rand::rngs::StdRng::seed_from_u64(thread as u64);
                 // Librarians staff the desk (listed first); the admin only changes the policies.
                 // Each thread serves with its own share of them, taking turns, so no two threads

@@ -107,7 +107,12 @@ impl Calendar {
 
 /// Reads and parses the library time zone setting.
 pub fn library_timezone(client: &mut impl GenericClient) -> Result<Tz> {
-    let name: String = client.query_one("SELECT library_timezone()", &[])?.get(0);
+    let name: Option<String> = client.query_one("SELECT library_timezone()", &[])?.get(0);
+    let name = name.ok_or_else(|| {
+        Error::Schema(
+            "the library's time zone setting is missing; restore or re-seed this database".into(),
+        )
+    })?;
     parse_timezone(&name)
 }
 

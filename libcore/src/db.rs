@@ -27,10 +27,39 @@ pub const TABLES: &[&str] = &[
     "circulation_month",
     "request",
     "rate_limit_policy",
-    "rate_limit_policy_saved",
     "review",
     "recommendation",
 ];
+
+/// Every data table any schema version has had, in load order, with the migration that
+/// created it and the one that dropped it: a backup of an older version lists exactly the
+/// tables of its version, and a restore of it loads them.
+pub const TABLE_HISTORY: &[(&str, i32, Option<i32>)] = &[
+    ("library_setting", 1, None),
+    ("circulation_rule", 1, None),
+    ("closed_day", 1, None),
+    ("member", 1, None),
+    ("book", 1, None),
+    ("loan", 1, None),
+    ("account_entry", 1, None),
+    ("audit_log", 1, None),
+    ("notice", 2, None),
+    ("circulation_month", 2, None),
+    ("request", 3, None),
+    ("rate_limit_policy", 4, None),
+    ("rate_limit_policy_saved", 11, Some(16)),
+    ("review", 6, None),
+    ("recommendation", 6, None),
+];
+
+/// The data tables of schema version `version`, in load order.
+pub fn tables_at(version: i32) -> Vec<&'static str> {
+    TABLE_HISTORY
+        .iter()
+        .filter(|(_, since, until)| *since <= version && !matches!(until, Some(u) if version >= *u))
+        .map(|(t, _, _)| *t)
+        .collect()
+}
 
 /// Tables that hold no library data, only state derived from it: backups leave them out and
 /// status does not count them. `calendar_stamp` (V15) is renewed by any write to the calendar,
@@ -218,6 +247,62 @@ fn maintenance_client(url: &str) -> Result<(String, Client)> {
     Ok((name, client))
 }
 
+/// The database named in `url`.
+pub fn database_name(url: &str) -> Result<String> {
+    parse_config(url)?
+        .get_dbname()
+        .map(str::to_string)
+        .ok_or_else(|| Error::invalid("invalid_database_url", "the database URL names no database"))
+}
+
+/// True when the database named in `url` exists on its server.
+pub fn database_exists(url: &str) -> Result<bool> {
+    let (name, mut client) = maintenance_client(url)?;
+    Ok(client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])?
+        .is_some())
+}
+
+/// Puts the database at `staging_url` in the place of the one at `target_url`, in one
+/// transaction on the server: the target (if any) is renamed to `replaced_url`'s name and the
+/// staging database to the target's. Sessions still connected to either are ended first, as
+/// `DROP DATABASE … WITH (FORCE)` would; the server waits a few seconds for them to go, and a
+/// session that connects in between makes the swap try again.
+pub fn swap_databases(target_url: &str, staging_url: &str, replaced_url: &str) -> Result<()> {
+    let (target, mut client) = maintenance_client(target_url)?;
+    let staging = database_name(staging_url)?;
+    let replaced = database_name(replaced_url)?;
+    let mut tries = 0;
+    loop {
+        let mut tx = client.transaction()?;
+        tx.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname IN ($1, $2) AND pid <> pg_backend_pid()",
+            &[&target, &staging],
+        )?;
+        let target_exists = tx
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&target])?
+            .is_some();
+        // ALTER DATABASE takes no parameters; the server quotes the names with format(%I).
+        let renames: String = tx
+            .query_one(
+                "SELECT CASE WHEN $4 THEN format('ALTER DATABASE %I RENAME TO %I; ', $1::text, $2::text) ELSE '' END
+                        || format('ALTER DATABASE %I RENAME TO %I', $3::text, $1::text)",
+                &[&target, &replaced, &staging, &target_exists],
+            )?
+            .get(0);
+        let renamed = tx.batch_execute(&renames).and_then(|()| tx.commit());
+        match renamed {
+            Ok(()) => return Ok(()),
+            Err(e) if e.code() == Some(&postgres::error::SqlState::OBJECT_IN_USE) && tries < 5 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Creates the database named in `url` if it does not exist. Returns true if it created it.
 pub fn create_database_if_missing(url: &str) -> Result<bool> {
     let (name, mut client) = maintenance_client(url)?;
@@ -308,7 +393,8 @@ pub fn status(client: &mut Client) -> Result<Status> {
     let mut tables = Vec::new();
     let mut policy = None;
     if version.is_some() {
-        if let Some(what) = incomplete_marker(client)? {
+        let incomplete = incomplete_marker(client)?;
+        if let Some(what) = &incomplete {
             state = format!("incomplete ({what} interrupted)");
         }
         for table in TABLES {
@@ -326,7 +412,9 @@ pub fn status(client: &mut Client) -> Result<Status> {
                 });
             }
         }
-        policy = Some(crate::policy::show(client)?);
+        if incomplete.is_none() {
+            policy = Some(crate::policy::show(client)?);
+        }
     }
     Ok(Status {
         schema_version: version,
@@ -410,15 +498,28 @@ pub struct InvariantResult {
     pub examples: Vec<String>,
 }
 
-/// Checks every invariant of SPEC §5 over the whole database.
+/// Checks the schema against this binary's snapshot (`sql/current/objects.txt`) and every
+/// invariant of SPEC §5 over the whole database.
 pub fn check(client: &mut Client) -> Result<Vec<InvariantResult>> {
+    check_against(client, &crate::schema::expected())
+}
+
+/// [`check`] against the schema objects `expected` (a restore passes the catalog of the
+/// backup's schema version, fresh from its own migration).
+pub fn check_against(client: &mut Client, expected: &[String]) -> Result<Vec<InvariantResult>> {
     // One snapshot, so a concurrent borrow cannot show up as a violation.
     let mut tx = client
         .build_transaction()
         .read_only(true)
         .isolation_level(postgres::IsolationLevel::RepeatableRead)
         .start()?;
-    let mut results = Vec::new();
+    // The data's guards first: without its keys, the data below could hold anything.
+    let differences = crate::schema::differences(expected, &crate::schema::objects(&mut tx)?);
+    let mut results = vec![InvariantResult {
+        invariant: "the schema has every key, index and trigger its migrations create".into(),
+        violations: differences.len() as i64,
+        examples: differences.into_iter().take(20).collect(),
+    }];
     for inv in INVARIANTS {
         let rows = tx.query(inv.sql, &[])?;
         results.push(InvariantResult {

@@ -54,6 +54,8 @@ pub enum Refusal {
     DuplicateReview,
     /// `rate-limit audit --fail-on-violation` found violations.
     RateLimitViolations,
+    /// A destructive command on a library (not a playground) without `--confirm`.
+    ConfirmationRequired,
 }
 
 impl Refusal {
@@ -82,6 +84,7 @@ impl Refusal {
             Refusal::NotBorrowed => "not_borrowed",
             Refusal::DuplicateReview => "duplicate_review",
             Refusal::RateLimitViolations => "rate_limit_violations",
+            Refusal::ConfirmationRequired => "confirmation_required",
         }
     }
 }
@@ -206,6 +209,7 @@ impl Error {
             Error::Unavailable(_) => "database_unavailable",
             Error::Schema(_) => "schema_outdated",
             Error::Database(e) if is_transient(e) => "transient_conflict",
+            Error::Database(e) if is_unavailable(e) => "database_unavailable",
             Error::Database(_) => "database_error",
             Error::Io { .. } => "io_error",
             Error::Internal(_) => "internal",
@@ -222,7 +226,7 @@ impl Error {
             Error::Invalid { .. } | Error::InvalidRows { .. } => 7,
             Error::Integrity { .. } => 8,
             Error::Unavailable(_) | Error::Schema(_) => 10,
-            Error::Database(e) if e.is_closed() => 10,
+            Error::Database(e) if is_unavailable(e) => 10,
             Error::Database(_) | Error::Io { .. } | Error::Internal(_) => 1,
         }
     }
@@ -297,6 +301,21 @@ pub fn describe_postgres_error(e: &postgres::Error) -> String {
         },
         None => e.to_string(),
     }
+}
+
+/// The server went away under the command: the connection closed, the server was shut down
+/// or restarted (57P01–57P03), or the connection broke (class 08). Exit 10, like a server that
+/// cannot be reached at all.
+pub(crate) fn is_unavailable(e: &postgres::Error) -> bool {
+    e.is_closed()
+        || e.code().is_some_and(|c| {
+            let code = c.code();
+            code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+        })
+        || (e.as_db_error().is_none()
+            && std::error::Error::source(e)
+                .and_then(|s| s.downcast_ref::<std::io::Error>())
+                .is_some())
 }
 
 /// SQLSTATE 40001 (serialization failure) and 40P01 (deadlock detected).

@@ -19,6 +19,7 @@
 //! ## Map
 //!
 //! - [`db`]: connections, migrations, the schema gate (exit 10), `db status`, `db check`.
+//! - [`schema`]: the keys, indexes and triggers the migrations create, checked by `db check`.
 //! - [`cluster`]: the embedded PostgreSQL used when none is configured.
 //! - [`actor`]: who is acting and what their role allows.
 //! - [`audit`]: the transaction runner every mutation goes through, and the audit log.
@@ -27,10 +28,13 @@
 //! - [`approvals`]: requests decided by a second person.
 //! - [`calendar`], [`fines`], [`policy`]: due dates, fines and the rules behind them.
 //! - [`notices`], [`jobs`]: overdue notices and the nightly job.
+//! - [`playground`]: whether a database is a seeded playground or a library, for the commands
+//!   that replace or churn everything.
 //! - [`reports`]: read-only, streaming reports.
 //! - [`reviews`]: reviews, ratings and recommendations.
 //! - [`ratelimit`]: sliding-window rate limits over the audit log, and their audit.
-//! - [`backup`]: consistent parallel backups, verification, restore, retention.
+//! - [`backup`]: consistent parallel backups, verification, retention.
+//! - [`restore`]: a backup becomes the target whole, or the target stays as it was.
 //! - [`bench`]: the `bench borrow` workload, through libcore or bare SQL.
 //! - [`error`]: one error type with stable codes and exit codes.
 #![warn(missing_docs)]
@@ -54,10 +58,13 @@ pub mod jobs;
 pub mod members;
 pub mod notices;
 pub mod page;
+pub mod playground;
 pub mod policy;
 pub mod ratelimit;
 pub mod reports;
+pub mod restore;
 pub mod reviews;
+pub mod schema;
 pub mod session;
 pub mod validate;
 

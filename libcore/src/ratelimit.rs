@@ -720,77 +720,24 @@ fn actor_bounds(client: &mut Client, parts: usize) -> Result<Vec<String>> {
     Ok(cuts)
 }
 
-/// The session advisory lock one `bench borrow` holds while it runs with lifted limits.
+/// The session advisory lock one `bench borrow` holds while it runs: a session lock, so a
+/// killed bench releases it with its connection.
 pub const BENCH_LOCK_KEY: i64 = 0x4C49_4243_424E; // "LIBCBN"
 
-/// Runs `f` with every policy's limit and burst raised out of reach and its window shortened
-/// to one second, restoring them after (even when `f` fails). For `bench borrow`, which
-/// measures circulation, not the limiter: the limiter still runs every decision, it just never
-/// refuses, and counts about as many rows as a busy desk would under the real policy.
+/// Lifts every rate limit for this connection alone, for `bench borrow`, which measures
+/// circulation, not the limiter: the limiter still runs every decision, it just never refuses,
+/// and counts about as many rows as a busy desk would under the real policy.
 ///
-/// The real policies are kept in `rate_limit_policy_saved` until they are back (V11), and a
-/// session lock admits one such run at a time: a second bench would otherwise save the
-/// lifted limits as the real ones, and a killed bench would leave them lifted. A run that
-/// finds saved policies restores them first.
-pub fn with_limits_lifted<T>(
-    client: &mut Client,
-    admin: &Ctx,
-    f: impl FnOnce() -> Result<T>,
-) -> Result<T> {
-    admin.require(Capability::Administer)?;
-    let locked: bool = client
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&BENCH_LOCK_KEY])?
-        .get(0);
-    if !locked {
-        return Err(Error::refused(
-            crate::Refusal::JobAlreadyRunning,
-            "another bench borrow is running on this database with the rate limits lifted",
-        ));
-    }
-    let result = lift_and_run(client, admin, f);
-    let unlocked = client.execute("SELECT pg_advisory_unlock($1)", &[&BENCH_LOCK_KEY]);
-    let value = result?;
-    unlocked?;
-    Ok(value)
-}
-
-fn lift_and_run<T>(client: &mut Client, admin: &Ctx, f: impl FnOnce() -> Result<T>) -> Result<T> {
-    restore_saved_policies(client, admin)?;
-    let saved = policies(client)?;
-    client.execute(
-        "INSERT INTO rate_limit_policy_saved SELECT * FROM rate_limit_policy",
-        &[],
+/// A temporary `rate_limit_policy` (every policy's limit and burst out of reach, its window one
+/// second) shadows the real table on this connection: PostgreSQL looks in the session's
+/// temporary schema first. It vanishes with the connection, so nothing lifted can outlive the
+/// process or reach another session, and the real policies are never touched.
+pub fn lift_for_this_connection(client: &mut impl GenericClient) -> Result<()> {
+    client.batch_execute(
+        "CREATE TEMPORARY TABLE rate_limit_policy (LIKE public.rate_limit_policy);
+         INSERT INTO pg_temp.rate_limit_policy (role, action_group, limit_count, window_seconds, burst)
+         SELECT role, action_group, 536870911, 1, 536870911 FROM public.rate_limit_policy;",
     )?;
-    let lifted: Vec<Policy> = saved
-        .iter()
-        .map(|p| Policy {
-            limit_count: i32::MAX / 2,
-            burst: i32::MAX / 2,
-            window_seconds: 1,
-            ..p.clone()
-        })
-        .collect();
-    set_policies(client, admin, &lifted)?;
-    let result = f();
-    restore_saved_policies(client, admin)?;
-    result
-}
-
-/// Puts back policies a lifted run saved, if any, and forgets the copy.
-fn restore_saved_policies(client: &mut Client, admin: &Ctx) -> Result<()> {
-    let saved: Vec<Policy> = client
-        .query(
-            "SELECT role, action_group, limit_count, window_seconds, burst FROM rate_limit_policy_saved",
-            &[],
-        )?
-        .iter()
-        .map(policy_from_row)
-        .collect();
-    if saved.is_empty() {
-        return Ok(());
-    }
-    set_policies(client, admin, &saved)?;
-    client.execute("DELETE FROM rate_limit_policy_saved", &[])?;
     Ok(())
 }
 

@@ -167,9 +167,10 @@ fn a_session_keeps_the_calendar_until_its_stamp_changes() {
 }
 
 #[test]
-fn a_restore_in_place_renews_the_calendar_stamp_a_session_kept() {
-    use libcore::backup::{self, CreateOptions, RestoreOptions};
+fn a_restore_in_place_ends_the_sessions_it_replaces_and_new_ones_see_its_calendar() {
+    use libcore::backup::{self, CreateOptions};
     use libcore::calendar::{add_closed_day, remove_closed_day};
+    use libcore::restore::{self, RestoreOptions};
     use libcore::session::Session;
     let tdb = TestDb::new();
     let mut c = tdb.client();
@@ -187,20 +188,28 @@ fn a_restore_in_place_renews_the_calendar_stamp_a_session_kept() {
     let created = backup::create(&tdb.url, &ctx, &options).unwrap();
     remove_closed_day(&mut c, &ctx, nominal).unwrap();
     let mut session = Session::new(tdb.client());
-    let due = |session: &mut Session| {
-        let loan = circulation::borrow(session, &ctx, &m, &b).unwrap();
-        circulation::return_loan(session, &ctx, &LoanRef::Id(loan.id)).unwrap();
-        loan.due_at.date_naive()
+    let due = |session: &mut Session| -> libcore::Result<chrono::NaiveDate> {
+        let loan = circulation::borrow(session, &ctx, &m, &b)?;
+        circulation::return_loan(session, &ctx, &LoanRef::Id(loan.id))?;
+        Ok(loan.due_at.date_naive())
     };
-    assert_eq!(due(&mut session), nominal, "the session keeps an open day");
+    assert_eq!(
+        due(&mut session).unwrap(),
+        nominal,
+        "the session keeps an open day"
+    );
     let restore = RestoreOptions {
         target_url: tdb.url.clone(),
         jobs: 1,
         force: true,
     };
-    backup::restore(&created.path, &ctx, &restore).unwrap();
-    // The restored calendar closes the day again, and the same connection sees it.
-    assert_eq!(due(&mut session), nominal.succ_opt().unwrap());
+    restore::restore(&created.path, Some("admin@library.test"), &restore).unwrap();
+    // The database the session was connected to is gone: its next operation says the
+    // database is unavailable (exit 10), and a new connection sees the restored calendar.
+    let err = due(&mut session).unwrap_err();
+    assert_eq!(err.exit_code(), 10, "{err}");
+    let mut session = Session::new(tdb.client());
+    assert_eq!(due(&mut session).unwrap(), nominal.succ_opt().unwrap());
     std::fs::remove_dir_all(root).unwrap();
 }
 

@@ -371,36 +371,35 @@ fn the_audit_split_over_actor_ranges_gives_the_single_pass_answer() {
 }
 
 #[test]
-fn lifted_limits_admit_one_bench_and_a_killed_bench_leaves_them_restored_by_the_next() {
+fn limits_lifted_for_one_connection_reach_no_other_and_end_with_it() {
     let tdb = TestDb::new();
     let mut c = tdb.client();
-    let admin = admin(&mut c);
     let real = ratelimit::policies(&mut c).unwrap();
-    // A second bench while one runs is refused, and the policies stay lifted only inside.
-    ratelimit::with_limits_lifted(&mut c, &admin, || {
-        let mut other = tdb.client();
-        let inside = ratelimit::policies(&mut other).unwrap();
-        assert!(inside.iter().all(|p| p.limit_count > 1_000_000));
-        let err = ratelimit::with_limits_lifted(&mut other, &admin, || Ok(())).unwrap_err();
-        assert_eq!(err.code(), "job_already_running");
-        Ok(())
-    })
-    .unwrap();
+    let mut bench = tdb.client();
+    ratelimit::lift_for_this_connection(&mut bench).unwrap();
+    let inside = ratelimit::policies(&mut bench).unwrap();
+    assert_eq!(inside.len(), real.len());
+    assert!(inside.iter().all(|p| p.limit_count > 1_000_000));
+    // Nobody else sees them, and the shared rows never changed.
     assert_eq!(ratelimit::policies(&mut c).unwrap(), real);
-    // A bench killed mid-run: the copy is saved and the limits are lifted.
-    c.batch_execute(
-        "INSERT INTO rate_limit_policy_saved SELECT * FROM rate_limit_policy;
-         UPDATE rate_limit_policy SET limit_count = 1000000000, burst = 1000000000, window_seconds = 1;",
-    )
-    .unwrap();
-    // The next bench restores them before it lifts, and again after.
-    ratelimit::with_limits_lifted(&mut c, &admin, || Ok(())).unwrap();
-    assert_eq!(ratelimit::policies(&mut c).unwrap(), real);
-    let left: i64 = c
-        .query_one("SELECT count(*) FROM rate_limit_policy_saved", &[])
+    let mut other = tdb.client();
+    assert_eq!(ratelimit::policies(&mut other).unwrap(), real);
+    // A member limited to 1 borrow an hour is limited on every other connection while the
+    // bench connection runs lifted.
+    set(&mut c, "member", "borrow", 1, 3600, 1);
+    let m = add_member(&mut c, "keen@example.org", "member");
+    let books: Vec<String> = (0..2).map(|n| add_book(&mut c, n, 1)).collect();
+    let me = ctx_of(&mut c, &m);
+    circulation::borrow(&mut other, &me, &m, &books[0]).unwrap();
+    let err = circulation::borrow(&mut other, &me, &m, &books[1]).unwrap_err();
+    assert_eq!(err.code(), "rate_limited");
+    // Killed: the connection goes, and with it the lifted copy.
+    drop(bench);
+    let mut after = tdb.client();
+    assert!(ratelimit::policies(&mut after)
         .unwrap()
-        .get(0);
-    assert_eq!(left, 0);
+        .iter()
+        .any(|p| p.limit_count == 1));
 }
 
 #[test]

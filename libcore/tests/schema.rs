@@ -127,3 +127,54 @@ fn the_sql_fine_twin_matches_a_hand_computed_case() {
         .get(0);
     assert_eq!(fine, 300);
 }
+
+/// `sql/current/objects.txt` is what a fresh migration creates. Rewrite it with the command in
+/// `libcore::schema::REWRITE_COMMAND` after changing a migration.
+#[test]
+fn schema_snapshot_matches_the_migrations() {
+    let tdb = TestDb::new();
+    let mut client = tdb.client();
+    let actual = libcore::schema::objects(&mut client).unwrap();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sql/current/objects.txt");
+    if std::env::var("LIBCTL_WRITE_SCHEMA_SNAPSHOT").is_ok_and(|v| v == "1") {
+        std::fs::write(&path, actual.join("\n") + "\n").unwrap();
+        return;
+    }
+    let differences = libcore::schema::differences(&libcore::schema::expected(), &actual);
+    assert!(
+        differences.is_empty(),
+        "sql/current/objects.txt is stale; rewrite it with `{}`:\n{}",
+        libcore::schema::REWRITE_COMMAND,
+        differences.join("\n")
+    );
+}
+
+#[test]
+fn db_check_finds_a_missing_key_index_or_trigger() {
+    let tdb = TestDb::new();
+    let mut client = tdb.client();
+    let clean = db::check(&mut client).unwrap();
+    assert!(clean.iter().all(|r| r.violations == 0), "{clean:?}");
+    client
+        .batch_execute(
+            "ALTER TABLE member DROP CONSTRAINT member_pkey CASCADE;
+             DROP INDEX loan_open_due_idx;
+             DROP TRIGGER audit_log_no_truncate ON audit_log",
+        )
+        .unwrap();
+    let results = db::check(&mut client).unwrap();
+    let schema = results
+        .iter()
+        .find(|r| r.invariant.starts_with("the schema"))
+        .expect("a schema invariant");
+    assert!(schema.violations > 0, "{results:?}");
+    let text = schema.examples.join("\n");
+    assert!(text.contains("member_pkey"), "{text}");
+    assert!(
+        text.contains("FOREIGN KEY"),
+        "a dropped key takes its foreign keys: {text}"
+    );
+    assert!(text.contains("loan_open_due_idx"), "{text}");
+    assert!(text.contains("audit_log_no_truncate"), "{text}");
+    assert_eq!(db::fail_on_violations(&results).unwrap_err().exit_code(), 8);
+}

@@ -87,6 +87,9 @@ pub struct SeedOptions {
     pub jobs: usize,
     /// Replace a non-empty database.
     pub replace: bool,
+    /// Replace it even when it holds a library rather than a playground (admins only); see
+    /// `libcore::playground`.
+    pub confirm: bool,
 }
 
 /// Progress callbacks, so the binary can draw bars on a terminal and stay quiet in cron.
@@ -720,6 +723,7 @@ fn thread_pool(jobs: usize) -> Result<rayon::ThreadPool> {
 /// Seeds a migrated database atomically. Refuses a non-empty one unless `replace`.
 pub fn seed(
     client: &mut libcore::Client,
+    ctx: &libcore::actor::Ctx,
     options: &SeedOptions,
     observer: &dyn Observer,
 ) -> Result<SeedSummary> {
@@ -727,7 +731,7 @@ pub fn seed(
     let pool = thread_pool(options.jobs)?;
     let mut phases = Vec::new();
     let mut tx = client.transaction()?;
-    load::prepare(&mut tx, options.replace)?;
+    let replaced = load::prepare(&mut tx, ctx, options.replace, options.confirm)?;
     let schema = load::capture_and_drop(&mut tx)?;
     load::truncate(&mut tx)?;
     load::write_settings(&mut tx, &generate::scenario_rules())?;
@@ -741,6 +745,14 @@ pub fn seed(
     phases.push(Phase::new("generate + COPY", t));
     let keys_started = Instant::now();
     load::rebuild(&mut tx, &schema)?;
+    libcore::playground::record_seed(
+        &mut tx,
+        ctx,
+        serde_json::json!({
+            "scenario": options.scenario.name, "seed": options.seed, "as_of": options.as_of,
+            "replaced": replaced,
+        }),
+    )?;
     let t = keys_started.elapsed().as_secs_f64();
     observer.phase_finished("keys + indexes", t);
     phases.push(Phase::new("keys + indexes", t));
@@ -936,7 +948,7 @@ pub fn measure_load_limit(
     let tables = generate_into(&mut sink, options, &Silent, &pool)?;
     let rows = tables.iter().map(|t| t.rows).sum();
     let mut tx = client.transaction()?;
-    load::prepare(&mut tx, true)?;
+    load::prepare(&mut tx, &libcore::actor::Ctx::system(), true, false)?;
     let schema = load::capture_and_drop(&mut tx)?;
     load::truncate(&mut tx)?;
     load::write_settings(&mut tx, &generate::scenario_rules())?;

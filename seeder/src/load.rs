@@ -27,7 +27,14 @@ pub(crate) const SEEDED_TABLES: &[&str] = &[
 const DEPENDENT_TABLES: &[&str] = &["notice", "review", "recommendation"];
 
 /// Settings for a bulk load inside this transaction only.
-pub(crate) fn prepare(tx: &mut Transaction<'_>, replace: bool) -> Result<()> {
+/// Returns whether the database held data that the seed replaces; on a library (not a
+/// playground) that needs an admin and `confirm`.
+pub(crate) fn prepare(
+    tx: &mut Transaction<'_>,
+    ctx: &libcore::actor::Ctx,
+    replace: bool,
+    confirm: bool,
+) -> Result<bool> {
     tx.batch_execute(
         "SET LOCAL maintenance_work_mem = '1GB';
          SET LOCAL synchronous_commit = off;
@@ -43,7 +50,10 @@ pub(crate) fn prepare(tx: &mut Transaction<'_>, replace: bool) -> Result<()> {
     if has_data && !replace {
         return Err(crate::not_empty());
     }
-    Ok(())
+    if has_data {
+        libcore::playground::authorise(tx, ctx, confirm, "replace it with a seed")?;
+    }
+    Ok(has_data)
 }
 
 fn seeded_and_dependent(tx: &mut Transaction<'_>) -> Result<Vec<String>> {

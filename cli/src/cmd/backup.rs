@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use libcore::backup::{self, CreateOptions, RestoreOptions, Restored, Retention};
+use libcore::backup::{self, CreateOptions, Retention};
+use libcore::restore::{self, RestoreOptions, Restored};
 use serde::Serialize;
 
 use crate::app::App;
@@ -132,13 +133,17 @@ pub fn run(app: &mut App, command: BackupCommand) -> anyhow::Result<ExitCode> {
             app.out.record(&verified)?;
         }
         BackupCommand::Restore(a) => {
-            let ctx = {
-                let mut client = app.client()?;
-                app.ctx(&mut client)?
-            };
-            let restored: Restored = backup::restore(
+            // No connection to DATABASE_URL: in a disaster it names the database that is lost.
+            // The restore authorises the actor in the target, or in the backup.
+            if app.global.at.is_some() {
+                anyhow::bail!(libcore::Error::invalid(
+                    "invalid_input",
+                    "--at does not apply to a restore"
+                ));
+            }
+            let restored: Restored = restore::restore(
                 &a.dir,
-                &ctx,
+                app.global.actor.as_deref(),
                 &RestoreOptions {
                     target_url: a.target_url,
                     jobs: a.jobs.unwrap_or_else(default_jobs),

@@ -26,7 +26,7 @@ pub enum BenchCommand {
 
 #[derive(Debug, Args)]
 pub struct BorrowBenchArgs {
-    /// Threads, each with its own connection
+    /// Threads, each with its own connection (1 to 256)
     #[arg(long, default_value_t = 4)]
     pub clients: usize,
     /// Seconds to run (1 to 600)
@@ -48,6 +48,10 @@ pub struct BorrowBenchArgs {
     #[arg(long, default_value_t = 1, requires = "bare_sql",
           value_parser = clap::value_parser!(u32).range(1..=9))]
     pub rounds: u32,
+    /// Run it on a library (a database changed since it was seeded, or never seeded): its
+    /// loans and audit log will show the load. Admins only.
+    #[arg(long)]
+    pub confirm: bool,
 }
 
 #[derive(Debug, Args)]
@@ -239,6 +243,8 @@ fn ratio(numerator: f64, denominator: f64) -> f64 {
 /// the next mode: none always runs first or last.
 fn borrow_comparison(
     url: &str,
+    ctx: &libcore::actor::Ctx,
+    confirm: bool,
     spec: &BorrowBench,
     rounds: u32,
 ) -> anyhow::Result<BorrowComparison> {
@@ -254,6 +260,8 @@ fn borrow_comparison(
         for m in (0..MODES.len()).map(|i| (round + i) % MODES.len()) {
             let result = run_borrow_bench(
                 url,
+                ctx,
+                confirm,
                 &BorrowBench {
                     mode: MODES[m],
                     ..spec.clone()
@@ -334,7 +342,7 @@ fn seed_bench(
     dataset: &crate::cmd::seed::DatasetArgs,
     keep: bool,
 ) -> anyhow::Result<(SeedBench, Scratch)> {
-    let options = dataset.options(None, true)?;
+    let options = dataset.options(None, true, false)?;
     // The seed first, so its peak RSS is not the load limit's pre-generated rows.
     let (seed_url, mut seed_client) = scratch_database(app, "bench_seed")?;
     let seeded = Scratch {
@@ -342,7 +350,13 @@ fn seed_bench(
         keep,
     };
     let started = Instant::now();
-    let summary = seeder::seed(&mut seed_client, &options, &Progress::new(app))?;
+    // A fresh scratch database: nothing there to replace, so the seed needs no authority.
+    let summary = seeder::seed(
+        &mut seed_client,
+        &libcore::actor::Ctx::system(),
+        &options,
+        &Progress::new(app),
+    )?;
     let seconds = started.elapsed().as_secs_f64();
     drop(seed_client);
     let (limit_url, mut limit_client) = scratch_database(app, "bench_limit")?;
@@ -431,6 +445,7 @@ pub fn run(app: &mut App, command: BenchCommand) -> anyhow::Result<ExitCode> {
     match command {
         BenchCommand::Borrow(args) => {
             let url = app.database_url()?;
+            let ctx = app.ctx(&mut db::connect_current(&url)?)?;
             let spec = BorrowBench {
                 clients: args.clients,
                 duration: std::time::Duration::from_secs(args.duration),
@@ -443,11 +458,11 @@ pub fn run(app: &mut App, command: BenchCommand) -> anyhow::Result<ExitCode> {
                 },
             };
             if args.bare_sql {
-                let comparison = borrow_comparison(&url, &spec, args.rounds)?;
+                let comparison = borrow_comparison(&url, &ctx, args.confirm, &spec, args.rounds)?;
                 app.out.record(&comparison)?;
                 require_invariants(comparison.invariants_ok)?;
             } else {
-                let core = run_borrow_bench(&url, &spec)?;
+                let core = run_borrow_bench(&url, &ctx, args.confirm, &spec)?;
                 app.out.record(&core)?;
                 require_invariants(core.invariants_ok)?;
             }
@@ -475,7 +490,14 @@ pub fn run(app: &mut App, command: BenchCommand) -> anyhow::Result<ExitCode> {
                 mode: BorrowMode::Libcore,
                 actors: BenchActors::Librarians,
             };
-            let borrow = borrow_comparison(&seeded.url, &spec, args.rounds)?;
+            // Its own freshly seeded scratch database: a playground by construction.
+            let borrow = borrow_comparison(
+                &seeded.url,
+                &libcore::actor::Ctx::system(),
+                false,
+                &spec,
+                args.rounds,
+            )?;
             let ok = borrow.invariants_ok;
             let table = all_table(&seed, &reports, &borrow);
             if matches!(

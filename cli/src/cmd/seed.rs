@@ -26,6 +26,10 @@ pub struct SeedArgs {
     /// Replace existing data (atomically) instead of refusing a non-empty database
     #[arg(long)]
     pub replace: bool,
+    /// With --replace on a library (a database changed since it was seeded, or never seeded):
+    /// replace it anyway. Admins only.
+    #[arg(long, requires = "replace")]
+    pub confirm: bool,
     /// Print the final summary as one JSON line (for cron)
     #[arg(long)]
     pub summary_json: bool,
@@ -47,7 +51,12 @@ pub struct DatasetArgs {
 
 impl DatasetArgs {
     /// Seed options for this dataset, the history ending at `as_of` (default today, UTC).
-    pub fn options(&self, as_of: Option<NaiveDate>, replace: bool) -> anyhow::Result<SeedOptions> {
+    pub fn options(
+        &self,
+        as_of: Option<NaiveDate>,
+        replace: bool,
+        confirm: bool,
+    ) -> anyhow::Result<SeedOptions> {
         Ok(SeedOptions {
             scenario: Scenario::named(&self.scenario)?,
             seed: self.seed,
@@ -56,6 +65,7 @@ impl DatasetArgs {
                 .jobs
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
             replace,
+            confirm,
         })
     }
 }
@@ -136,7 +146,9 @@ pub fn render_summary(app: &mut App, summary: &SeedSummary, json_line: bool) -> 
 }
 
 pub fn run(app: &mut App, args: SeedArgs) -> anyhow::Result<ExitCode> {
-    let options = args.dataset.options(args.as_of, args.replace)?;
+    let options = args
+        .dataset
+        .options(args.as_of, args.replace, args.confirm)?;
     let progress = Progress::new(app);
     let summary = match &args.csv {
         Some(dir) => seeder::write_csv(dir, &options, &progress)?,
@@ -144,7 +156,7 @@ pub fn run(app: &mut App, args: SeedArgs) -> anyhow::Result<ExitCode> {
             let (mut client, ..) = crate::cmd::db::init(app, &InitArgs::default())?;
             let ctx = app.ctx(&mut client)?;
             ctx.require(Capability::Jobs)?;
-            seeder::seed(&mut client, &options, &progress)?
+            seeder::seed(&mut client, &ctx, &options, &progress)?
         }
     };
     render_summary(app, &summary, args.summary_json)?;

@@ -33,6 +33,7 @@ fn template_name() -> &'static str {
         let mut files: Vec<_> = std::fs::read_dir(&dir)
             .expect("sql/ directory")
             .map(|e| e.expect("dir entry").path())
+            .filter(|p| p.is_file())
             .collect();
         files.sort();
         let mut hasher = blake3::Hasher::new();
