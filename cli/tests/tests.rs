@@ -11,6 +11,7 @@ mod bench;
 mod catalogue_and_members;
 mod circulation;
 mod database;
+mod hardening;
 mod reports;
 mod reviews;
 mod seed;

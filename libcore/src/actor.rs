@@ -215,10 +215,16 @@ pub fn resolve(
             })?;
             let status: String = row.get("status");
             let expires_at: Option<DateTime<Utc>> = row.get("expires_at");
-            if status != "active" || expires_at.is_some_and(|e| e <= Utc::now()) {
+            if status != "active" {
                 return Err(Error::Denied {
                     code: "inactive_actor",
                     message: format!("actor {email} is not an active member (status {status})"),
+                });
+            }
+            if let Some(expired) = expires_at.filter(|e| *e <= Utc::now()) {
+                return Err(Error::Denied {
+                    code: "inactive_actor",
+                    message: format!("actor {email}'s membership expired at {expired}"),
                 });
             }
             Actor {

@@ -185,12 +185,7 @@ pub fn file(client: &mut Client, ctx: &Ctx, new: &NewRequest) -> Result<Request>
             } => {
                 let member_id = members::find_member(tx, member)?.id;
                 ctx.require_self_or(member_id, Capability::CirculateForOthers)?;
-                if *amount_cents <= 0 {
-                    return Err(Error::invalid(
-                        "invalid_input",
-                        "the waiver amount must be positive",
-                    ));
-                }
+                crate::validate::amount_cents("--amount-cents", *amount_cents)?;
                 (
                     member_id,
                     None,
@@ -331,6 +326,16 @@ fn apply(tx: &mut Transaction<'_>, ctx: &Ctx, request: &Request) -> Result<Value
         "correction" => {
             let field = request.field.as_deref().unwrap_or_default();
             let member = members::find_member(tx, &request.member_id.to_string())?;
+            // Librarians manage members, not staff accounts: a correction to a librarian's
+            // or an admin's record needs an admin to approve it.
+            if member.role != "member" {
+                ctx.require(Capability::Administer).map_err(|_| {
+                    Error::denied(format!(
+                        "{} is a {} account: only an admin may approve a correction to it",
+                        member.email, member.role
+                    ))
+                })?;
+            }
             let before = match field {
                 "name" => Some(member.name.clone()),
                 "email" => Some(member.email.clone()),
@@ -513,7 +518,12 @@ pub fn list(
                    AND ($3::uuid IS NULL OR member_id = $3)
                  ORDER BY filed_at, id LIMIT $4"
             ),
-            &[&status, &kind, &only_member, &limit.clamp(1, 100_000)],
+            &[
+                &status,
+                &kind,
+                &only_member,
+                &crate::validate::limit(limit, 100_000)?,
+            ],
         )?
         .iter()
         .map(request_from_row)

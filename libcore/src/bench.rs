@@ -484,11 +484,9 @@ pub fn run_borrow_bench(
     spec: &BorrowBench,
 ) -> Result<BorrowBenchResult> {
     check_duration(spec.duration)?;
-    if spec.clients == 0 || spec.clients > 256 {
-        return Err(Error::invalid(
-            "invalid_input",
-            "--clients must be between 1 and 256",
-        ));
+    crate::validate::in_range("--clients", spec.clients, 1, 256)?;
+    if let Some(hot) = spec.hot_books {
+        crate::validate::in_range("--hot-books", hot, 1, 1_000_000)?;
     }
     let mut setup = crate::db::connect_current(url)?;
     let kind =
@@ -541,9 +539,11 @@ pub fn run_borrow_bench(
     result
 }
 
-/// Gives back the loans a killed run left open: on a playground every loan borrowed inside an
-/// unfinished run's window is the bench's own. On a library they cannot be told from the
-/// desk's, so they are only counted in a warning.
+/// Closes the runs that were killed (a `bench.borrow` row without its `bench.finished`, while
+/// this run holds the bench lock, so none is still running), and gives back the loans they
+/// left open: on a playground every loan borrowed inside such a run's window is the bench's
+/// own. On a library they cannot be told from the desk's, so they are only counted in a
+/// warning. Closing a run ends its window now, so nothing done after this counts as bench work.
 fn give_back_killed_runs(
     client: &mut Client,
     ctx: &Ctx,
@@ -551,55 +551,73 @@ fn give_back_killed_runs(
     kind: crate::playground::Kind,
 ) -> Result<u64> {
     let mut tx = client.transaction()?;
+    let killed: Vec<String> = tx
+        .query(
+            "SELECT b.entity_id FROM audit_log b
+             WHERE b.action = 'bench.borrow' AND b.entity_id <> $1
+               AND NOT EXISTS (SELECT 1 FROM audit_log f
+                               WHERE f.action = 'bench.finished' AND f.entity_id = b.entity_id)",
+            &[&current.to_string()],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if killed.is_empty() {
+        return Ok(0);
+    }
     let strays: Vec<Uuid> = tx
         .query(
             "SELECT l.id FROM audit_log b
              JOIN loan l ON l.returned_at IS NULL
               AND l.borrowed_at BETWEEN b.at
                   AND (b.details->>'deadline')::timestamptz + make_interval(secs => $2)
-             WHERE b.action = 'bench.borrow' AND b.entity_id <> $1
-               AND NOT EXISTS (SELECT 1 FROM audit_log f
-                               WHERE f.action = 'bench.finished' AND f.entity_id = b.entity_id)
+             WHERE b.action = 'bench.borrow' AND b.entity_id = ANY($1)
              FOR UPDATE OF l",
             &[
-                &current.to_string(),
+                &killed,
                 &(crate::playground::BENCH_WINDOW_SLACK_SECONDS as f64),
             ],
         )?
         .iter()
         .map(|r| r.get(0))
         .collect();
-    if strays.is_empty() {
-        return Ok(0);
+    let given_back = if kind == crate::playground::Kind::Library {
+        if !strays.is_empty() {
+            tracing::warn!(
+                loans = strays.len(),
+                "a killed bench borrow left loans open on this library; they are left to the desk"
+            );
+        }
+        0
+    } else {
+        tx.execute(
+            "WITH back AS (UPDATE loan SET returned_at = greatest(now(), borrowed_at)
+                           WHERE id = ANY($1) RETURNING book_id)
+             UPDATE book b SET available_copies = b.available_copies + n.count
+             FROM (SELECT book_id, count(*)::int AS count FROM back GROUP BY book_id) n
+             WHERE b.id = n.book_id",
+            &[&strays],
+        )?;
+        strays.len() as u64
+    };
+    for run in killed {
+        crate::audit::record(
+            &mut tx,
+            ctx,
+            &crate::audit::Entry {
+                action: "bench.finished",
+                entity_type: "bench",
+                entity_id: Some(run),
+                outcome: "ok",
+                details: serde_json::json!({
+                    "killed": true, "closed_by": current, "loans_given_back": given_back,
+                    "loans_left_open": strays.len() as u64 - given_back,
+                }),
+            },
+        )?;
     }
-    if kind == crate::playground::Kind::Library {
-        tracing::warn!(
-            loans = strays.len(),
-            "a killed bench borrow left loans open on this library; they are left to the desk"
-        );
-        return Ok(0);
-    }
-    tx.execute(
-        "WITH back AS (UPDATE loan SET returned_at = greatest(now(), borrowed_at)
-                       WHERE id = ANY($1) RETURNING book_id)
-         UPDATE book b SET available_copies = b.available_copies + n.count
-         FROM (SELECT book_id, count(*)::int AS count FROM back GROUP BY book_id) n
-         WHERE b.id = n.book_id",
-        &[&strays],
-    )?;
-    crate::audit::record(
-        &mut tx,
-        ctx,
-        &crate::audit::Entry {
-            action: "bench.cleanup",
-            entity_type: "bench",
-            entity_id: Some(current.to_string()),
-            outcome: "ok",
-            details: serde_json::json!({ "loans_given_back": strays.len() }),
-        },
-    )?;
     tx.commit()?;
-    Ok(strays.len() as u64)
+    Ok(given_back)
 }
 
 fn run_workload(

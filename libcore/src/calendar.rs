@@ -24,6 +24,20 @@ pub struct Calendar {
 }
 
 impl Calendar {
+    /// Refuses (exit 7) an as-of date after today in library time. Jobs and reports know only
+    /// the past: a nightly run "as of" next year would assess fines and send notices for loans
+    /// not yet due, and every real run after it would find nothing left to do.
+    pub fn require_not_future(&self, as_of: NaiveDate) -> Result<()> {
+        let today = self.local_date(chrono::Utc::now());
+        if as_of > today {
+            return Err(Error::invalid(
+                "future_as_of",
+                format!("--as-of {as_of} is after today ({today} in library time)"),
+            ));
+        }
+        Ok(())
+    }
+
     /// A calendar with the given zone and closed days.
     pub fn new(tz: Tz, closed: impl IntoIterator<Item = NaiveDate>) -> Calendar {
         Calendar {

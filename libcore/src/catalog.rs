@@ -275,7 +275,7 @@ pub fn list_books(
         .map(|s| s.replace('-', ""))
         .filter(|s| s.len() >= 3 && s.chars().all(|c| c.is_ascii_digit()))
         .map(|digits| format!("%{digits}%"));
-    let limit = limit.clamp(1, 10_000);
+    let limit = crate::validate::limit(limit, 10_000)?;
     let rows = client.query(
         &format!(
             "SELECT {BOOK_COLUMNS} FROM book

@@ -595,6 +595,36 @@ fn lock_member_of(
     Ok((member, loan_id))
 }
 
+/// A return backdated with `--at` that leaves the member owing less than a return now would
+/// (or than was already assessed) is a waiver in disguise: one person could wipe a fine. It
+/// needs the authority a waiver needs from one person, an admin's; a librarian returns the
+/// item at the real time and files a waiver request for a second person to decide.
+fn require_waiver_authority_for_backdating(
+    ctx: &Ctx,
+    current: &StandingLoan,
+    member: &LockedMember,
+    fine: i64,
+) -> Result<()> {
+    if ctx.at.is_none() || ctx.actor.role == crate::actor::Role::Admin {
+        return Ok(());
+    }
+    let owed_now = fines::fine_cents(
+        &current.policy,
+        current.due_at,
+        Utc::now(),
+        &member.calendar,
+    )
+    .max(current.stored_fine_cents);
+    if fine < owed_now {
+        return Err(Error::denied(format!(
+            "a return backdated to {} would lower the fine from {owed_now} to {fine} cents; \
+             that needs an admin, or a return now and a waiver request",
+            ctx.now()
+        )));
+    }
+    Ok(())
+}
+
 /// Returns a loan: restores the copy and freezes the fine, atomically.
 pub fn return_loan(connection: &mut impl Connection, ctx: &Ctx, loan: &LoanRef) -> Result<Loan> {
     let op = Operation::new("loan.return", "loan", json!({ "loan": loan }));
@@ -612,6 +642,7 @@ pub fn return_loan(connection: &mut impl Connection, ctx: &Ctx, loan: &LoanRef) 
             ));
         }
         let fine = fines::fine_cents(&current.policy, current.due_at, now, &member.calendar);
+        require_waiver_authority_for_backdating(ctx, current, &member, fine)?;
         let row = OkRow::new(
             ctx,
             &op,
@@ -724,7 +755,7 @@ pub fn list_loans(
         .map(|b| catalog::book_id(client, b))
         .transpose()?;
     let after = cursor.map(Cursor::decode).transpose()?.map(|c| c.0);
-    let limit = limit.clamp(1, 10_000);
+    let limit = crate::validate::limit(limit, 10_000)?;
     let rows = client.query(
         &format!(
             "SELECT {LOAN_COLUMNS} FROM loan

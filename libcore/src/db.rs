@@ -85,6 +85,26 @@ mod tests {
             "postgres://u:***@h:5/db"
         );
         assert_eq!(
+            super::redact_url("postgres://u@h:5/db?sslmode=require&password=s3cret&x=1"),
+            "postgres://u@h:5/db?sslmode=require&password=***&x=1"
+        );
+        assert_eq!(
+            super::redact_url("postgres://u:a@b@h/db?password=z"),
+            "postgres://u:***@h/db?password=***"
+        );
+        assert_eq!(
+            super::redact_url("host=h password=s3cret dbname=x"),
+            "host=h password=*** dbname=x"
+        );
+        assert_eq!(
+            super::redact_url("host=h password = 'se cr\\'et' dbname=x"),
+            "host=h password = *** dbname=x"
+        );
+        assert_eq!(
+            super::redact_url("host=h mypassword=ok"),
+            "host=h mypassword=ok"
+        );
+        assert_eq!(
             super::url_with_database("postgres://u@h:5/db?sslmode=disable", "x"),
             "postgres://u@h:5/x?sslmode=disable"
         );
@@ -95,18 +115,62 @@ mod tests {
     }
 }
 
-/// Hides the password of a connection URL, for logs and messages.
+/// Hides every password in a connection string, for logs and messages: the user-info part of
+/// a URL (`postgres://u:secret@h`), a `password=` query parameter, and a `password=` pair of
+/// the key/value form (`host=h password='se cret'`).
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let Some((userinfo, host)) = rest.rsplit_once('@') else {
-        return url.to_string();
-    };
-    match userinfo.split_once(':') {
-        Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_string(),
+    let mut text = url.to_string();
+    if let Some((scheme, rest)) = text.split_once("://") {
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        if let Some((userinfo, host)) = rest[..authority_end].rsplit_once('@') {
+            if let Some((user, _password)) = userinfo.split_once(':') {
+                text = format!("{scheme}://{user}:***@{host}{}", &rest[authority_end..]);
+            }
+        }
     }
+    redact_password_pairs(&text)
+}
+
+/// Replaces the value of every `password=` pair (URL query or key/value form) with `***`.
+fn redact_password_pairs(text: &str) -> String {
+    let lower = text.to_ascii_lowercase();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while let Some(found) = lower[i..].find("password") {
+        let key_start = i + found;
+        let mut j = key_start + "password".len();
+        let before_ok =
+            key_start == 0 || matches!(text.as_bytes()[key_start - 1], b' ' | b'?' | b'&' | b'\t');
+        while j < text.len() && text.as_bytes()[j] == b' ' {
+            j += 1;
+        }
+        if !before_ok || j >= text.len() || text.as_bytes()[j] != b'=' {
+            out.push_str(&text[i..key_start + 1]);
+            i = key_start + 1;
+            continue;
+        }
+        j += 1;
+        while j < text.len() && text.as_bytes()[j] == b' ' {
+            j += 1;
+        }
+        out.push_str(&text[i..j]);
+        out.push_str("***");
+        // The value: a quoted string (with \' escapes), or up to a space or '&'.
+        if j < text.len() && text.as_bytes()[j] == b'\'' {
+            j += 1;
+            while j < text.len() && text.as_bytes()[j] != b'\'' {
+                j += if text.as_bytes()[j] == b'\\' { 2 } else { 1 };
+            }
+            j = (j + 1).min(text.len());
+        } else {
+            while j < text.len() && !matches!(text.as_bytes()[j], b' ' | b'&' | b'\t') {
+                j += 1;
+            }
+        }
+        i = j;
+    }
+    out.push_str(&text[i..]);
+    out
 }
 
 fn parse_config(url: &str) -> Result<Config> {

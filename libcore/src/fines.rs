@@ -181,6 +181,7 @@ pub fn accrue(
         "loan",
         serde_json::json!({ "as_of": as_of }),
     );
+    Calendar::load(client)?.require_not_future(as_of)?;
     audit::run(client, ctx, &op, |tx| {
         ctx.require(crate::actor::Capability::Jobs)?;
         lock_jobs(tx, "fines accrue")?;
@@ -326,12 +327,7 @@ pub(crate) fn credit_in(
     note: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<LedgerEntry> {
-    if amount_cents <= 0 {
-        return Err(crate::Error::invalid(
-            "invalid_input",
-            "the amount must be a positive number of cents",
-        ));
-    }
+    crate::validate::amount_cents("--amount-cents", amount_cents)?;
     let calendar = Calendar::load(tx)?;
     assess_member(tx, member_id, now, &calendar)?;
     let balance: i64 = tx

@@ -67,15 +67,27 @@ fn read_all<T>(
         .headers()
         .map_err(|e| header_error(format!("cannot read the header: {e}")))?
         .clone();
-    let columns: HashMap<String, usize> = headers
+    let names: Vec<String> = headers
+        .iter()
+        .map(|h| h.trim().trim_start_matches('\u{feff}').to_ascii_lowercase())
+        .collect();
+    let mut duplicated: Vec<&str> = names
         .iter()
         .enumerate()
-        .map(|(i, h)| {
-            (
-                h.trim().trim_start_matches('\u{feff}').to_ascii_lowercase(),
-                i,
-            )
-        })
+        .filter(|(i, n)| names[..*i].contains(n))
+        .map(|(_, n)| n.as_str())
+        .collect();
+    duplicated.dedup();
+    if !duplicated.is_empty() {
+        return Err(header_error(format!(
+            "column(s) {} appear more than once in the header",
+            duplicated.join(", ")
+        )));
+    }
+    let columns: HashMap<String, usize> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.clone(), i))
         .collect();
     let missing: Vec<&str> = required
         .iter()

@@ -74,8 +74,19 @@ fn run_steps(
 }
 
 /// Runs the nightly job as of `as_of`. With `dry_run` everything runs and is rolled back.
-pub fn nightly(client: &mut Client, ctx: &Ctx, as_of: NaiveDate, dry_run: bool) -> Result<Nightly> {
+///
+/// `deliver` receives the notices issued, inside the run's transaction and before its commit:
+/// when it fails (the notices file cannot be written), the whole run rolls back and nothing is
+/// issued, so no notice is ever committed without having been handed over.
+pub fn nightly(
+    client: &mut Client,
+    ctx: &Ctx,
+    as_of: NaiveDate,
+    dry_run: bool,
+    deliver: &mut dyn FnMut(&[notices::Notice]) -> Result<()>,
+) -> Result<Nightly> {
     let started = Instant::now();
+    crate::calendar::Calendar::load(client)?.require_not_future(as_of)?;
     if dry_run {
         let mut tx = client.transaction()?;
         let result = run_steps(&mut tx, ctx, as_of, true, started);
@@ -85,6 +96,7 @@ pub fn nightly(client: &mut Client, ctx: &Ctx, as_of: NaiveDate, dry_run: bool) 
     let op = Operation::new("nightly.run", "job", json!({ "as_of": as_of }));
     audit::run(client, ctx, &op, |tx| {
         let done = run_steps(tx, ctx, as_of, false, started)?;
+        deliver(&done.notices)?;
         let details = json!({
             "loans_assessed": done.loans_assessed,
             "fines_cents": done.fines_cents,

@@ -313,7 +313,7 @@ pub fn list_members(
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(|s| format!("%{}%", crate::catalog::escape_like(s)));
-    let limit = limit.clamp(1, 10_000);
+    let limit = crate::validate::limit(limit, 10_000)?;
     let rows = client.query(
         &format!(
             "SELECT {MEMBER_COLUMNS} FROM member

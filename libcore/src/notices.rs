@@ -110,23 +110,7 @@ pub(crate) fn generate_in(
             &LEVEL_DAYS.iter().map(|l| l.1).collect::<Vec<i32>>(),
         ],
     )?;
-    Ok(rows
-        .iter()
-        .map(|r| Notice {
-            member_id: r.get(0),
-            name: r.get(1),
-            email: r.get(2),
-            phone: r.get(3),
-            loan_id: r.get(4),
-            title: r.get(5),
-            isbn: r.get(6),
-            due_at: r.get(7),
-            level: r.get(8),
-            overdue_days: r.get(9),
-            fine_cents: r.get(10),
-            issued_on: as_of,
-        })
-        .collect())
+    Ok(rows.iter().map(|r| notice_from_row(r, as_of)).collect())
 }
 
 /// Groups notices (already ordered by member) into one letter per member.
@@ -164,6 +148,7 @@ pub fn generate(
     client: &mut postgres::Client,
     ctx: &crate::actor::Ctx,
     as_of: NaiveDate,
+    deliver: &mut dyn FnMut(&[Notice]) -> Result<()>,
 ) -> Result<Vec<Notice>> {
     use crate::audit::{self, Audited, Operation};
     let op = Operation::new(
@@ -171,10 +156,13 @@ pub fn generate(
         "notice",
         serde_json::json!({ "as_of": as_of }),
     );
+    crate::calendar::Calendar::load(client)?.require_not_future(as_of)?;
     audit::run(client, ctx, &op, |tx| {
         ctx.require(crate::actor::Capability::Jobs)?;
         crate::fines::lock_jobs(tx, "notices generate")?;
         let notices = generate_in(tx, as_of, ctx.now())?;
+        // Handed over before the commit: a notice that cannot be delivered is not issued.
+        deliver(&notices)?;
         let count = notices.len();
         Ok(Audited::new(
             notices,
@@ -182,4 +170,43 @@ pub fn generate(
             serde_json::json!({ "issued": count }),
         ))
     })
+}
+
+/// The notices issued on `issued_on` (by `notices generate` or `nightly` as of that day), in
+/// the order they were generated: the way to hand them over again when their file was lost
+/// (a full disk, a kill between the commit and the file's rename).
+pub fn export(
+    client: &mut impl GenericClient,
+    ctx: &crate::actor::Ctx,
+    issued_on: NaiveDate,
+) -> Result<Vec<Notice>> {
+    ctx.require(crate::actor::Capability::Jobs)?;
+    Calendar::load(client)?.require_not_future(issued_on)?;
+    let rows = client.query(
+        "SELECT n.member_id, m.name, m.email, m.phone, n.loan_id, b.title, b.isbn, l.due_at,
+                n.level, n.overdue_days, n.fine_cents
+         FROM notice n JOIN loan l ON l.id = n.loan_id JOIN book b ON b.id = l.book_id
+              JOIN member m ON m.id = n.member_id
+         WHERE n.issued_on = $1
+         ORDER BY m.email, n.loan_id, n.level",
+        &[&issued_on],
+    )?;
+    Ok(rows.iter().map(|r| notice_from_row(r, issued_on)).collect())
+}
+
+fn notice_from_row(r: &postgres::Row, issued_on: NaiveDate) -> Notice {
+    Notice {
+        member_id: r.get(0),
+        name: r.get(1),
+        email: r.get(2),
+        phone: r.get(3),
+        loan_id: r.get(4),
+        title: r.get(5),
+        isbn: r.get(6),
+        due_at: r.get(7),
+        level: r.get(8),
+        overdue_days: r.get(9),
+        fine_cents: r.get(10),
+        issued_on,
+    }
 }

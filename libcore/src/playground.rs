@@ -22,7 +22,7 @@ pub const SEEDED_AT: &str = "seeded_at";
 
 /// How long after a benchmark run's deadline its own work (returning its loans) may still be
 /// written, when no `bench.finished` row closes its window: a run killed before it wrote one.
-pub const BENCH_WINDOW_SLACK_SECONDS: i64 = 600;
+pub const BENCH_WINDOW_SLACK_SECONDS: i64 = 120;
 
 /// What a database is, for the destructive commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -59,7 +59,7 @@ pub fn kind(client: &mut impl GenericClient) -> Result<Kind> {
              SELECT EXISTS (
                  SELECT 1 FROM audit_log a
                  WHERE a.recorded_at > $1
-                   AND a.action NOT IN ('bench.borrow', 'bench.finished', 'bench.cleanup')
+                   AND a.action NOT IN ('bench.borrow', 'bench.finished')
                    AND NOT EXISTS (SELECT 1 FROM runs r
                                    WHERE a.recorded_at BETWEEN r.started AND r.ended))",
             &[&seeded_at, &(BENCH_WINDOW_SLACK_SECONDS as f64)],

@@ -123,6 +123,38 @@ pub struct RuleChange {
     pub max_fine_cents_per_loan: Option<i64>,
 }
 
+/// The documented range of every rule value (README, "Policy and calendar"). Fines are
+/// bounded so that a year of the largest daily fine on every loan of the largest loan limit
+/// still fits a member's balance many times over in a 64-bit sum.
+pub const RULE_RANGES: &[(&str, i64, i64)] = &[
+    ("--loan-days", 1, 365),
+    ("--max-loans", 0, 1_000),
+    ("--max-renewals", 0, 100),
+    ("--fine-cents-per-day", 0, 100_000),
+    ("--grace-days", 0, 365),
+    ("--max-fine-cents", 0, 10_000_000),
+];
+
+impl RuleChange {
+    /// Every given value within [`RULE_RANGES`] (exit 7 otherwise).
+    pub fn check_ranges(&self) -> Result<()> {
+        let given = [
+            self.loan_days.map(i64::from),
+            self.max_active_loans.map(i64::from),
+            self.max_renewals.map(i64::from),
+            self.fine_cents_per_day,
+            self.grace_days.map(i64::from),
+            self.max_fine_cents_per_loan,
+        ];
+        for ((name, min, max), value) in RULE_RANGES.iter().zip(given) {
+            if let Some(value) = value {
+                crate::validate::in_range(name, value, *min, *max)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Changes a rule (admin only). Open loans keep the snapshot they were borrowed under.
 pub fn set_rule(client: &mut Client, ctx: &Ctx, change: &RuleChange) -> Result<CirculationRule> {
     let op = Operation::new("policy.set", "circulation_rule", json!(change));
@@ -137,20 +169,7 @@ pub fn set_rule(client: &mut Client, ctx: &Ctx, change: &RuleChange) -> Result<C
                 ),
             ));
         }
-        let non_negative = [
-            change.loan_days.map(i64::from),
-            change.max_active_loans.map(i64::from),
-            change.max_renewals.map(i64::from),
-            change.fine_cents_per_day,
-            change.grace_days.map(i64::from),
-            change.max_fine_cents_per_loan,
-        ];
-        if non_negative.iter().flatten().any(|v| *v < 0) || change.loan_days == Some(0) {
-            return Err(Error::invalid(
-                "invalid_input",
-                "policy values must be non-negative, and loan days at least 1",
-            ));
-        }
+        change.check_ranges()?;
         tx.execute(
             "INSERT INTO circulation_rule (category) VALUES ($1) ON CONFLICT DO NOTHING",
             &[&change.category],

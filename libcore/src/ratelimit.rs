@@ -294,9 +294,50 @@ impl<'a> Gate<'a> {
         )?;
         let (allowed, stale) = (rows[0].get(0), rows[0].get(1));
         if allowed {
+            return self.check_backdated(tx);
+        }
+        self.recount(tx, statements, stale, now)?;
+        self.check_backdated(tx)
+    }
+
+    /// A backdated command (`--at`) is counted in real time as well: every attempt the actor
+    /// made in each policy's window up to the real clock, by when it was written
+    /// (`recorded_at`), whatever time it claimed. Otherwise stepping `--at` back on each call
+    /// would put every attempt outside the window the gate counts. Runs under the lock the
+    /// gate took; only backdated commands (staff backfills) pay for it.
+    fn check_backdated(&self, tx: &mut impl GenericClient) -> Result<()> {
+        if self.ctx.at.is_none() {
             return Ok(());
         }
-        self.recount(tx, statements, stale, now)
+        let groups = groups_of(self.action);
+        let exhausted = tx.query(
+            "SELECT p.action_group, p.limit_count, p.window_seconds, count(a.id)
+             FROM rate_limit_policy p
+             LEFT JOIN audit_log a
+               ON a.actor = $1 AND a.outcome <> 'rate_limited'
+              AND a.recorded_at > clock_timestamp() - make_interval(secs => p.window_seconds)
+              AND (p.action_group = 'mutation' OR a.action = ANY($4))
+             WHERE p.role IN ($2, 'any') AND p.action_group = ANY($3)
+             GROUP BY p.role, p.action_group, p.limit_count, p.window_seconds
+             HAVING count(a.id) >= p.limit_count
+             ORDER BY p.window_seconds DESC
+             LIMIT 1",
+            &[&self.ctx.actor.name, &self.role, &groups, &BORROW_ACTIONS],
+        )?;
+        match exhausted.first() {
+            None => Ok(()),
+            Some(row) => {
+                let (group, limit, window, used): (String, i32, i32, i64) =
+                    (row.get(0), row.get(1), row.get(2), row.get(3));
+                Err(Error::RateLimited {
+                    message: format!(
+                        "{} made {used} {group} attempts in the last {window} s of real time (limit {limit}), backdated ones included",
+                        self.ctx.actor.name
+                    ),
+                    retry_after_secs: 1.max(u64::try_from(window).unwrap_or(1) / 10),
+                })
+            }
+        }
     }
 
     /// Passes the gate and runs `read` behind it, in one round trip: the read's rows. Its
@@ -318,9 +359,11 @@ impl<'a> Gate<'a> {
             let columns = rows[0].len();
             let (allowed, stale) = (rows[0].get(columns - 2), rows[0].get(columns - 1));
             if allowed {
+                self.check_backdated(tx)?;
                 return Ok(read_rows(rows));
             }
             self.recount(tx, statements.as_deref_mut(), stale, now)?;
+            self.check_backdated(tx)?;
         }
         read.without_gate(tx, statements, params)
     }
@@ -417,15 +460,15 @@ pub fn set_policies(client: &mut Client, ctx: &Ctx, changes: &[Policy]) -> Resul
         for policy in changes {
             if !["member", "librarian", "admin", "any"].contains(&policy.role.as_str())
                 || !["borrow", "mutation"].contains(&policy.action_group.as_str())
-                || policy.limit_count < 1
-                || policy.window_seconds < 1
-                || policy.burst < 1
             {
                 return Err(Error::invalid(
                     "invalid_input",
-                    "role is member|librarian|admin|any, group borrow|mutation, and limit, window and burst are positive",
+                    "role is member|librarian|admin|any, and group borrow|mutation",
                 ));
             }
+            crate::validate::in_range("--limit", policy.limit_count, 1, 1_000_000)?;
+            crate::validate::in_range("--window (seconds)", policy.window_seconds, 1, 2_592_000)?;
+            crate::validate::in_range("--burst", policy.burst, 1, 1_000_000)?;
             tx.execute(
                 "INSERT INTO rate_limit_policy (role, action_group, limit_count, window_seconds, burst) VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (role, action_group) DO UPDATE SET limit_count = excluded.limit_count,

@@ -86,6 +86,7 @@ fn frame(client: &mut impl GenericClient, ctx: &Ctx, options: &ReportOptions) ->
     let calendar = Calendar::load(client)?;
     let as_of = options.as_of.unwrap_or_else(|| ctx.now());
     let today = calendar.local_date(as_of);
+    calendar.require_not_future(today)?;
     Ok(Frame {
         calendar,
         as_of,
@@ -103,8 +104,12 @@ impl Frame {
     }
 }
 
-fn limit(options: &ReportOptions, default: i64) -> i64 {
-    options.limit.unwrap_or(default).clamp(1, 10_000_000)
+/// `--limit`, between 1 and 10,000,000 when given; `default` otherwise.
+fn limit(options: &ReportOptions, default: i64) -> Result<i64> {
+    match options.limit {
+        Some(given) => crate::validate::limit(given, 10_000_000),
+        None => Ok(default),
+    }
 }
 
 /// Streams the rows of `sql` through `convert` into `emit`.
@@ -243,7 +248,7 @@ pub fn overdue(
 ) -> Result<OverdueTiers> {
     let f = frame(client, ctx, options)?;
     let mut tiers = OverdueTiers::default();
-    let limit = limit(options, i64::MAX / 2);
+    let limit = limit(options, i64::MAX / 2)?;
     stream(
         client,
         "SELECT * FROM (
@@ -310,7 +315,7 @@ pub fn fines(
     emit: &mut dyn FnMut(FinesRow) -> Result<()>,
 ) -> Result<u64> {
     let f = frame(client, ctx, options)?;
-    let limit = limit(options, i64::MAX / 2);
+    let limit = limit(options, i64::MAX / 2)?;
     stream(
         client,
         "WITH charged AS (
@@ -376,7 +381,7 @@ pub fn inventory(
     emit: &mut dyn FnMut(InventoryRow) -> Result<()>,
 ) -> Result<u64> {
     frame(client, ctx, options)?;
-    let limit = limit(options, i64::MAX / 2);
+    let limit = limit(options, i64::MAX / 2)?;
     stream(
         client,
         "SELECT id, isbn, title, status, total_copies, available_copies,
@@ -430,7 +435,7 @@ pub fn ranked(
 ) -> Result<Vec<RankedRow>> {
     let f = frame(client, ctx, options)?;
     let w = f.window(options, 30)?;
-    let limit = limit(options, 20);
+    let limit = limit(options, 20)?;
     let sql = if members {
         "SELECT row_number() OVER (ORDER BY c.n DESC, m.id), m.id, m.name, m.email, c.n
          FROM (SELECT member_id AS id, count(*) AS n FROM loan
@@ -669,7 +674,7 @@ pub fn risk(
 ) -> Result<u64> {
     let f = frame(client, ctx, options)?;
     let w = f.window(options, 365)?;
-    let limit = limit(options, i64::MAX / 2);
+    let limit = limit(options, i64::MAX / 2)?;
     stream(
         client,
         "SELECT m.id, m.name, m.email, s.loans, s.overdue

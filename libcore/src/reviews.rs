@@ -231,9 +231,11 @@ pub fn delete(client: &mut Client, ctx: &Ctx, id: Uuid) -> Result<Review> {
     })
 }
 
-/// Reviews of a book or by a member, newest id last, one page at a time.
+/// Reviews of a book or by a member, newest id last, one page at a time. A book's reviews are
+/// public; a member's list says what they have read, so only they and staff see it.
 pub fn list(
     client: &mut Client,
+    ctx: &Ctx,
     book: Option<&str>,
     member: Option<&str>,
     limit: i64,
@@ -243,11 +245,14 @@ pub fn list(
     let member_id = member
         .map(|m| members::find_member(client, m).map(|m| m.id))
         .transpose()?;
+    if let Some(member_id) = member_id {
+        ctx.require_self_or(member_id, Capability::ManageMembers)?;
+    }
     if book_id.is_none() && member_id.is_none() {
         return Err(Error::invalid("invalid_input", "give --book or --member"));
     }
     let after = cursor.map(Cursor::decode).transpose()?.map(|c| c.0);
-    let limit = limit.clamp(1, 10_000);
+    let limit = crate::validate::limit(limit, 10_000)?;
     let rows = client.query(
         &format!(
             "SELECT {REVIEW_COLUMNS} FROM review
@@ -295,7 +300,7 @@ pub fn top_rated(
                     id, title, author, rating_count, round(rating_sum::numeric / rating_count, 2)::float8
              FROM book WHERE rating_count >= greatest($1, 1)
              ORDER BY rating_sum::float8 / rating_count DESC, rating_count DESC, id LIMIT $2",
-            &[&min_reviews, &limit.clamp(1, 10_000)],
+            &[&min_reviews, &crate::validate::limit(limit, 10_000)?],
         )?
         .iter()
         .map(|r| TopRated { rank: r.get(0), book_id: r.get(1), title: r.get(2), author: r.get(3), reviews: r.get(4), average: r.get(5) })
@@ -372,7 +377,7 @@ pub fn recommend(
 ) -> Result<Vec<Recommendation>> {
     let member_id = members::find_member(client, member)?.id;
     ctx.require_self_or(member_id, Capability::Reports)?;
-    let limit = limit.clamp(1, 100);
+    let limit = crate::validate::limit(limit, 100)?;
     let mut out: Vec<Recommendation> = client
         .query(
             "SELECT r.rank, r.book_id, b.title, r.reason FROM recommendation r JOIN book b ON b.id = r.book_id

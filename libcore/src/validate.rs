@@ -133,6 +133,36 @@ pub fn optional_text(field: &str, raw: Option<&str>, max_chars: usize) -> Result
     Ok(Some(value.to_string()))
 }
 
+/// Checks a numeric input against its documented range (exit 7 outside it, never a silent
+/// clamp: a value the tool cannot honour is a mistake the caller should hear about).
+pub fn in_range<T: PartialOrd + std::fmt::Display + Copy>(
+    name: &str,
+    value: T,
+    min: T,
+    max: T,
+) -> Result<T> {
+    if value < min || value > max {
+        return Err(Error::invalid(
+            "out_of_range",
+            format!("{name} must be between {min} and {max}, not {value}"),
+        ));
+    }
+    Ok(value)
+}
+
+/// The rows a listing may return at most: `--limit` between 1 and `max`.
+pub fn limit(value: i64, max: i64) -> Result<i64> {
+    in_range("--limit", value, 1, max)
+}
+
+/// The largest amount of money one payment, waiver or charge may carry: 1,000,000.00.
+pub const MAX_AMOUNT_CENTS: i64 = 100_000_000;
+
+/// An amount of money in cents: positive and at most [`MAX_AMOUNT_CENTS`].
+pub fn amount_cents(name: &str, value: i64) -> Result<i64> {
+    in_range(name, value, 1, MAX_AMOUNT_CENTS)
+}
+
 /// Copies of a title: 0 to 10,000.
 pub fn copies(n: i64) -> Result<i32> {
     if (0..=10_000).contains(&n) {

@@ -146,8 +146,12 @@ fn accrue_recomputes_never_increments_and_never_goes_back() {
     // The return freezes the fine as of the return; accrual no longer touches it.
     let ctx = admin(&mut c);
     let returned = circulation::return_loan(&mut c, &ctx, &LoanRef::Id(loan.id)).unwrap();
-    fines::accrue(&mut c, &sys, due + Duration::days(30)).unwrap();
+    fines::accrue(&mut c, &sys, Utc::now().date_naive()).unwrap();
     assert_eq!(stored_fine(&mut c, loan.id), returned.fine_cents);
+    // An as-of after today is refused before anything is locked or written.
+    let tomorrow = Utc::now().date_naive() + Duration::days(2);
+    let err = fines::accrue(&mut c, &sys, tomorrow).unwrap_err();
+    assert_eq!((err.code(), err.exit_code()), ("future_as_of", 7));
     assert_invariants(&mut c);
     let member = ctx_of(&mut c, "late@example.org");
     let members_cannot = fines::accrue(&mut c, &member, due).unwrap_err();
@@ -161,22 +165,29 @@ fn notices_are_issued_once_per_level_and_catch_up_after_missed_nights() {
     let loan = overdue_loan(&mut c, "late@example.org", 1, 40);
     let due = loan.due_at.date_naive();
     let sys = system();
-    assert!(notices::generate(&mut c, &sys, due).unwrap().is_empty());
-    let day1 = notices::generate(&mut c, &sys, due + Duration::days(1)).unwrap();
-    assert_eq!(day1.iter().map(|n| n.level).collect::<Vec<_>>(), [1]);
-    assert!(notices::generate(&mut c, &sys, due + Duration::days(2))
+    assert!(notices::generate(&mut c, &sys, due, &mut |_| Ok(()))
         .unwrap()
         .is_empty());
+    let day1 = notices::generate(&mut c, &sys, due + Duration::days(1), &mut |_| Ok(())).unwrap();
+    assert_eq!(day1.iter().map(|n| n.level).collect::<Vec<_>>(), [1]);
+    assert!(
+        notices::generate(&mut c, &sys, due + Duration::days(2), &mut |_| Ok(()))
+            .unwrap()
+            .is_empty()
+    );
     // Nights 3 to 15 were missed: the next run issues levels 2 and 3, once each.
-    let caught_up = notices::generate(&mut c, &sys, due + Duration::days(16)).unwrap();
+    let caught_up =
+        notices::generate(&mut c, &sys, due + Duration::days(16), &mut |_| Ok(())).unwrap();
     assert_eq!(
         caught_up.iter().map(|n| n.level).collect::<Vec<_>>(),
         [2, 3]
     );
     assert_eq!(caught_up[1].overdue_days, 16);
-    assert!(notices::generate(&mut c, &sys, due + Duration::days(17))
-        .unwrap()
-        .is_empty());
+    assert!(
+        notices::generate(&mut c, &sys, due + Duration::days(17), &mut |_| Ok(()))
+            .unwrap()
+            .is_empty()
+    );
     let total: i64 = c
         .query_one("SELECT count(*) FROM notice", &[])
         .unwrap()
@@ -195,17 +206,17 @@ fn nightly_twice_gives_the_same_notices_and_dry_run_keeps_nothing() {
     overdue_loan(&mut c, "b@example.org", 2, 16);
     let as_of = Utc::now().date_naive();
     let sys = system();
-    let dry = jobs::nightly(&mut c, &sys, as_of, true).unwrap();
+    let dry = jobs::nightly(&mut c, &sys, as_of, true, &mut |_| Ok(())).unwrap();
     assert!(dry.dry_run && dry.notices_issued > 0);
     let kept: i64 = c
         .query_one("SELECT count(*) FROM notice", &[])
         .unwrap()
         .get(0);
     assert_eq!(kept, 0, "a dry run keeps nothing");
-    let first = jobs::nightly(&mut c, &sys, as_of, false).unwrap();
+    let first = jobs::nightly(&mut c, &sys, as_of, false, &mut |_| Ok(())).unwrap();
     assert_eq!(first.notices_issued, dry.notices_issued);
     assert_eq!(first.loans_assessed, 2);
-    let second = jobs::nightly(&mut c, &sys, as_of, false).unwrap();
+    let second = jobs::nightly(&mut c, &sys, as_of, false, &mut |_| Ok(())).unwrap();
     assert_eq!(second.notices_issued, 0);
     assert_eq!(second.fines_cents, first.fines_cents);
     assert_invariants(&mut c);
@@ -223,7 +234,7 @@ fn a_held_job_lock_makes_a_second_run_exit_4_and_racing_runs_do_the_work_once() 
     let mut held = holder.transaction().unwrap();
     held.execute("SELECT pg_advisory_xact_lock($1)", &[&fines::JOB_LOCK_KEY])
         .unwrap();
-    let err = jobs::nightly(&mut c, &system(), as_of, false).unwrap_err();
+    let err = jobs::nightly(&mut c, &system(), as_of, false, &mut |_| Ok(())).unwrap_err();
     assert_eq!((err.code(), err.exit_code()), ("job_already_running", 4));
     held.rollback().unwrap();
 
@@ -234,7 +245,7 @@ fn a_held_job_lock_makes_a_second_run_exit_4_and_racing_runs_do_the_work_once() 
             let barrier = barrier.clone();
             std::thread::spawn(move || {
                 barrier.wait();
-                jobs::nightly(&mut client, &system(), as_of, false)
+                jobs::nightly(&mut client, &system(), as_of, false, &mut |_| Ok(()))
             })
         })
         .collect();

@@ -728,6 +728,16 @@ pub fn seed(
     observer: &dyn Observer,
 ) -> Result<SeedSummary> {
     let started = Instant::now();
+    let today = chrono::Utc::now().date_naive();
+    if options.as_of > today {
+        return Err(Error::invalid(
+            "future_as_of",
+            format!(
+                "--as-of {} is after today ({today}, UTC): a seed writes history, and the future has none",
+                options.as_of
+            ),
+        ));
+    }
     let pool = thread_pool(options.jobs)?;
     let mut phases = Vec::new();
     let mut tx = client.transaction()?;

@@ -47,6 +47,8 @@ pub struct ShowArgs {
 pub enum NoticesCommand {
     /// Issue every overdue notice due by a date, each (loan, level) once; grouped per member
     Generate(NoticesArgs),
+    /// Write again the notices issued on a date (when their file was lost); issues nothing
+    Export(NoticesArgs),
 }
 
 #[derive(Debug, Args)]
@@ -81,30 +83,96 @@ fn today(app: &App, client: &mut libcore::Client) -> anyhow::Result<NaiveDate> {
     Ok(calendar.local_date(app.global.at.unwrap_or_else(chrono::Utc::now)))
 }
 
+/// A file written beside its final path and renamed into place only when published: a reader
+/// never sees half of it, and one never published is removed.
+pub struct StagedFile {
+    tmp: PathBuf,
+    path: PathBuf,
+    written: bool,
+}
+
+impl StagedFile {
+    pub fn new(path: &Path) -> StagedFile {
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        StagedFile {
+            tmp: dir.join(format!(".{name}.tmp{}", std::process::id())),
+            path: path.to_path_buf(),
+            written: false,
+        }
+    }
+
+    /// (Re)writes the staged content, private to its owner (0600) and synced to disk.
+    pub fn write(
+        &mut self,
+        contents: impl FnOnce(&mut std::fs::File) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options
+            .open(&self.tmp)
+            .map_err(|e| libcore::Error::io(format!("creating {}", self.tmp.display()), e))?;
+        self.written = true;
+        contents(&mut file)?;
+        file.sync_all()
+            .map_err(|e| libcore::Error::io(format!("writing {}", self.tmp.display()), e))?;
+        Ok(())
+    }
+
+    /// Renames the staged file into place.
+    pub fn publish(mut self) -> anyhow::Result<()> {
+        std::fs::rename(&self.tmp, &self.path)
+            .map_err(|e| libcore::Error::io(format!("renaming to {}", self.path.display()), e))?;
+        self.written = false;
+        Ok(())
+    }
+}
+
+impl Drop for StagedFile {
+    fn drop(&mut self) {
+        if self.written {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
 /// Writes `contents` to `path` atomically: a temporary file beside it, then a rename.
 pub fn write_atomically(
     path: &Path,
     contents: impl FnOnce(&mut std::fs::File) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    {
-        let mut file = std::fs::File::create(&tmp)
-            .map_err(|e| libcore::Error::io(format!("creating {}", tmp.display()), e))?;
-        contents(&mut file)?;
-        file.sync_all()
-            .map_err(|e| libcore::Error::io(format!("writing {}", tmp.display()), e))?;
-    }
-    std::fs::rename(&tmp, path)
-        .map_err(|e| libcore::Error::io(format!("renaming to {}", path.display()), e))?;
-    Ok(())
+    let mut staged = StagedFile::new(path);
+    staged.write(contents)?;
+    staged.publish()
+}
+
+/// Stages the notices file inside the job's transaction: a file that cannot be written fails
+/// the job, and nothing is issued.
+fn stage_notices(
+    staged: &mut StagedFile,
+    format: Format,
+    issued: &[notices::Notice],
+) -> libcore::Result<()> {
+    staged
+        .write(|file| {
+            let handle = file
+                .try_clone()
+                .map_err(|e| libcore::Error::io("writing notices", e))?;
+            let mut out = Renderer::to_writer(format, Box::new(handle));
+            render_notices(&mut out, issued)
+        })
+        .map_err(|e| match e.downcast::<libcore::Error>() {
+            Ok(core) => core,
+            Err(other) => libcore::Error::Internal(format!("{other:#}")),
+        })
 }
 
 /// Renders notices: grouped per member for json, one row per notice for csv/ndjson/table.
@@ -114,17 +182,6 @@ fn render_notices(out: &mut Renderer, issued: &[notices::Notice]) -> anyhow::Res
         _ => out.rows(issued)?,
     }
     Ok(())
-}
-
-fn notices_to_file(path: &Path, format: Format, issued: &[notices::Notice]) -> anyhow::Result<()> {
-    let issued = issued.to_vec();
-    write_atomically(path, move |file| {
-        let handle = file
-            .try_clone()
-            .map_err(|e| libcore::Error::io("writing notices", e))?;
-        let mut out = Renderer::to_writer(format, Box::new(handle));
-        render_notices(&mut out, &issued)
-    })
 }
 
 pub fn run_fines(app: &mut App, command: FinesCommand) -> anyhow::Result<ExitCode> {
@@ -164,16 +221,32 @@ pub fn run_fines(app: &mut App, command: FinesCommand) -> anyhow::Result<ExitCod
 }
 
 pub fn run_notices(app: &mut App, command: NoticesCommand) -> anyhow::Result<ExitCode> {
-    let NoticesCommand::Generate(a) = command;
     let (mut client, ctx) = app.session()?;
+    let (a, export) = match command {
+        NoticesCommand::Generate(a) => (a, false),
+        NoticesCommand::Export(a) => (a, true),
+    };
     let as_of = match a.as_of {
         Some(d) => d,
         None => today(app, &mut client)?,
     };
-    let issued = notices::generate(&mut client, &ctx, as_of)?;
-    match &a.out {
-        Some(path) => {
-            notices_to_file(path, app.out.format(), &issued)?;
+    let format = app.out.format();
+    let mut staged = a.out.as_deref().map(StagedFile::new);
+    let issued = if export {
+        let issued = notices::export(&mut client, &ctx, as_of)?;
+        if let Some(staged) = &mut staged {
+            stage_notices(staged, format, &issued)?;
+        }
+        issued
+    } else {
+        notices::generate(&mut client, &ctx, as_of, &mut |issued| match &mut staged {
+            Some(staged) => stage_notices(staged, format, issued),
+            None => Ok(()),
+        })?
+    };
+    match (&a.out, staged) {
+        (Some(path), Some(staged)) => {
+            staged.publish()?;
             if !app.global.quiet {
                 eprintln!(
                     "libctl: {} notice(s) written to {}",
@@ -182,19 +255,38 @@ pub fn run_notices(app: &mut App, command: NoticesCommand) -> anyhow::Result<Exi
                 );
             }
         }
-        None => render_notices(&mut app.out, &issued)?,
+        _ => render_notices(&mut app.out, &issued)?,
     }
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn run_nightly(app: &mut App, a: NightlyArgs) -> anyhow::Result<ExitCode> {
+    let format = app.out.format();
+    let mut staged = a.notices_out.as_deref().map(StagedFile::new);
     let result = (|| -> anyhow::Result<jobs::Nightly> {
         let (mut client, ctx) = app.session()?;
         let as_of = match a.as_of {
             Some(d) => d,
             None => today(app, &mut client)?,
         };
-        Ok(jobs::nightly(&mut client, &ctx, as_of, a.dry_run)?)
+        let run = jobs::nightly(
+            &mut client,
+            &ctx,
+            as_of,
+            a.dry_run,
+            &mut |issued| match &mut staged {
+                Some(staged) => stage_notices(staged, format, issued),
+                None => Ok(()),
+            },
+        )?;
+        // Committed: the notices file goes into place (re-export with `notices export` if
+        // this step is ever lost).
+        if let Some(staged) = staged.take() {
+            if !a.dry_run {
+                staged.publish()?;
+            }
+        }
+        Ok(run)
     })();
     if let Some(path) = &a.metrics_file {
         if !a.dry_run {
@@ -211,9 +303,6 @@ pub fn run_nightly(app: &mut App, a: NightlyArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let run = result?;
-    if let Some(path) = &a.notices_out {
-        notices_to_file(path, app.out.format(), &run.notices)?;
-    }
     if a.summary_json {
         println!("{}", serde_json::to_string(&run)?);
     } else {

@@ -98,9 +98,10 @@ pub fn run_review(app: &mut App, command: ReviewCommand) -> anyhow::Result<ExitC
 }
 
 pub fn run_reviews(app: &mut App, a: ListArgs) -> anyhow::Result<ExitCode> {
-    let mut client = app.client()?;
+    let (mut client, ctx) = app.session()?;
     let page = reviews::list(
         &mut client,
+        &ctx,
         a.book.as_deref(),
         a.member.as_deref(),
         a.limit,
