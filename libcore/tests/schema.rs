@@ -178,3 +178,20 @@ fn db_check_finds_a_missing_key_index_or_trigger() {
     assert!(text.contains("audit_log_no_truncate"), "{text}");
     assert_eq!(db::fail_on_violations(&results).unwrap_err().exit_code(), 8);
 }
+
+/// A database whose settings were emptied (what an old restore, killed part-way, left) gets a
+/// status and a clear refusal, never a panic.
+#[test]
+fn status_of_a_database_without_its_settings_does_not_panic() {
+    let tdb = TestDb::new();
+    let mut client = tdb.client();
+    client.batch_execute("DELETE FROM library_setting").unwrap();
+    let err = libcore::calendar::library_timezone(&mut client).unwrap_err();
+    assert_eq!(err.exit_code(), 10, "{err}");
+    assert!(db::status(&mut client).is_err());
+    client
+        .batch_execute("INSERT INTO library_setting (key, value) VALUES ('incomplete', 'restore')")
+        .unwrap();
+    let status = db::status(&mut client).unwrap();
+    assert_eq!(status.state, "incomplete (restore interrupted)");
+}
