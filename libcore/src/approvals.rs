@@ -350,7 +350,7 @@ fn apply(tx: &mut Transaction<'_>, ctx: &Ctx, request: &Request) -> Result<Value
             };
             match tx.execute(sql, &[&request.member_id, &after]) {
                 Ok(_) => Ok(json!({ "field": field, "before": before, "after": after })),
-                Err(e) if catalog::is_unique_violation(&e, "member_email_key") => {
+                Err(e) if crate::pg::is_unique_violation(&e, "member_email_key") => {
                     Err(Error::refused(
                         Refusal::DuplicateEmail,
                         "that email already belongs to another member",

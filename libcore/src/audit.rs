@@ -19,11 +19,15 @@ use uuid::Uuid;
 use crate::actor::Ctx;
 use crate::error::{Error, Result};
 use crate::ids;
-use crate::ratelimit::Gate;
+use crate::ratelimit::gate::Gate;
 use crate::session::{self, Connection, Statements};
 
 /// How many times a transient conflict is retried before it surfaces.
 pub const MAX_RETRIES: u32 = 3;
+
+/// Transient conflicts retried in this process so far, by every runner: a benchmark reads it
+/// before and after a run.
+pub static RETRIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// What a mutation is, for its audit row.
 #[derive(Debug, Clone)]
@@ -163,7 +167,7 @@ pub fn run_on<T>(
             Ok(value) => return Ok(value),
             Err(e) if e.is_transient() && attempt < MAX_RETRIES => {
                 attempt += 1;
-                crate::bench::RETRIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                RETRIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 std::thread::sleep(backoff(attempt));
             }
             Err(e) => {

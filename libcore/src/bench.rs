@@ -10,7 +10,7 @@
 //! libcore runs on a [`Session`] here, so it prepares its statements once per connection too.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
@@ -23,9 +23,6 @@ use crate::actor::{Actor, Ctx, Role};
 use crate::circulation::{self, LoanRef};
 use crate::error::{Error, Result};
 use crate::session::Session;
-
-/// Transient conflicts retried by [`crate::audit::run`] since the process started.
-pub static RETRIES: AtomicU64 = AtomicU64::new(0);
 
 /// Through what a run sends its work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -492,10 +489,7 @@ pub fn run_borrow_bench(
     let kind =
         crate::playground::authorise(&mut setup, ctx, confirm, "run a borrow benchmark on it")?;
     let locked: bool = setup
-        .query_one(
-            "SELECT pg_try_advisory_lock($1)",
-            &[&crate::ratelimit::BENCH_LOCK_KEY],
-        )?
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&BENCH_LOCK_KEY])?
         .get(0);
     if !locked {
         return Err(Error::refused(
@@ -627,7 +621,7 @@ fn run_workload(
     mut setup: Client,
     checkpointed: bool,
 ) -> Result<BorrowBenchResult> {
-    let retries_before = RETRIES.load(Ordering::Relaxed);
+    let retries_before = crate::audit::RETRIES.load(Ordering::Relaxed);
     let barrier = Arc::new(Barrier::new(spec.clients.max(1) + 1));
     let mut handles = Vec::new();
     for thread in 0..spec.clients.max(1) {
@@ -642,7 +636,7 @@ fn run_workload(
                 // A long-lived connection, as a desk process keeps: libcore prepares its
                 // statements once on it (bare SQL decides for itself, by mode).
                 let mut connection = crate::db::connect(&url)?;
-                crate::ratelimit::lift_for_this_connection(&mut connection)?;
+                lift_for_this_connection(&mut connection)?;
                 let mut client = Session::new(connection);
                 let mut rng = rand::rngs::StdRng::seed_from_u64(thread as u64);
                 // Librarians staff the desk (listed first); the admin only changes the policies.
@@ -779,13 +773,34 @@ fn run_workload(
             max: percentile(&latencies, 100.0),
         },
         outcomes,
-        retries: RETRIES.load(Ordering::Relaxed) - retries_before,
+        retries: crate::audit::RETRIES.load(Ordering::Relaxed) - retries_before,
         invariants_ok: results.iter().all(|r| r.violations == 0),
         checkpointed,
         host_cpu: cpu_before
             .zip(cpu_after)
             .and_then(|(before, after)| before.until(after, seconds, latencies.len() as u64)),
     })
+}
+
+/// The session advisory lock one `bench borrow` holds while it runs: a session lock, so a
+/// killed bench releases it with its connection.
+pub const BENCH_LOCK_KEY: i64 = 0x4C49_4243_424E; // "LIBCBN"
+
+/// Lifts every rate limit for this connection alone, for `bench borrow`, which measures
+/// circulation, not the limiter: the limiter still runs every decision, it just never refuses,
+/// and counts about as many rows as a busy desk would under the real policy.
+///
+/// A temporary `rate_limit_policy` (every policy's limit and burst out of reach, its window one
+/// second) shadows the real table on this connection: PostgreSQL looks in the session's
+/// temporary schema first. It vanishes with the connection, so nothing lifted can outlive the
+/// process or reach another session, and the real policies are never touched.
+pub fn lift_for_this_connection(client: &mut impl postgres::GenericClient) -> Result<()> {
+    client.batch_execute(
+        "CREATE TEMPORARY TABLE rate_limit_policy (LIKE public.rate_limit_policy);
+         INSERT INTO pg_temp.rate_limit_policy (role, action_group, limit_count, window_seconds, burst)
+         SELECT role, action_group, 536870911, 1, 536870911 FROM public.rate_limit_policy;",
+    )?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -8,11 +8,8 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, Days, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
-use postgres::{Client, GenericClient};
-use serde_json::json;
+use postgres::GenericClient;
 
-use crate::actor::{Capability, Ctx};
-use crate::audit::{self, Audited, Operation};
 use crate::error::{Error, Result};
 
 /// The time zone and closed days that every due-date and fine computation needs.
@@ -159,58 +156,6 @@ pub fn closed_days(client: &mut impl GenericClient) -> Result<Vec<ClosedDay>> {
             reason: r.get(1),
         })
         .collect())
-}
-
-/// Marks a day closed (admin). Loans already out keep their due dates; fines skip the day.
-pub fn add_closed_day(
-    client: &mut Client,
-    ctx: &Ctx,
-    day: NaiveDate,
-    reason: Option<&str>,
-) -> Result<ClosedDay> {
-    let op = Operation::new(
-        "closed_day.add",
-        "closed_day",
-        json!({ "day": day, "reason": reason }),
-    );
-    audit::run(client, ctx, &op, |tx| {
-        ctx.require(Capability::Administer)?;
-        let reason = crate::validate::optional_text("reason", reason, 200)?;
-        tx.execute(
-            "INSERT INTO closed_day (day, reason) VALUES ($1, $2)
-             ON CONFLICT (day) DO UPDATE SET reason = excluded.reason",
-            &[&day, &reason],
-        )?;
-        let closed = ClosedDay { day, reason };
-        Ok(Audited::new(
-            closed.clone(),
-            day,
-            json!({ "after": closed }),
-        ))
-    })
-}
-
-/// Reopens a closed day (admin).
-pub fn remove_closed_day(client: &mut Client, ctx: &Ctx, day: NaiveDate) -> Result<ClosedDay> {
-    let op = Operation::new("closed_day.remove", "closed_day", json!({ "day": day }));
-    audit::run(client, ctx, &op, |tx| {
-        ctx.require(Capability::Administer)?;
-        let row = tx
-            .query_opt(
-                "DELETE FROM closed_day WHERE day = $1 RETURNING reason",
-                &[&day],
-            )?
-            .ok_or_else(|| Error::not_found("closed day", day.to_string()))?;
-        let removed = ClosedDay {
-            day,
-            reason: row.get(0),
-        };
-        Ok(Audited::new(
-            removed.clone(),
-            day,
-            json!({ "before": removed }),
-        ))
-    })
 }
 
 #[cfg(test)]

@@ -145,19 +145,12 @@ fn insert_books(
     );
     match rows {
         Ok(rows) => Ok(rows.iter().map(book_from_row).collect()),
-        Err(e) if is_unique_violation(&e, "book_isbn_key") => Err(Error::refused(
+        Err(e) if crate::pg::is_unique_violation(&e, "book_isbn_key") => Err(Error::refused(
             Refusal::DuplicateIsbn,
             "a book with this ISBN is already catalogued",
         )),
         Err(e) => Err(e.into()),
     }
-}
-
-pub(crate) fn is_unique_violation(e: &postgres::Error, constraint: &str) -> bool {
-    e.as_db_error().is_some_and(|db| {
-        db.code() == &postgres::error::SqlState::UNIQUE_VIOLATION
-            && db.constraint() == Some(constraint)
-    })
 }
 
 /// Catalogues one book (librarian or admin).
@@ -269,7 +262,7 @@ pub fn list_books(
     let after = cursor.map(Cursor::decode).transpose()?.map(|c| c.0);
     let search = search.map(str::trim).filter(|s| !s.is_empty());
     let isbn = search.and_then(|s| validate::normalize_isbn(s).ok());
-    let pattern = search.map(|s| format!("%{}%", escape_like(s)));
+    let pattern = search.map(|s| format!("%{}%", crate::pg::escape_like(s)));
     // Part of an ISBN (digits, maybe hyphenated) matches ISBNs containing those digits.
     let isbn_part = search
         .map(|s| s.replace('-', ""))
@@ -294,11 +287,4 @@ pub fn list_books(
         limit,
         |b| b.id,
     ))
-}
-
-/// Escapes LIKE wildcards so user text matches literally.
-pub(crate) fn escape_like(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('%', "\\%")
-        .replace('_', "\\_")
 }

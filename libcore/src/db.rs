@@ -431,8 +431,6 @@ pub struct Status {
     pub state: String,
     /// Row count per table.
     pub tables: Vec<TableCount>,
-    /// The circulation policy.
-    pub policy: Option<crate::policy::Policy>,
 }
 
 /// One table's row count.
@@ -444,7 +442,7 @@ pub struct TableCount {
     pub rows: i64,
 }
 
-/// Reads the schema state, row counts and policy.
+/// Reads the schema state and row counts.
 pub fn status(client: &mut Client) -> Result<Status> {
     let latest = latest_version();
     let version = applied_version(client)?;
@@ -455,7 +453,6 @@ pub fn status(client: &mut Client) -> Result<Status> {
         Some(_) => "ok".to_string(),
     };
     let mut tables = Vec::new();
-    let mut policy = None;
     if version.is_some() {
         let incomplete = incomplete_marker(client)?;
         if let Some(what) = &incomplete {
@@ -476,16 +473,12 @@ pub fn status(client: &mut Client) -> Result<Status> {
                 });
             }
         }
-        if incomplete.is_none() {
-            policy = Some(crate::policy::show(client)?);
-        }
     }
     Ok(Status {
         schema_version: version,
         binary_schema_version: latest,
         state,
         tables,
-        policy,
     })
 }
 

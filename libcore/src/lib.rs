@@ -58,6 +58,7 @@ pub mod jobs;
 pub mod members;
 pub mod notices;
 pub mod page;
+pub mod pg;
 pub mod playground;
 pub mod policy;
 pub mod ratelimit;

@@ -9,10 +9,10 @@ use uuid::Uuid;
 
 use crate::actor::{Capability, Ctx, Role};
 use crate::audit::{self, Audited, Operation};
-use crate::catalog::is_unique_violation;
 use crate::error::{Error, Refusal, Result, RowError};
 use crate::import::{self, ImportSummary};
 use crate::page::{Cursor, Page};
+use crate::pg::is_unique_violation;
 use crate::{ids, validate};
 
 /// Member statuses.
@@ -312,7 +312,7 @@ pub fn list_members(
     let pattern = search
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| format!("%{}%", crate::catalog::escape_like(s)));
+        .map(|s| format!("%{}%", crate::pg::escape_like(s)));
     let limit = crate::validate::limit(limit, 10_000)?;
     let rows = client.query(
         &format!(

@@ -261,3 +261,59 @@ pub fn set_timezone_in(tx: &mut impl GenericClient, tz: chrono_tz::Tz) -> Result
     )?;
     Ok(())
 }
+
+/// Marks a day closed (admin). Loans already out keep their due dates; fines skip the day.
+pub fn add_closed_day(
+    client: &mut Client,
+    ctx: &Ctx,
+    day: chrono::NaiveDate,
+    reason: Option<&str>,
+) -> Result<crate::calendar::ClosedDay> {
+    let op = Operation::new(
+        "closed_day.add",
+        "closed_day",
+        json!({ "day": day, "reason": reason }),
+    );
+    audit::run(client, ctx, &op, |tx| {
+        ctx.require(Capability::Administer)?;
+        let reason = crate::validate::optional_text("reason", reason, 200)?;
+        tx.execute(
+            "INSERT INTO closed_day (day, reason) VALUES ($1, $2)
+             ON CONFLICT (day) DO UPDATE SET reason = excluded.reason",
+            &[&day, &reason],
+        )?;
+        let closed = crate::calendar::ClosedDay { day, reason };
+        Ok(Audited::new(
+            closed.clone(),
+            day,
+            json!({ "after": closed }),
+        ))
+    })
+}
+
+/// Reopens a closed day (admin).
+pub fn remove_closed_day(
+    client: &mut Client,
+    ctx: &Ctx,
+    day: chrono::NaiveDate,
+) -> Result<crate::calendar::ClosedDay> {
+    let op = Operation::new("closed_day.remove", "closed_day", json!({ "day": day }));
+    audit::run(client, ctx, &op, |tx| {
+        ctx.require(Capability::Administer)?;
+        let row = tx
+            .query_opt(
+                "DELETE FROM closed_day WHERE day = $1 RETURNING reason",
+                &[&day],
+            )?
+            .ok_or_else(|| Error::not_found("closed day", day.to_string()))?;
+        let removed = crate::calendar::ClosedDay {
+            day,
+            reason: row.get(0),
+        };
+        Ok(Audited::new(
+            removed.clone(),
+            day,
+            json!({ "before": removed }),
+        ))
+    })
+}

@@ -12,10 +12,11 @@ use uuid::Uuid;
 
 use crate::actor::{Capability, Ctx};
 use crate::audit::{self, Audited, Operation};
-use crate::catalog::{self, is_unique_violation};
+use crate::catalog;
 use crate::error::{Error, Refusal, Result};
 use crate::members;
 use crate::page::{Cursor, Page};
+use crate::pg::is_unique_violation;
 
 /// Longest review text, in characters.
 pub const MAX_TEXT_CHARS: usize = 2000;

@@ -115,15 +115,15 @@ fn due_dates_move_past_closed_days() {
     let b = add_book(&mut c, 1, 1);
     let ctx = admin(&mut c);
     let nominal = (Utc::now() + Duration::days(14)).date_naive();
-    libcore::calendar::add_closed_day(&mut c, &ctx, nominal, Some("holiday")).unwrap();
-    libcore::calendar::add_closed_day(&mut c, &ctx, nominal.succ_opt().unwrap(), None).unwrap();
+    libcore::policy::add_closed_day(&mut c, &ctx, nominal, Some("holiday")).unwrap();
+    libcore::policy::add_closed_day(&mut c, &ctx, nominal.succ_opt().unwrap(), None).unwrap();
     let loan = circulation::borrow(&mut c, &ctx, &m, &b).unwrap();
     assert_eq!(loan.due_at.date_naive(), nominal + Duration::days(2));
 }
 
 #[test]
 fn a_session_keeps_the_calendar_until_its_stamp_changes() {
-    use libcore::calendar::{add_closed_day, remove_closed_day};
+    use libcore::policy::{add_closed_day, remove_closed_day};
     use libcore::session::Session;
     let tdb = TestDb::new();
     let mut c = tdb.client();
@@ -169,7 +169,7 @@ fn a_session_keeps_the_calendar_until_its_stamp_changes() {
 #[test]
 fn a_restore_in_place_ends_the_sessions_it_replaces_and_new_ones_see_its_calendar() {
     use libcore::backup::{self, CreateOptions};
-    use libcore::calendar::{add_closed_day, remove_closed_day};
+    use libcore::policy::{add_closed_day, remove_closed_day};
     use libcore::restore::{self, RestoreOptions};
     use libcore::session::Session;
     let tdb = TestDb::new();

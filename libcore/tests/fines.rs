@@ -327,9 +327,9 @@ fn the_closed_day_and_timezone_settings_feed_due_dates() {
     let local_due = loan.due_at.with_timezone(&tz);
     assert_eq!(local_due.format("%H:%M:%S").to_string(), "23:59:59");
     assert_eq!(libcore::calendar::closed_days(&mut c).unwrap().len(), 0);
-    libcore::calendar::add_closed_day(&mut c, &ctx, d("2030-12-25"), Some("Christmas")).unwrap();
-    libcore::calendar::remove_closed_day(&mut c, &ctx, d("2030-12-25")).unwrap();
-    let err = libcore::calendar::remove_closed_day(&mut c, &ctx, d("2030-12-25")).unwrap_err();
+    libcore::policy::add_closed_day(&mut c, &ctx, d("2030-12-25"), Some("Christmas")).unwrap();
+    libcore::policy::remove_closed_day(&mut c, &ctx, d("2030-12-25")).unwrap();
+    let err = libcore::policy::remove_closed_day(&mut c, &ctx, d("2030-12-25")).unwrap_err();
     assert_eq!(err.exit_code(), 3);
 }
 

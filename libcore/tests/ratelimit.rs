@@ -369,7 +369,7 @@ fn limits_lifted_for_one_connection_reach_no_other_and_end_with_it() {
     let mut c = tdb.client();
     let real = ratelimit::policies(&mut c).unwrap();
     let mut bench = tdb.client();
-    ratelimit::lift_for_this_connection(&mut bench).unwrap();
+    libcore::bench::lift_for_this_connection(&mut bench).unwrap();
     let inside = ratelimit::policies(&mut bench).unwrap();
     assert_eq!(inside.len(), real.len());
     assert!(inside.iter().all(|p| p.limit_count > 1_000_000));

@@ -188,7 +188,11 @@ fn status_of_a_database_without_its_settings_does_not_panic() {
     client.batch_execute("DELETE FROM library_setting").unwrap();
     let err = libcore::calendar::library_timezone(&mut client).unwrap_err();
     assert_eq!(err.exit_code(), 10, "{err}");
-    assert!(db::status(&mut client).is_err());
+    assert_eq!(db::status(&mut client).unwrap().state, "ok");
+    assert_eq!(
+        libcore::policy::show(&mut client).unwrap_err().exit_code(),
+        10
+    );
     client
         .batch_execute("INSERT INTO library_setting (key, value) VALUES ('incomplete', 'restore')")
         .unwrap();

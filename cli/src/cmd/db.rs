@@ -86,19 +86,32 @@ pub fn run(app: &mut App, command: DbCommand) -> anyhow::Result<ExitCode> {
         DbCommand::Status => {
             let mut client = db::connect(&app.database_url()?)?;
             let status = db::status(&mut client)?;
+            // The policy, where the database is whole enough to have one.
+            let policy =
+                if status.schema_version.is_some() && !status.state.starts_with("incomplete") {
+                    Some(libcore::policy::show(&mut client)?)
+                } else {
+                    None
+                };
             match app.out.format() {
                 crate::render::Format::Json | crate::render::Format::Ndjson => {
-                    app.out.record(&status)?
+                    app.out.record(&serde_json::json!({
+                        "schema_version": status.schema_version,
+                        "binary_schema_version": status.binary_schema_version,
+                        "state": status.state,
+                        "tables": status.tables,
+                        "policy": policy,
+                    }))?
                 }
                 _ => {
                     app.out.record(&serde_json::json!({
                         "schema_version": status.schema_version,
                         "binary_schema_version": status.binary_schema_version,
                         "state": status.state,
-                        "timezone": status.policy.as_ref().map(|p| p.timezone.clone()),
+                        "timezone": policy.as_ref().map(|p| p.timezone.clone()),
                     }))?;
                     app.out.rows(&status.tables)?;
-                    if let Some(policy) = &status.policy {
+                    if let Some(policy) = &policy {
                         app.out.rows(&policy.rules)?;
                     }
                 }

@@ -105,7 +105,7 @@ pub fn run(app: &mut App, command: PolicyCommand) -> anyhow::Result<ExitCode> {
 pub fn run_closed_day(app: &mut App, command: ClosedDayCommand) -> anyhow::Result<ExitCode> {
     let (mut client, ctx) = app.session()?;
     match command {
-        ClosedDayCommand::Add(a) => app.out.record(&calendar::add_closed_day(
+        ClosedDayCommand::Add(a) => app.out.record(&policy::add_closed_day(
             &mut client,
             &ctx,
             a.date,
@@ -114,7 +114,7 @@ pub fn run_closed_day(app: &mut App, command: ClosedDayCommand) -> anyhow::Resul
         ClosedDayCommand::List => app.out.rows(calendar::closed_days(&mut client)?)?,
         ClosedDayCommand::Remove(a) => {
             app.out
-                .record(&calendar::remove_closed_day(&mut client, &ctx, a.date)?)?
+                .record(&policy::remove_closed_day(&mut client, &ctx, a.date)?)?
         }
     }
     Ok(ExitCode::SUCCESS)
