@@ -170,7 +170,7 @@ fn bench_reports_times_every_kind() {
         .iter()
         .map(|t| t["report"].as_str().unwrap())
         .collect();
-    assert_eq!(kinds, libcore::reports::KINDS);
+    assert_eq!(kinds, report_kinds());
 }
 
 #[test]
@@ -191,7 +191,7 @@ fn bench_all_seeds_a_scratch_database_and_prints_one_table_or_one_json_object() 
         .iter()
         .map(|r| r["report"].as_str().unwrap())
         .collect();
-    assert_eq!(kinds, libcore::reports::KINDS);
+    assert_eq!(kinds, report_kinds());
     for mode in ["libcore", "bare_sql", "bare_sql_prepared"] {
         assert_eq!(report["borrow"][mode]["invariants_ok"], true, "{mode}");
     }
@@ -215,4 +215,44 @@ fn bench_all_seeds_a_scratch_database_and_prints_one_table_or_one_json_object() 
         .args(["bench", "all", "--scenario", "tiny", "--duration", "0"])
         .run()
         .expect(7);
+}
+
+fn report_kinds() -> Vec<&'static str> {
+    libcore::reports::Kind::ALL
+        .iter()
+        .map(|k| k.as_str())
+        .collect()
+}
+
+#[test]
+fn limits_lifted_for_one_connection_reach_no_other_and_end_with_it() {
+    let tdb = TestDb::new();
+    let mut c = tdb.client();
+    let real = libcore::ratelimit::policies(&mut c).unwrap();
+    let mut bench = tdb.client();
+    benches::borrow::lift_for_this_connection(&mut bench).unwrap();
+    let inside = libcore::ratelimit::policies(&mut bench).unwrap();
+    assert_eq!(inside.len(), real.len());
+    assert!(inside.iter().all(|p| p.limit_count > 1_000_000));
+    // Nobody else sees them, and the shared rows never changed.
+    assert_eq!(libcore::ratelimit::policies(&mut c).unwrap(), real);
+    let mut other = tdb.client();
+    assert_eq!(libcore::ratelimit::policies(&mut other).unwrap(), real);
+    // A member limited to 1 borrow an hour is limited on every other connection while the
+    // bench connection runs lifted.
+    c.batch_execute("UPDATE rate_limit_policy SET limit_count = 1, burst = 1 WHERE role = 'member' AND action_group = 'borrow'")
+        .unwrap();
+    let m = add_member(&mut c, "keen@example.org", "member");
+    let books: Vec<String> = (0..2).map(|n| add_book(&mut c, n, 1)).collect();
+    let me = ctx_of(&mut c, &m);
+    libcore::circulation::borrow(&mut other, &me, &m, &books[0]).unwrap();
+    let err = libcore::circulation::borrow(&mut other, &me, &m, &books[1]).unwrap_err();
+    assert_eq!(err.code(), "rate_limited");
+    // Killed: the connection goes, and with it the lifted copy.
+    drop(bench);
+    let mut after = tdb.client();
+    assert!(libcore::ratelimit::policies(&mut after)
+        .unwrap()
+        .iter()
+        .any(|p| p.limit_count == 1));
 }

@@ -35,7 +35,6 @@
 //! - [`ratelimit`]: sliding-window rate limits over the audit log, and their audit.
 //! - [`backup`]: consistent parallel backups, verification, retention.
 //! - [`restore`]: a backup becomes the target whole, or the target stays as it was.
-//! - [`bench`]: the `bench borrow` workload, through libcore or bare SQL.
 //! - [`error`]: one error type with stable codes and exit codes.
 #![warn(missing_docs)]
 
@@ -43,7 +42,6 @@ pub mod actor;
 pub mod approvals;
 pub mod audit;
 pub mod backup;
-pub mod bench;
 pub mod bulk;
 pub mod calendar;
 pub mod catalog;

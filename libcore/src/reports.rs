@@ -20,17 +20,95 @@ use crate::calendar::Calendar;
 use crate::error::{Error, Result};
 use crate::ids::id_from_parts;
 
-/// Every report kind.
-pub const KINDS: &[&str] = &[
-    "summary",
-    "overdue",
-    "fines",
-    "inventory",
-    "popular",
-    "top-members",
-    "trends",
-    "risk",
-];
+/// Every report kind: the one list the command line, `bench reports` and the tests read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// Totals at a glance.
+    Summary,
+    /// Every overdue loan, by tier.
+    Overdue,
+    /// Outstanding balance per member.
+    Fines,
+    /// Unavailable, low stock, never borrowed.
+    Inventory,
+    /// Books ranked by loans in a window.
+    Popular,
+    /// Members ranked by loans in a window.
+    TopMembers,
+    /// Per month: loans, returns, active members, overdue rate.
+    Trends,
+    /// Per member: overdue rate and risk level.
+    Risk,
+}
+
+impl Kind {
+    /// Every kind, in the order reports are listed.
+    pub const ALL: [Kind; 8] = [
+        Kind::Summary,
+        Kind::Overdue,
+        Kind::Fines,
+        Kind::Inventory,
+        Kind::Popular,
+        Kind::TopMembers,
+        Kind::Trends,
+        Kind::Risk,
+    ];
+
+    /// The name on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Summary => "summary",
+            Kind::Overdue => "overdue",
+            Kind::Fines => "fines",
+            Kind::Inventory => "inventory",
+            Kind::Popular => "popular",
+            Kind::TopMembers => "top-members",
+            Kind::Trends => "trends",
+            Kind::Risk => "risk",
+        }
+    }
+}
+
+impl std::str::FromStr for Kind {
+    type Err = Error;
+    fn from_str(name: &str) -> Result<Kind> {
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == name)
+            .ok_or_else(|| Error::invalid("invalid_input", format!("unknown report {name:?}")))
+    }
+}
+
+/// Runs one report to completion and counts its rows without keeping them: what
+/// `bench reports` times.
+pub fn count_rows(
+    client: &mut Client,
+    ctx: &Ctx,
+    kind: Kind,
+    options: &ReportOptions,
+) -> Result<u64> {
+    let mut rows = 0u64;
+    let mut count = || -> Result<()> {
+        rows += 1;
+        Ok(())
+    };
+    match kind {
+        Kind::Summary => {
+            summary(client, ctx, options)?;
+            count()?;
+        }
+        Kind::Overdue => {
+            overdue(client, ctx, options, &mut |_| count())?;
+        }
+        Kind::Fines => fines(client, ctx, options, &mut |_| count()).map(|_| ())?,
+        Kind::Inventory => inventory(client, ctx, options, &mut |_| count()).map(|_| ())?,
+        Kind::Risk => risk(client, ctx, options, &mut |_| count()).map(|_| ())?,
+        Kind::Popular => rows = ranked(client, ctx, options, false)?.len() as u64,
+        Kind::TopMembers => rows = ranked(client, ctx, options, true)?.len() as u64,
+        Kind::Trends => rows = trends(client, ctx, options)?.len() as u64,
+    }
+    Ok(rows)
+}
 
 /// Options shared by every report.
 #[derive(Debug, Clone, Default)]

@@ -364,38 +364,6 @@ fn the_audit_split_over_actor_ranges_gives_the_single_pass_answer() {
 }
 
 #[test]
-fn limits_lifted_for_one_connection_reach_no_other_and_end_with_it() {
-    let tdb = TestDb::new();
-    let mut c = tdb.client();
-    let real = ratelimit::policies(&mut c).unwrap();
-    let mut bench = tdb.client();
-    libcore::bench::lift_for_this_connection(&mut bench).unwrap();
-    let inside = ratelimit::policies(&mut bench).unwrap();
-    assert_eq!(inside.len(), real.len());
-    assert!(inside.iter().all(|p| p.limit_count > 1_000_000));
-    // Nobody else sees them, and the shared rows never changed.
-    assert_eq!(ratelimit::policies(&mut c).unwrap(), real);
-    let mut other = tdb.client();
-    assert_eq!(ratelimit::policies(&mut other).unwrap(), real);
-    // A member limited to 1 borrow an hour is limited on every other connection while the
-    // bench connection runs lifted.
-    set(&mut c, "member", "borrow", 1, 3600, 1);
-    let m = add_member(&mut c, "keen@example.org", "member");
-    let books: Vec<String> = (0..2).map(|n| add_book(&mut c, n, 1)).collect();
-    let me = ctx_of(&mut c, &m);
-    circulation::borrow(&mut other, &me, &m, &books[0]).unwrap();
-    let err = circulation::borrow(&mut other, &me, &m, &books[1]).unwrap_err();
-    assert_eq!(err.code(), "rate_limited");
-    // Killed: the connection goes, and with it the lifted copy.
-    drop(bench);
-    let mut after = tdb.client();
-    assert!(ratelimit::policies(&mut after)
-        .unwrap()
-        .iter()
-        .any(|p| p.limit_count == 1));
-}
-
-#[test]
 fn a_refused_attempt_never_reaches_the_member_and_the_limit_is_told_first() {
     let tdb = TestDb::new();
     let mut c = tdb.client();

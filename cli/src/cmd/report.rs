@@ -3,29 +3,27 @@
 use std::process::ExitCode;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use clap::{Args, ValueEnum};
-use libcore::reports::{self, ReportOptions};
+use clap::Args;
+use libcore::reports::{self, Kind, ReportOptions};
 
 use crate::app::App;
 use crate::render::Format;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Kind {
-    Summary,
-    Overdue,
-    Fines,
-    Inventory,
-    Popular,
-    TopMembers,
-    Trends,
-    Risk,
-    TopRated,
+/// `top-rated` is the reviews' report; every other kind is one of libcore's report kinds.
+const TOP_RATED: &str = "top-rated";
+
+fn kind_names() -> Vec<&'static str> {
+    Kind::ALL
+        .iter()
+        .map(|k| k.as_str())
+        .chain([TOP_RATED])
+        .collect()
 }
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {
-    #[arg(value_enum)]
-    pub kind: Kind,
+    #[arg(value_parser = clap::builder::PossibleValuesParser::new(kind_names()))]
+    pub kind: String,
     /// The report's "now" (RFC 3339 or a date, taken as its end in library time) [default: now]
     #[arg(long, value_parser = crate::app::parse_timestamp)]
     pub as_of: Option<DateTime<Utc>>,
@@ -57,7 +55,16 @@ pub fn run(app: &mut App, a: ReportArgs) -> anyhow::Result<ExitCode> {
         to: a.to,
         limit: a.limit,
     };
-    match a.kind {
+    if a.kind == TOP_RATED {
+        app.out.rows(libcore::reviews::top_rated(
+            &mut client,
+            &ctx,
+            a.min_reviews,
+            a.limit.unwrap_or(20),
+        )?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    match a.kind.parse::<Kind>()? {
         Kind::Summary => app
             .out
             .record(&reports::summary(&mut client, &ctx, &options)?)?,
@@ -94,12 +101,6 @@ pub fn run(app: &mut App, a: ReportArgs) -> anyhow::Result<ExitCode> {
         Kind::Trends => app
             .out
             .rows(reports::trends(&mut client, &ctx, &options)?)?,
-        Kind::TopRated => app.out.rows(libcore::reviews::top_rated(
-            &mut client,
-            &ctx,
-            a.min_reviews,
-            a.limit.unwrap_or(20),
-        )?)?,
     }
     Ok(ExitCode::SUCCESS)
 }

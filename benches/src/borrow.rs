@@ -19,10 +19,10 @@ use postgres::Client;
 use rand::{Rng, SeedableRng};
 use uuid::Uuid;
 
-use crate::actor::{Actor, Ctx, Role};
-use crate::circulation::{self, LoanRef};
-use crate::error::{Error, Result};
-use crate::session::Session;
+use libcore::actor::{Actor, Ctx, Role};
+use libcore::circulation::{self, LoanRef};
+use libcore::error::{Error, Result};
+use libcore::session::Session;
 
 /// Through what a run sends its work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,7 +200,7 @@ fn checkpoint(client: &mut Client) -> bool {
     match client.batch_execute("CHECKPOINT") {
         Ok(()) => true,
         Err(error) => {
-            tracing::warn!(error = %crate::error::describe_postgres_error(&error),
+            tracing::warn!(error = %libcore::error::describe_postgres_error(&error),
                 "bench borrow runs without a checkpoint first");
             false
         }
@@ -246,7 +246,7 @@ fn population(client: &mut Client, hot_books: Option<usize>) -> Result<Populatio
         })
         .unzip();
     // Popularity as seeded: loans per book over the last year (by primary-key range).
-    let since = crate::ids::id_from_parts(Utc::now() - chrono::Duration::days(365), 0);
+    let since = libcore::ids::id_from_parts(Utc::now() - chrono::Duration::days(365), 0);
     let mut popular: Vec<(Uuid, i64)> = client
         .query(
             "SELECT b.id, coalesce(p.n, 0) + 1 FROM book b
@@ -299,7 +299,7 @@ mod bare {
     use postgres::{Row, Transaction};
 
     use super::*;
-    use crate::session::{self, Params, Statements};
+    use libcore::session::{self, Params, Statements};
 
     /// How one thread's connection sends bare SQL.
     pub(super) struct Sender {
@@ -356,7 +356,7 @@ mod bare {
             let (open, same): (i64, i64) = (rows[0].get(0), rows[0].get(1));
             if open >= 5 || same > 0 {
                 return Err(Error::refused(
-                    crate::Refusal::LoanLimitReached,
+                    libcore::Refusal::LoanLimitReached,
                     "bare: limit or duplicate",
                 ));
             }
@@ -367,7 +367,7 @@ mod bare {
             )?;
             if rows[0].get::<_, i32>(0) < 1 {
                 return Err(Error::refused(
-                    crate::Refusal::NoCopyAvailable,
+                    libcore::Refusal::NoCopyAvailable,
                     "bare: no copy",
                 ));
             }
@@ -377,7 +377,7 @@ mod bare {
                 book,
             )?;
             let now = Utc::now();
-            let id = crate::ids::new_id(now);
+            let id = libcore::ids::new_id(now);
             self.execute(
                 &mut tx,
                 "INSERT INTO loan (id, book_id, member_id, borrowed_at, due_at, fine_cents_per_day, grace_days, max_fine_cents)
@@ -469,7 +469,7 @@ pub fn check_duration(duration: Duration) -> Result<()> {
 /// Runs the workload against the database at `url`, then checks every invariant.
 ///
 /// On a playground anyone may run it; on a library only an admin who passed `confirm`
-/// ([`crate::playground`]). The run is audited under `ctx`: a `bench.borrow` row when it
+/// ([`libcore::playground`]). The run is audited under `ctx`: a `bench.borrow` row when it
 /// starts and a `bench.finished` row when it ends, which bound the window of its own work.
 /// The rate limits are lifted on its own connections only. Every worker gives back what it
 /// borrowed before it stops, whatever happened; the loans of a run that was killed are given
@@ -481,29 +481,29 @@ pub fn run_borrow_bench(
     spec: &BorrowBench,
 ) -> Result<BorrowBenchResult> {
     check_duration(spec.duration)?;
-    crate::validate::in_range("--clients", spec.clients, 1, 256)?;
+    libcore::validate::in_range("--clients", spec.clients, 1, 256)?;
     if let Some(hot) = spec.hot_books {
-        crate::validate::in_range("--hot-books", hot, 1, 1_000_000)?;
+        libcore::validate::in_range("--hot-books", hot, 1, 1_000_000)?;
     }
-    let mut setup = crate::db::connect_current(url)?;
+    let mut setup = libcore::db::connect_current(url)?;
     let kind =
-        crate::playground::authorise(&mut setup, ctx, confirm, "run a borrow benchmark on it")?;
+        libcore::playground::authorise(&mut setup, ctx, confirm, "run a borrow benchmark on it")?;
     let locked: bool = setup
         .query_one("SELECT pg_try_advisory_lock($1)", &[&BENCH_LOCK_KEY])?
         .get(0);
     if !locked {
         return Err(Error::refused(
-            crate::Refusal::JobAlreadyRunning,
+            libcore::Refusal::JobAlreadyRunning,
             "another bench borrow is running on this database",
         ));
     }
-    let run = crate::ids::new_id(Utc::now());
+    let run = libcore::ids::new_id(Utc::now());
     let deadline = Utc::now() + chrono::Duration::from_std(spec.duration).unwrap_or_default();
     let audit = |client: &mut Client, action: &'static str, details: serde_json::Value| {
-        crate::audit::record(
+        libcore::audit::record(
             client,
             ctx,
-            &crate::audit::Entry {
+            &libcore::audit::Entry {
                 action,
                 entity_type: "bench",
                 entity_id: Some(run.to_string()),
@@ -517,13 +517,13 @@ pub fn run_borrow_bench(
         "bench.borrow",
         serde_json::json!({
             "mode": spec.mode.as_str(), "clients": spec.clients, "deadline": deadline,
-            "library": kind == crate::playground::Kind::Library,
+            "library": kind == libcore::playground::Kind::Library,
         }),
     )?;
     let given_back = give_back_killed_runs(&mut setup, ctx, run, kind)?;
     let population = Arc::new(population(&mut setup, spec.hot_books)?);
     let checkpointed = checkpoint(&mut setup);
-    let mut finish = crate::db::connect(url)?;
+    let mut finish = libcore::db::connect(url)?;
     let result = run_workload(url, spec, population, setup, checkpointed);
     audit(
         &mut finish,
@@ -542,7 +542,7 @@ fn give_back_killed_runs(
     client: &mut Client,
     ctx: &Ctx,
     current: Uuid,
-    kind: crate::playground::Kind,
+    kind: libcore::playground::Kind,
 ) -> Result<u64> {
     let mut tx = client.transaction()?;
     let killed: Vec<String> = tx
@@ -569,13 +569,13 @@ fn give_back_killed_runs(
              FOR UPDATE OF l",
             &[
                 &killed,
-                &(crate::playground::BENCH_WINDOW_SLACK_SECONDS as f64),
+                &(libcore::playground::BENCH_WINDOW_SLACK_SECONDS as f64),
             ],
         )?
         .iter()
         .map(|r| r.get(0))
         .collect();
-    let given_back = if kind == crate::playground::Kind::Library {
+    let given_back = if kind == libcore::playground::Kind::Library {
         if !strays.is_empty() {
             tracing::warn!(
                 loans = strays.len(),
@@ -595,10 +595,10 @@ fn give_back_killed_runs(
         strays.len() as u64
     };
     for run in killed {
-        crate::audit::record(
+        libcore::audit::record(
             &mut tx,
             ctx,
-            &crate::audit::Entry {
+            &libcore::audit::Entry {
                 action: "bench.finished",
                 entity_type: "bench",
                 entity_id: Some(run),
@@ -621,7 +621,7 @@ fn run_workload(
     mut setup: Client,
     checkpointed: bool,
 ) -> Result<BorrowBenchResult> {
-    let retries_before = crate::audit::RETRIES.load(Ordering::Relaxed);
+    let retries_before = libcore::audit::RETRIES.load(Ordering::Relaxed);
     let barrier = Arc::new(Barrier::new(spec.clients.max(1) + 1));
     let mut handles = Vec::new();
     for thread in 0..spec.clients.max(1) {
@@ -635,7 +635,7 @@ fn run_workload(
             move || -> Result<(Vec<f64>, BTreeMap<String, u64>)> {
                 // A long-lived connection, as a desk process keeps: libcore prepares its
                 // statements once on it (bare SQL decides for itself, by mode).
-                let mut connection = crate::db::connect(&url)?;
+                let mut connection = libcore::db::connect(&url)?;
                 lift_for_this_connection(&mut connection)?;
                 let mut client = Session::new(connection);
                 let mut rng = rand::rngs::StdRng::seed_from_u64(thread as u64);
@@ -758,7 +758,7 @@ fn run_workload(
         .as_secs_f64()
         .min(started.elapsed().as_secs_f64());
     latencies.sort_by(f64::total_cmp);
-    let results = crate::db::check(&mut setup)?;
+    let results = libcore::db::check(&mut setup)?;
     Ok(BorrowBenchResult {
         mode: spec.mode.as_str().into(),
         actors: spec.actors.as_str().into(),
@@ -773,7 +773,7 @@ fn run_workload(
             max: percentile(&latencies, 100.0),
         },
         outcomes,
-        retries: crate::audit::RETRIES.load(Ordering::Relaxed) - retries_before,
+        retries: libcore::audit::RETRIES.load(Ordering::Relaxed) - retries_before,
         invariants_ok: results.iter().all(|r| r.violations == 0),
         checkpointed,
         host_cpu: cpu_before

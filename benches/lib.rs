@@ -1,1 +1,0 @@
-//! criterion benches live in `hot_paths.rs`; this crate has no library code.
