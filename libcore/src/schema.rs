@@ -5,7 +5,9 @@
 //! were lost accepts duplicates without a word. `db check` compares the live catalog with the
 //! snapshot committed in `sql/current/objects.txt` (written from a freshly migrated database; a
 //! test fails when it is stale and names the command that rewrites it), and a restore compares
-//! the database it built with the catalog its own fresh migration produced.
+//! the database it built with the catalog its own fresh migration produced. Beside it,
+//! `sql/current/tables.sql` and `sql/current/functions.sql` are the schema to read: every
+//! table with its keys, indexes and triggers, and every function's current body.
 
 use postgres::GenericClient;
 
@@ -42,6 +44,95 @@ pub fn objects(client: &mut impl GenericClient) -> Result<Vec<String>> {
     lines.retain(|l| !l.contains(" refinery_schema_history "));
     lines.sort();
     Ok(lines)
+}
+
+/// The files of `sql/current/`, written from a freshly migrated database: the one place to read
+/// the schema as it is today, without finding the highest `V` that restated each function.
+/// Each is in a stable order, so a stale one shows as a diff.
+pub fn snapshot(client: &mut impl GenericClient) -> Result<Vec<(&'static str, String)>> {
+    let header = |what: &str| {
+        format!(
+            "-- {what} of the current schema, written from a fresh migration.\n\
+             -- Generated: do not edit. Rewrite with `{REWRITE_COMMAND}`.\n\
+             -- The history is the migrations in sql/V*.sql.\n"
+        )
+    };
+    let mut tables = header("Tables, with their keys, checks, indexes and triggers,");
+    let table_rows = client.query(
+        "SELECT c.oid, format(E'CREATE TABLE %I (\\n%s\\n);', c.relname,
+                string_agg(format('    %I %s%s%s', a.attname, format_type(a.atttypid, a.atttypmod),
+                                  CASE WHEN a.attnotnull THEN ' NOT NULL' ELSE '' END,
+                                  coalesce(' DEFAULT ' || pg_get_expr(d.adbin, d.adrelid), '')),
+                           E',\\n' ORDER BY a.attnum))
+         FROM pg_class c
+         JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+         LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
+         WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p')
+           AND c.relname <> 'refinery_schema_history'
+         GROUP BY c.oid, c.relname ORDER BY c.relname",
+        &[],
+    )?;
+    for row in table_rows {
+        let oid: postgres::types::Oid = row.get(0);
+        tables.push('\n');
+        tables.push_str(row.get::<_, &str>(1));
+        tables.push('\n');
+        let parts = client.query(
+            "SELECT format('ALTER TABLE %s ADD CONSTRAINT %I %s;', conrelid::regclass, conname,
+                           pg_get_constraintdef(oid)) AS ddl, 1 AS kind, conname::text AS name
+             FROM pg_constraint WHERE conrelid = $1 AND contype IN ('p', 'u', 'f', 'c', 'x')
+             UNION ALL
+             SELECT pg_get_indexdef(i.indexrelid) || ';', 2, c.relname::text
+             FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+             WHERE i.indrelid = $1
+               AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid
+                               AND k.contype IN ('p', 'u', 'x'))
+             UNION ALL
+             SELECT pg_get_triggerdef(t.oid) || ';', 3, t.tgname::text
+             FROM pg_trigger t WHERE t.tgrelid = $1 AND NOT t.tgisinternal
+             ORDER BY 2, 3",
+            &[&oid],
+        )?;
+        for part in parts {
+            tables.push_str(part.get::<_, &str>(0));
+            tables.push('\n');
+        }
+    }
+    let mut functions = header("Types and functions");
+    for row in client.query(
+        "SELECT format(E'CREATE TYPE %I AS (\\n%s\\n);', t.typname,
+                string_agg(format('    %I %s', a.attname, format_type(a.atttypid, a.atttypmod)),
+                           E',\\n' ORDER BY a.attnum))
+         FROM pg_type t JOIN pg_class c ON c.oid = t.typrelid
+         JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+         WHERE t.typnamespace = current_schema()::regnamespace AND c.relkind = 'c'
+         GROUP BY t.typname ORDER BY t.typname",
+        &[],
+    )? {
+        functions.push('\n');
+        functions.push_str(row.get::<_, &str>(0));
+        functions.push('\n');
+    }
+    for row in client.query(
+        "SELECT pg_get_functiondef(p.oid) || ';'
+         FROM pg_proc p
+         WHERE p.pronamespace = current_schema()::regnamespace
+           AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass
+                           AND d.objid = p.oid AND d.deptype = 'e')
+         ORDER BY p.proname, p.oid::regprocedure::text",
+        &[],
+    )? {
+        functions.push('\n');
+        functions.push_str(row.get::<_, &str>(0));
+        functions.push('\n');
+    }
+    let mut objects = objects(client)?.join("\n");
+    objects.push('\n');
+    Ok(vec![
+        ("tables.sql", tables),
+        ("functions.sql", functions),
+        ("objects.txt", objects),
+    ])
 }
 
 /// The lines of [`EXPECTED`].

@@ -1,0 +1,220 @@
+-- Types and functions of the current schema, written from a fresh migration.
+-- Generated: do not edit. Rewrite with `LIBCTL_WRITE_SCHEMA_SNAPSHOT=1 cargo test -p libcore --test tests schema_snapshot`.
+-- The history is the migrations in sql/V*.sql.
+
+CREATE TYPE circulation_member_row AS (
+    member_id uuid,
+    email text,
+    status text,
+    created_at timestamp with time zone,
+    expires_at timestamp with time zone,
+    category text,
+    loan_days integer,
+    max_active_loans integer,
+    max_renewals integer,
+    fine_cents_per_day bigint,
+    grace_days integer,
+    max_fine_cents_per_loan bigint,
+    block_fine_cents bigint,
+    block_overdue_days integer,
+    credits_cents bigint,
+    stored_fines_cents bigint,
+    timezone text,
+    closed_days date[],
+    calendar_stamp uuid,
+    loan_id uuid,
+    loan_book_id uuid,
+    loan_borrowed_at timestamp with time zone,
+    loan_due_at timestamp with time zone,
+    loan_fine_cents bigint,
+    loan_fine_cents_per_day bigint,
+    loan_grace_days integer,
+    loan_max_fine_cents bigint,
+    loan_renewals integer,
+    loan_book_category text,
+    book_category text,
+    book_available_copies integer,
+    book_title text,
+    read_row boolean,
+    allowed boolean,
+    stale boolean
+);
+
+CREATE TYPE rate_limit_gate_row AS (
+    allowed boolean,
+    stale boolean
+);
+
+CREATE OR REPLACE FUNCTION public.audit_log_append_only()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    IF TG_OP <> 'UPDATE' AND current_setting('libctl.audit_maintenance', true) = 'on' THEN
+        RETURN OLD;
+    END IF;
+    RAISE EXCEPTION 'audit_log is append-only: % is not allowed', TG_OP
+        USING ERRCODE = 'insufficient_privilege';
+END $function$
+;
+
+CREATE OR REPLACE FUNCTION public.calendar_stamp_renew()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    INSERT INTO calendar_stamp (only_row, stamp) VALUES (true, gen_random_uuid())
+    ON CONFLICT (only_row) DO UPDATE SET stamp = EXCLUDED.stamp;
+    RETURN NULL;
+END $function$
+;
+
+CREATE OR REPLACE FUNCTION public.circulation_member(p_member uuid, p_loan uuid, p_book uuid, p_calendar_stamp uuid, p_actor text, p_role text, p_groups text[], p_now timestamp with time zone, p_burst_seconds double precision, p_borrow_actions text[])
+ RETURNS SETOF circulation_member_row
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    v_book_category text;
+    v_book_available integer;
+    v_book_title text;
+    v_stamp uuid;
+    v_timezone text;
+    v_closed_days date[];
+    v_none circulation_member_row;
+    v_gate rate_limit_gate_row;
+BEGIN
+    IF p_actor IS NOT NULL THEN
+        v_gate := rate_limit_gate(p_actor, p_role, p_groups, p_now, p_burst_seconds,
+                                  p_borrow_actions);
+        IF NOT v_gate.allowed THEN
+            v_none.allowed := false;
+            v_none.stale := v_gate.stale;
+            RETURN NEXT v_none;
+            RETURN;
+        END IF;
+    END IF;
+    IF p_member IS NULL THEN
+        SELECT l.member_id INTO p_member FROM loan l WHERE l.id = p_loan;
+    END IF;
+    PERFORM 1 FROM member m WHERE m.id = p_member FOR UPDATE;
+    IF FOUND AND p_book IS NOT NULL THEN
+        SELECT b.category, b.available_copies, b.title
+        INTO v_book_category, v_book_available, v_book_title
+        FROM book b WHERE b.id = p_book FOR UPDATE;
+    END IF;
+    -- The stamp before the calendar: a change committed between the two statements leaves the
+    -- caller a newer calendar under the older stamp, which it reads again next time, never an
+    -- older calendar under the newer stamp, which it would keep.
+    SELECT c.stamp INTO v_stamp FROM calendar_stamp c;
+    IF v_stamp IS NULL OR v_stamp IS DISTINCT FROM p_calendar_stamp THEN
+        v_timezone := (SELECT s.value FROM library_setting s WHERE s.key = 'timezone');
+        v_closed_days := ARRAY(SELECT d.day FROM closed_day d);
+    END IF;
+    RETURN QUERY
+        SELECT m.id, m.email, m.status, m.created_at, m.expires_at,
+               r.category, r.loan_days, r.max_active_loans, r.max_renewals,
+               r.fine_cents_per_day, r.grace_days, r.max_fine_cents_per_loan,
+               r.block_fine_cents, r.block_overdue_days,
+               (SELECT coalesce(sum(a.amount_cents), 0)::bigint
+                FROM account_entry a WHERE a.member_id = p_member),
+               (SELECT coalesce(sum(f.fine_cents), 0)::bigint
+                FROM loan f WHERE f.member_id = p_member AND f.fine_cents > 0),
+               v_timezone, v_closed_days, v_stamp,
+               l.id, l.book_id, l.borrowed_at, l.due_at, l.fine_cents,
+               l.fine_cents_per_day, l.grace_days, l.max_fine_cents, l.renewals, lb.category,
+               v_book_category, v_book_available, v_book_title,
+               true, true, false
+        FROM member m
+        JOIN circulation_rule r ON r.category = m.category
+        LEFT JOIN loan l ON l.member_id = m.id AND l.returned_at IS NULL
+        LEFT JOIN book lb ON lb.id = l.book_id
+        WHERE m.id = p_member;
+    IF NOT FOUND THEN
+        v_none.allowed := true;
+        v_none.stale := false;
+        RETURN NEXT v_none;
+    END IF;
+END $function$
+;
+
+CREATE OR REPLACE FUNCTION public.fine_cents(per_day bigint, grace integer, cap bigint, overdue integer)
+ RETURNS bigint
+ LANGUAGE sql
+ IMMUTABLE
+AS $function$
+    SELECT CASE WHEN overdue <= grace THEN 0::bigint ELSE least(overdue::bigint * per_day, cap) END
+$function$
+;
+
+CREATE OR REPLACE FUNCTION public.library_timezone()
+ RETURNS text
+ LANGUAGE sql
+ STABLE
+AS $function$ SELECT value FROM library_setting WHERE key = 'timezone' $function$
+;
+
+CREATE OR REPLACE FUNCTION public.overdue_days(due_at timestamp with time zone, end_at timestamp with time zone, tz text)
+ RETURNS integer
+ LANGUAGE sql
+ STABLE
+AS $function$
+    SELECT CASE WHEN e <= d THEN 0
+                ELSE (e - d) - (SELECT count(*)::integer FROM closed_day c WHERE c.day > d AND c.day <= e)
+           END
+    FROM (SELECT (due_at AT TIME ZONE tz)::date AS d, (end_at AT TIME ZONE tz)::date AS e) AS days
+$function$
+;
+
+CREATE OR REPLACE FUNCTION public.rate_limit_budgets(p_actor text, p_role text, p_groups text[], p_now timestamp with time zone, p_burst_seconds double precision, p_borrow_actions text[], p_bounded boolean)
+ RETURNS TABLE(role text, action_group text, limit_count integer, window_seconds integer, burst integer, used bigint, burst_used bigint)
+ LANGUAGE sql
+ STABLE
+AS $function$
+    SELECT p.role, p.action_group, p.limit_count, p.window_seconds, p.burst, c.used, c.burst_used
+    FROM rate_limit_policy p
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS used,
+               count(*) FILTER (WHERE r.at > p_now - make_interval(secs => least(p_burst_seconds, p.window_seconds))) AS burst_used
+        FROM (SELECT a.at FROM audit_log a
+              WHERE a.actor = p_actor AND a.outcome <> 'rate_limited'
+                AND a.at > p_now - make_interval(secs => p.window_seconds) AND a.at <= p_now
+                AND (p.action_group = 'mutation' OR a.action = ANY(p_borrow_actions))
+              ORDER BY a.at DESC
+              LIMIT CASE WHEN p_bounded THEN greatest(p.limit_count, p.burst) END) r
+    ) c
+    WHERE p.role IN (p_role, 'any') AND p.action_group = ANY(p_groups)
+$function$
+;
+
+CREATE OR REPLACE FUNCTION public.rate_limit_gate(p_actor text, p_role text, p_groups text[], p_now timestamp with time zone, p_burst_seconds double precision, p_borrow_actions text[])
+ RETURNS rate_limit_gate_row
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    v_gate rate_limit_gate_row;
+BEGIN
+    PERFORM pg_advisory_xact_lock(21068, hashtext(p_actor));
+    IF EXISTS (SELECT 1 FROM audit_log a WHERE a.actor = p_actor AND a.at > p_now) THEN
+        RETURN ROW(false, true)::rate_limit_gate_row;
+    END IF;
+    SELECT coalesce(bool_and(b.used < b.limit_count AND b.burst_used < b.burst), true), false
+    INTO v_gate
+    FROM rate_limit_budgets(p_actor, p_role, p_groups, p_now, p_burst_seconds,
+                            p_borrow_actions, true) b;
+    RETURN v_gate;
+END $function$
+;
+
+CREATE OR REPLACE FUNCTION public.uuid_v7(ts timestamp with time zone)
+ RETURNS uuid
+ LANGUAGE sql
+AS $function$
+    SELECT encode(
+        set_bit(set_bit(
+            overlay(uuid_send(gen_random_uuid())
+                    PLACING substring(int8send(floor(extract(epoch FROM ts) * 1000)::bigint) FROM 3)
+                    FROM 1 FOR 6),
+            52, 1), 53, 1),
+        'hex')::uuid
+$function$
+;

@@ -1,0 +1,251 @@
+-- Tables, with their keys, checks, indexes and triggers, of the current schema, written from a fresh migration.
+-- Generated: do not edit. Rewrite with `LIBCTL_WRITE_SCHEMA_SNAPSHOT=1 cargo test -p libcore --test tests schema_snapshot`.
+-- The history is the migrations in sql/V*.sql.
+
+CREATE TABLE account_entry (
+    id uuid NOT NULL,
+    member_id uuid NOT NULL,
+    kind text NOT NULL,
+    amount_cents bigint NOT NULL,
+    created_at timestamp with time zone NOT NULL,
+    note text
+);
+ALTER TABLE account_entry ADD CONSTRAINT account_entry_amount_cents_check CHECK ((amount_cents > 0));
+ALTER TABLE account_entry ADD CONSTRAINT account_entry_kind_check CHECK ((kind = ANY (ARRAY['payment'::text, 'waiver'::text])));
+ALTER TABLE account_entry ADD CONSTRAINT account_entry_member_id_fkey FOREIGN KEY (member_id) REFERENCES member(id);
+ALTER TABLE account_entry ADD CONSTRAINT account_entry_pkey PRIMARY KEY (id);
+CREATE INDEX account_entry_member_idx ON public.account_entry USING btree (member_id);
+
+CREATE TABLE audit_log (
+    id uuid NOT NULL,
+    at timestamp with time zone NOT NULL,
+    recorded_at timestamp with time zone NOT NULL DEFAULT clock_timestamp(),
+    actor text NOT NULL,
+    actor_role text NOT NULL,
+    action text NOT NULL,
+    entity_type text,
+    entity_id text,
+    outcome text NOT NULL,
+    details jsonb NOT NULL DEFAULT '{}'::jsonb
+);
+ALTER TABLE audit_log ADD CONSTRAINT audit_log_outcome_check CHECK ((outcome = ANY (ARRAY['ok'::text, 'refused'::text, 'denied'::text, 'rate_limited'::text])));
+ALTER TABLE audit_log ADD CONSTRAINT audit_log_pkey PRIMARY KEY (id);
+CREATE INDEX audit_log_actor_at_idx ON public.audit_log USING btree (actor, at) INCLUDE (action, outcome);
+CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON public.audit_log FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only();
+CREATE TRIGGER audit_log_no_update_delete BEFORE DELETE OR UPDATE ON public.audit_log FOR EACH ROW EXECUTE FUNCTION audit_log_append_only();
+
+CREATE TABLE book (
+    id uuid NOT NULL,
+    isbn text NOT NULL,
+    title text NOT NULL,
+    author text NOT NULL,
+    genre text,
+    category text NOT NULL DEFAULT 'standard'::text,
+    total_copies integer NOT NULL,
+    available_copies integer NOT NULL,
+    created_at timestamp with time zone NOT NULL,
+    rating_count integer NOT NULL DEFAULT 0,
+    rating_sum bigint NOT NULL DEFAULT 0,
+    times_borrowed bigint NOT NULL DEFAULT 0
+);
+ALTER TABLE book ADD CONSTRAINT book_author_check CHECK ((btrim(author) <> ''::text));
+ALTER TABLE book ADD CONSTRAINT book_available_copies_check CHECK (((0 <= available_copies) AND (available_copies <= total_copies)));
+ALTER TABLE book ADD CONSTRAINT book_category_check CHECK ((category = ANY (ARRAY['standard'::text, 'reference'::text, 'short_loan'::text])));
+ALTER TABLE book ADD CONSTRAINT book_isbn_check CHECK ((isbn ~ '^97[89][0-9]{10}$'::text));
+ALTER TABLE book ADD CONSTRAINT book_pkey PRIMARY KEY (id);
+ALTER TABLE book ADD CONSTRAINT book_rating_count_check CHECK ((rating_count >= 0));
+ALTER TABLE book ADD CONSTRAINT book_rating_sum_check CHECK ((rating_sum >= 0));
+ALTER TABLE book ADD CONSTRAINT book_times_borrowed_check CHECK ((times_borrowed >= 0));
+ALTER TABLE book ADD CONSTRAINT book_title_check CHECK ((btrim(title) <> ''::text));
+ALTER TABLE book ADD CONSTRAINT book_total_copies_check CHECK (((total_copies >= 0) AND (total_copies <= 10000)));
+CREATE UNIQUE INDEX book_isbn_key ON public.book USING btree (isbn);
+CREATE INDEX book_search_trgm_idx ON public.book USING gin ((((title || ' '::text) || author)) gin_trgm_ops);
+
+CREATE TABLE calendar_stamp (
+    only_row boolean NOT NULL DEFAULT true,
+    stamp uuid NOT NULL DEFAULT gen_random_uuid()
+);
+ALTER TABLE calendar_stamp ADD CONSTRAINT calendar_stamp_only_row_check CHECK (only_row);
+ALTER TABLE calendar_stamp ADD CONSTRAINT calendar_stamp_pkey PRIMARY KEY (only_row);
+
+CREATE TABLE circulation_month (
+    month date NOT NULL,
+    loans bigint NOT NULL,
+    returns bigint NOT NULL,
+    late_returns bigint NOT NULL,
+    active_members bigint NOT NULL
+);
+ALTER TABLE circulation_month ADD CONSTRAINT circulation_month_pkey PRIMARY KEY (month);
+
+CREATE TABLE circulation_rule (
+    category text NOT NULL,
+    loan_days integer NOT NULL DEFAULT 14,
+    max_active_loans integer NOT NULL DEFAULT 5,
+    max_renewals integer NOT NULL DEFAULT 2,
+    fine_cents_per_day bigint NOT NULL DEFAULT 100,
+    grace_days integer NOT NULL DEFAULT 0,
+    max_fine_cents_per_loan bigint NOT NULL DEFAULT 2000,
+    block_fine_cents bigint NOT NULL DEFAULT 1000,
+    block_overdue_days integer NOT NULL DEFAULT 30
+);
+ALTER TABLE circulation_rule ADD CONSTRAINT circulation_rule_block_fine_cents_check CHECK ((block_fine_cents >= 0));
+ALTER TABLE circulation_rule ADD CONSTRAINT circulation_rule_block_overdue_days_check CHECK ((block_overdue_days >= 0));
+ALTER TABLE circulation_rule ADD CONSTRAINT circulation_rule_category_check CHECK ((category ~ '^[a-z][a-z0-9_]{0,31}$'::text));
+ALTER TABLE circulation_rule ADD CONSTRAINT circulation_rule_fine_cents_per_day_check CHECK ((fine_cents_per_day >= 0));
+ALTER TABLE circulation_rule ADD CONSTRAINT circulation_rule_grace_days_check CHECK ((grace_days >= 0));
+ALTER TABLE circulation_rule ADD CONSTRAINT circulation_rule_loan_days_check CHECK (((loan_days >= 1) AND (loan_days <= 365)));
+ALTER TABLE circulation_rule ADD CONSTRAINT circulation_rule_max_active_loans_check CHECK (((max_active_loans >= 0) AND (max_active_loans <= 1000)));
+ALTER TABLE circulation_rule ADD CONSTRAINT circulation_rule_max_fine_cents_per_loan_check CHECK ((max_fine_cents_per_loan >= 0));
+ALTER TABLE circulation_rule ADD CONSTRAINT circulation_rule_max_renewals_check CHECK (((max_renewals >= 0) AND (max_renewals <= 100)));
+ALTER TABLE circulation_rule ADD CONSTRAINT circulation_rule_pkey PRIMARY KEY (category);
+
+CREATE TABLE closed_day (
+    day date NOT NULL,
+    reason text
+);
+ALTER TABLE closed_day ADD CONSTRAINT closed_day_pkey PRIMARY KEY (day);
+CREATE TRIGGER closed_day_renews_calendar_stamp AFTER INSERT OR DELETE OR UPDATE OR TRUNCATE ON public.closed_day FOR EACH STATEMENT EXECUTE FUNCTION calendar_stamp_renew();
+
+CREATE TABLE library_setting (
+    key text NOT NULL,
+    value text NOT NULL
+);
+ALTER TABLE library_setting ADD CONSTRAINT library_setting_pkey PRIMARY KEY (key);
+CREATE TRIGGER library_setting_renews_calendar_stamp AFTER INSERT OR DELETE OR UPDATE OR TRUNCATE ON public.library_setting FOR EACH STATEMENT EXECUTE FUNCTION calendar_stamp_renew();
+
+CREATE TABLE loan (
+    id uuid NOT NULL,
+    book_id uuid NOT NULL,
+    member_id uuid NOT NULL,
+    borrowed_at timestamp with time zone NOT NULL,
+    due_at timestamp with time zone NOT NULL,
+    returned_at timestamp with time zone,
+    renewals integer NOT NULL DEFAULT 0,
+    fine_cents_per_day bigint NOT NULL,
+    grace_days integer NOT NULL,
+    max_fine_cents bigint NOT NULL,
+    fine_cents bigint NOT NULL DEFAULT 0,
+    fine_assessed_on date
+);
+ALTER TABLE loan ADD CONSTRAINT loan_book_id_fkey FOREIGN KEY (book_id) REFERENCES book(id);
+ALTER TABLE loan ADD CONSTRAINT loan_due_after_borrowed CHECK ((due_at > borrowed_at));
+ALTER TABLE loan ADD CONSTRAINT loan_fine_cents_per_day_check CHECK ((fine_cents_per_day >= 0));
+ALTER TABLE loan ADD CONSTRAINT loan_fine_within_cap CHECK (((fine_cents >= 0) AND (fine_cents <= max_fine_cents)));
+ALTER TABLE loan ADD CONSTRAINT loan_grace_days_check CHECK ((grace_days >= 0));
+ALTER TABLE loan ADD CONSTRAINT loan_max_fine_cents_check CHECK ((max_fine_cents >= 0));
+ALTER TABLE loan ADD CONSTRAINT loan_member_id_fkey FOREIGN KEY (member_id) REFERENCES member(id);
+ALTER TABLE loan ADD CONSTRAINT loan_pkey PRIMARY KEY (id);
+ALTER TABLE loan ADD CONSTRAINT loan_renewals_check CHECK ((renewals >= 0));
+ALTER TABLE loan ADD CONSTRAINT loan_returned_after_borrowed CHECK (((returned_at IS NULL) OR (returned_at >= borrowed_at)));
+CREATE INDEX loan_fined_member_idx ON public.loan USING btree (member_id) INCLUDE (fine_cents) WHERE (fine_cents > 0);
+CREATE INDEX loan_member_borrowed_idx ON public.loan USING btree (member_id, borrowed_at);
+CREATE UNIQUE INDEX loan_open_book_member_key ON public.loan USING btree (book_id, member_id) WHERE (returned_at IS NULL);
+CREATE INDEX loan_open_due_idx ON public.loan USING btree (due_at) WHERE (returned_at IS NULL);
+CREATE INDEX loan_open_member_idx ON public.loan USING btree (member_id) WHERE (returned_at IS NULL);
+
+CREATE TABLE member (
+    id uuid NOT NULL,
+    name text NOT NULL,
+    email text NOT NULL,
+    phone text,
+    role text NOT NULL DEFAULT 'member'::text,
+    category text NOT NULL,
+    status text NOT NULL,
+    created_at timestamp with time zone NOT NULL,
+    expires_at timestamp with time zone
+);
+ALTER TABLE member ADD CONSTRAINT member_category_fkey FOREIGN KEY (category) REFERENCES circulation_rule(category);
+ALTER TABLE member ADD CONSTRAINT member_email_check CHECK ((POSITION(('@'::text) IN (email)) > 1));
+ALTER TABLE member ADD CONSTRAINT member_name_check CHECK ((btrim(name) <> ''::text));
+ALTER TABLE member ADD CONSTRAINT member_pkey PRIMARY KEY (id);
+ALTER TABLE member ADD CONSTRAINT member_role_check CHECK ((role = ANY (ARRAY['member'::text, 'librarian'::text, 'admin'::text])));
+ALTER TABLE member ADD CONSTRAINT member_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'active'::text, 'suspended'::text, 'closed'::text])));
+CREATE UNIQUE INDEX member_email_key ON public.member USING btree (lower(email));
+
+CREATE TABLE notice (
+    id uuid NOT NULL,
+    loan_id uuid NOT NULL,
+    level smallint NOT NULL,
+    member_id uuid NOT NULL,
+    issued_on date NOT NULL,
+    overdue_days integer NOT NULL,
+    fine_cents bigint NOT NULL,
+    created_at timestamp with time zone NOT NULL
+);
+ALTER TABLE notice ADD CONSTRAINT notice_level_check CHECK (((level >= 1) AND (level <= 3)));
+ALTER TABLE notice ADD CONSTRAINT notice_loan_id_fkey FOREIGN KEY (loan_id) REFERENCES loan(id);
+ALTER TABLE notice ADD CONSTRAINT notice_loan_level_key UNIQUE (loan_id, level);
+ALTER TABLE notice ADD CONSTRAINT notice_member_id_fkey FOREIGN KEY (member_id) REFERENCES member(id);
+ALTER TABLE notice ADD CONSTRAINT notice_pkey PRIMARY KEY (id);
+CREATE INDEX notice_member_idx ON public.notice USING btree (member_id);
+
+CREATE TABLE rate_limit_policy (
+    role text NOT NULL,
+    action_group text NOT NULL,
+    limit_count integer NOT NULL,
+    window_seconds integer NOT NULL,
+    burst integer NOT NULL
+);
+ALTER TABLE rate_limit_policy ADD CONSTRAINT rate_limit_policy_action_group_check CHECK ((action_group = ANY (ARRAY['borrow'::text, 'mutation'::text])));
+ALTER TABLE rate_limit_policy ADD CONSTRAINT rate_limit_policy_burst_check CHECK ((burst > 0));
+ALTER TABLE rate_limit_policy ADD CONSTRAINT rate_limit_policy_limit_count_check CHECK ((limit_count > 0));
+ALTER TABLE rate_limit_policy ADD CONSTRAINT rate_limit_policy_pkey PRIMARY KEY (role, action_group);
+ALTER TABLE rate_limit_policy ADD CONSTRAINT rate_limit_policy_role_check CHECK ((role = ANY (ARRAY['member'::text, 'librarian'::text, 'admin'::text, 'any'::text])));
+ALTER TABLE rate_limit_policy ADD CONSTRAINT rate_limit_policy_window_seconds_check CHECK ((window_seconds > 0));
+
+CREATE TABLE recommendation (
+    member_id uuid NOT NULL,
+    rank integer NOT NULL,
+    book_id uuid NOT NULL,
+    score bigint NOT NULL,
+    reason text NOT NULL
+);
+ALTER TABLE recommendation ADD CONSTRAINT recommendation_book_id_fkey FOREIGN KEY (book_id) REFERENCES book(id);
+ALTER TABLE recommendation ADD CONSTRAINT recommendation_member_id_fkey FOREIGN KEY (member_id) REFERENCES member(id);
+ALTER TABLE recommendation ADD CONSTRAINT recommendation_pkey PRIMARY KEY (member_id, rank);
+
+CREATE TABLE request (
+    id uuid NOT NULL,
+    kind text NOT NULL,
+    status text NOT NULL DEFAULT 'pending'::text,
+    member_id uuid NOT NULL,
+    book_id uuid,
+    amount_cents bigint,
+    field text,
+    value text,
+    reason text,
+    filed_by text NOT NULL,
+    filed_at timestamp with time zone NOT NULL,
+    decided_by text,
+    decided_at timestamp with time zone,
+    decision_note text,
+    result jsonb
+);
+ALTER TABLE request ADD CONSTRAINT request_amount_cents_check CHECK ((amount_cents > 0));
+ALTER TABLE request ADD CONSTRAINT request_book_id_fkey FOREIGN KEY (book_id) REFERENCES book(id);
+ALTER TABLE request ADD CONSTRAINT request_decided CHECK (((status = 'pending'::text) = (decided_at IS NULL)));
+ALTER TABLE request ADD CONSTRAINT request_field_check CHECK ((field = ANY (ARRAY['name'::text, 'email'::text, 'phone'::text])));
+ALTER TABLE request ADD CONSTRAINT request_kind_check CHECK ((kind = ANY (ARRAY['membership'::text, 'override'::text, 'waiver'::text, 'correction'::text])));
+ALTER TABLE request ADD CONSTRAINT request_member_id_fkey FOREIGN KEY (member_id) REFERENCES member(id);
+ALTER TABLE request ADD CONSTRAINT request_pkey PRIMARY KEY (id);
+ALTER TABLE request ADD CONSTRAINT request_shape CHECK ((((kind = 'override'::text) AND (book_id IS NOT NULL)) OR ((kind = 'waiver'::text) AND (amount_cents IS NOT NULL)) OR ((kind = 'correction'::text) AND (field IS NOT NULL) AND (value IS NOT NULL)) OR (kind = 'membership'::text)));
+ALTER TABLE request ADD CONSTRAINT request_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'approved'::text, 'rejected'::text, 'expired'::text])));
+CREATE INDEX request_member_idx ON public.request USING btree (member_id);
+CREATE INDEX request_pending_idx ON public.request USING btree (kind, filed_at) WHERE (status = 'pending'::text);
+
+CREATE TABLE review (
+    id uuid NOT NULL,
+    member_id uuid NOT NULL,
+    book_id uuid NOT NULL,
+    rating smallint NOT NULL,
+    text text,
+    created_at timestamp with time zone NOT NULL,
+    updated_at timestamp with time zone NOT NULL
+);
+ALTER TABLE review ADD CONSTRAINT review_book_id_fkey FOREIGN KEY (book_id) REFERENCES book(id);
+ALTER TABLE review ADD CONSTRAINT review_member_book_key UNIQUE (member_id, book_id);
+ALTER TABLE review ADD CONSTRAINT review_member_id_fkey FOREIGN KEY (member_id) REFERENCES member(id);
+ALTER TABLE review ADD CONSTRAINT review_pkey PRIMARY KEY (id);
+ALTER TABLE review ADD CONSTRAINT review_rating_check CHECK (((rating >= 1) AND (rating <= 5)));
+ALTER TABLE review ADD CONSTRAINT review_text_check CHECK ((char_length(text) <= 2000));
+CREATE INDEX review_book_idx ON public.review USING btree (book_id, id);
