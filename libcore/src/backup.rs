@@ -69,150 +69,6 @@ impl Manifest {
     }
 }
 
-/// Counts the tuples of a binary COPY stream fed in arbitrary pieces.
-#[derive(Debug, Default)]
-pub struct CopyCounter {
-    header_left: usize,
-    started: bool,
-    carry: Vec<u8>,
-    state: State,
-    rows: u64,
-    done: bool,
-}
-
-#[derive(Debug, Default, Clone, Copy)]
-enum State {
-    #[default]
-    TupleStart,
-    FieldLength {
-        fields_left: u16,
-    },
-    FieldData {
-        bytes_left: usize,
-        fields_left: u16,
-    },
-}
-
-impl CopyCounter {
-    /// A counter expecting the 19-byte header first.
-    pub fn new() -> CopyCounter {
-        CopyCounter {
-            header_left: 19,
-            ..CopyCounter::default()
-        }
-    }
-
-    /// Rows seen so far.
-    pub fn rows(&self) -> u64 {
-        self.rows
-    }
-
-    /// True once the end-of-data marker was read.
-    pub fn complete(&self) -> bool {
-        self.done
-    }
-
-    /// Feeds the next piece of the stream.
-    pub fn feed(&mut self, mut data: &[u8]) -> Result<()> {
-        let bad = |why: &str| Error::Integrity {
-            violations: vec![format!("malformed binary COPY stream: {why}")],
-        };
-        if !self.started {
-            let take = self.header_left.min(data.len());
-            self.carry.extend_from_slice(&data[..take]);
-            self.header_left -= take;
-            data = &data[take..];
-            if self.header_left > 0 {
-                return Ok(());
-            }
-            if &self.carry[..11] != b"PGCOPY\n\xff\r\n\0" {
-                return Err(bad("bad signature"));
-            }
-            self.carry.clear();
-            self.started = true;
-        }
-        while !data.is_empty() {
-            if self.done {
-                return Err(bad("data after the end marker"));
-            }
-            match self.state {
-                State::TupleStart | State::FieldLength { .. } => {
-                    let need = if matches!(self.state, State::TupleStart) {
-                        2
-                    } else {
-                        4
-                    };
-                    let take = (need - self.carry.len()).min(data.len());
-                    self.carry.extend_from_slice(&data[..take]);
-                    data = &data[take..];
-                    if self.carry.len() < need {
-                        return Ok(());
-                    }
-                    match self.state {
-                        State::TupleStart => {
-                            let n = i16::from_be_bytes([self.carry[0], self.carry[1]]);
-                            if n == -1 {
-                                self.done = true;
-                            } else if n < 0 {
-                                return Err(bad("negative field count"));
-                            } else {
-                                self.rows += 1;
-                                self.state = if n == 0 {
-                                    State::TupleStart
-                                } else {
-                                    State::FieldLength {
-                                        fields_left: n as u16,
-                                    }
-                                };
-                            }
-                        }
-                        State::FieldLength { fields_left } => {
-                            let len = i32::from_be_bytes([
-                                self.carry[0],
-                                self.carry[1],
-                                self.carry[2],
-                                self.carry[3],
-                            ]);
-                            let fields_left = fields_left - 1;
-                            self.state = if len > 0 {
-                                State::FieldData {
-                                    bytes_left: len as usize,
-                                    fields_left,
-                                }
-                            } else if fields_left == 0 {
-                                State::TupleStart
-                            } else {
-                                State::FieldLength { fields_left }
-                            };
-                        }
-                        State::FieldData { .. } => unreachable!("handled below"),
-                    }
-                    self.carry.clear();
-                }
-                State::FieldData {
-                    bytes_left,
-                    fields_left,
-                } => {
-                    let take = bytes_left.min(data.len());
-                    data = &data[take..];
-                    let bytes_left = bytes_left - take;
-                    self.state = if bytes_left > 0 {
-                        State::FieldData {
-                            bytes_left,
-                            fields_left,
-                        }
-                    } else if fields_left == 0 {
-                        State::TupleStart
-                    } else {
-                        State::FieldLength { fields_left }
-                    };
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
 /// Hashes and counts the bytes written through it.
 struct HashingWriter<W: Write> {
     inner: W,
@@ -497,7 +353,7 @@ fn dump_table(tx: &mut postgres::Transaction<'_>, table: &str, dir: &Path) -> Re
     let mut encoder = zstd::Encoder::new(hashing, 1).map_err(io("starting zstd"))?;
     // Table names come from the fixed list in db::TABLES.
     let mut reader = tx.copy_out(&format!("COPY {table} TO STDOUT (FORMAT binary)"))?;
-    let mut counter = CopyCounter::new();
+    let mut counter = crate::binary_copy::CopyCounter::new();
     let mut raw_bytes = 0u64;
     let mut buf = vec![0u8; 1 << 16];
     loop {
@@ -651,7 +507,7 @@ fn verify_table(dir: &Path, entry: &TableEntry) -> Vec<String> {
         bytes: 0,
     };
     let mut problems = Vec::new();
-    let mut counter = CopyCounter::new();
+    let mut counter = crate::binary_copy::CopyCounter::new();
     let mut raw_bytes = 0u64;
     let mut decoder = match zstd::Decoder::new(hashing) {
         Ok(d) => d,
@@ -903,28 +759,6 @@ pub fn prune(root: &Path, policy: Retention, dry_run: bool, now: DateTime<Utc>) 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_counter_handles_any_split() {
-        let mut stream = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0".to_vec();
-        for i in 0..3i32 {
-            stream.extend_from_slice(&2i16.to_be_bytes());
-            stream.extend_from_slice(&4i32.to_be_bytes());
-            stream.extend_from_slice(&i.to_be_bytes());
-            stream.extend_from_slice(&(-1i32).to_be_bytes());
-        }
-        stream.extend_from_slice(&(-1i16).to_be_bytes());
-        for piece in [1usize, 2, 3, 7, 64] {
-            let mut c = CopyCounter::new();
-            for chunk in stream.chunks(piece) {
-                c.feed(chunk).unwrap();
-            }
-            assert_eq!((c.rows(), c.complete()), (3, true), "pieces of {piece}");
-        }
-        let mut truncated = CopyCounter::new();
-        truncated.feed(&stream[..stream.len() - 2]).unwrap();
-        assert!(!truncated.complete());
-    }
 
     #[test]
     fn retention_keeps_last_daily_and_weekly() {

@@ -33,6 +33,7 @@
 //! - [`reports`]: read-only, streaming reports.
 //! - [`reviews`]: reviews, ratings and recommendations.
 //! - [`ratelimit`]: sliding-window rate limits over the audit log, and their audit.
+//! - [`binary_copy`]: PostgreSQL's binary COPY format, written by the seeder and counted by backups.
 //! - [`backup`]: consistent parallel backups, verification, retention.
 //! - [`restore`]: a backup becomes the target whole, or the target stays as it was.
 //! - [`error`]: one error type with stable codes and exit codes.
@@ -42,6 +43,7 @@ pub mod actor;
 pub mod approvals;
 pub mod audit;
 pub mod backup;
+pub mod binary_copy;
 pub mod bulk;
 pub mod calendar;
 pub mod catalog;

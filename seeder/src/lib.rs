@@ -9,7 +9,7 @@
 //! Rows are a pure function of (scenario, seed, as-of date): see [`generate`].
 #![warn(missing_docs)]
 
-pub mod copy;
+pub use libcore::binary_copy as copy;
 pub mod generate;
 mod load;
 pub mod model;
