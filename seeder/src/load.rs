@@ -5,10 +5,8 @@
 //! `pg_indexes`) of the migrated schema, so the seeder never restates the schema and cannot
 //! drift from the migrations.
 
-use libcore::{Error, Result};
+use libcore::Result;
 use postgres::Transaction;
-
-use crate::{Encoding, Sink, TableOut};
 
 /// Tables the seeder fills (or empties), children first.
 pub(crate) const SEEDED_TABLES: &[&str] = &[
@@ -95,57 +93,4 @@ pub(crate) fn write_settings(
 /// Rebuilds keys, then indexes, then foreign keys.
 pub(crate) fn rebuild(tx: &mut Transaction<'_>, schema: &libcore::bulk::Schema) -> Result<()> {
     libcore::bulk::rebuild(tx, schema)
-}
-
-/// COPY … FROM STDIN (FORMAT binary, FREEZE) into the open transaction.
-pub(crate) struct CopySink<'t, 'c> {
-    pub(crate) tx: &'t mut Transaction<'c>,
-}
-
-struct CopyTable<'a> {
-    writer: postgres::CopyInWriter<'a>,
-    table: &'static str,
-}
-
-impl TableOut for CopyTable<'_> {
-    fn write_chunk(&mut self, bytes: &[u8]) -> Result<()> {
-        use std::io::Write;
-        self.writer
-            .write_all(bytes)
-            .map_err(|e| Error::io(format!("COPY into {}", self.table), e))
-    }
-    fn finish(mut self: Box<Self>) -> Result<()> {
-        use std::io::Write;
-        self.writer
-            .write_all(crate::copy::TRAILER)
-            .map_err(|e| Error::io(format!("COPY into {}", self.table), e))?;
-        self.writer.finish()?;
-        Ok(())
-    }
-}
-
-impl Sink for CopySink<'_, '_> {
-    fn encoding(&self) -> Encoding {
-        Encoding::Binary
-    }
-    fn rollup_complete_before(&mut self, month: chrono::NaiveDate) -> Result<()> {
-        libcore::reports::set_rollup_complete_before(self.tx, month)
-    }
-    fn open<'a>(
-        &'a mut self,
-        table: &'static str,
-        columns: &[&str],
-    ) -> Result<Box<dyn TableOut + 'a>> {
-        use std::io::Write;
-        // Table and column names come from the seeder's constants.
-        let sql = format!(
-            "COPY {table} ({}) FROM STDIN (FORMAT binary, FREEZE)",
-            columns.join(", ")
-        );
-        let mut writer = self.tx.copy_in(&sql)?;
-        writer
-            .write_all(crate::copy::HEADER)
-            .map_err(|e| Error::io(format!("COPY into {table}"), e))?;
-        Ok(Box::new(CopyTable { writer, table }))
-    }
 }

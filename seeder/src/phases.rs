@@ -1,0 +1,523 @@
+//! The phases of one generation run, in the order their tables can be written:
+//!
+//! 1. calendar and people: closed days and members;
+//! 2. loans: months generated in parallel windows while the previous window streams out,
+//!    counting as they pass everything later tables need (fines, borrowers, reviews);
+//! 3. catalogue: books (with their borrow counts and ratings) and reviews;
+//! 4. rollup: the monthly circulation figures of complete months;
+//! 5. ledger: fines, payments and waivers, and the requests that produced them;
+//! 6. audit history: the recent months regenerated, not kept in memory.
+
+use std::collections::{BTreeMap, HashSet};
+
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use libcore::{Error, Result};
+use rand::SeedableRng;
+use rayon::prelude::*;
+
+use crate::copy;
+use crate::generate::{self, AccountRow, AuditRow, LoanRow, Month, Plan};
+use crate::rows;
+use crate::sinks::{encode, Encoding, Sink};
+use crate::{Observer, SeedOptions, TableRows};
+
+/// Generates the whole dataset into `sink`. Returns rows per table.
+pub(crate) fn generate_into(
+    sink: &mut dyn Sink,
+    options: &SeedOptions,
+    observer: &dyn Observer,
+    pool: &rayon::ThreadPool,
+) -> Result<Vec<TableRows>> {
+    let mut plan =
+        pool.install(|| Plan::new(options.scenario.clone(), options.seed, options.as_of));
+    let mut run = Run {
+        encoding: sink.encoding(),
+        sink,
+        pool,
+        observer,
+        window: (pool.current_num_threads() * 2).max(2),
+        tables: Vec::new(),
+    };
+    calendar_and_people(&mut run, &mut plan)?;
+    let loans = loans(&mut run, &mut plan)?;
+    catalogue(&mut run, &mut plan, &loans)?;
+    rollup(&mut run, &plan, loans.rollup)?;
+    let ledger = ledger(&mut run, &plan, &loans.fines_by_member)?;
+    audit_history(&mut run, &plan, loans.open, &ledger)?;
+    Ok(run.tables)
+}
+
+/// Where one run writes, who watches it, and the tables written so far.
+struct Run<'r> {
+    sink: &'r mut dyn Sink,
+    pool: &'r rayon::ThreadPool,
+    observer: &'r dyn Observer,
+    encoding: Encoding,
+    /// Months generated per parallel batch.
+    window: usize,
+    tables: Vec<TableRows>,
+}
+
+impl Run<'_> {
+    /// Writes a table held in memory, encoding its chunks in parallel.
+    fn table<T: Sync>(
+        &mut self,
+        table: &'static str,
+        columns: &[&str],
+        rows: &[T],
+        binary: impl Fn(&mut Vec<u8>, &T) + Sync,
+        record: impl Fn(&T) -> Vec<String> + Sync,
+    ) -> Result<()> {
+        self.observer.table_started(table, rows.len() as u64);
+        let encoding = self.encoding;
+        let chunks: Vec<Vec<u8>> = self.pool.install(|| {
+            rows.par_chunks(20_000)
+                .map(|c| encode(encoding, c, &binary, &record))
+                .collect()
+        });
+        let mut out = self.sink.open(table, columns)?;
+        for (bytes, chunk) in chunks.iter().zip(rows.chunks(20_000)) {
+            out.write_chunk(bytes)?;
+            self.observer.rows_written(table, chunk.len() as u64);
+        }
+        fail_point(table)?;
+        out.finish()?;
+        self.finished(table, rows.len() as u64);
+        Ok(())
+    }
+
+    fn finished(&mut self, table: &'static str, rows: u64) {
+        self.observer.table_finished(table, rows);
+        self.tables.push(TableRows {
+            table: table.to_string(),
+            rows,
+        });
+    }
+}
+
+/// Phase 1: closed days and members, which every later phase refers to.
+fn calendar_and_people(run: &mut Run<'_>, plan: &mut Plan) -> Result<()> {
+    run.table(
+        "closed_day",
+        &["day", "reason"],
+        &plan.closed_days,
+        |b, (day, why)| {
+            copy::RowEncoder::new(b, 2).date(*day).text(why);
+        },
+        |(day, why)| vec![day.to_string(), why.to_string()],
+    )?;
+    run.table(
+        "member",
+        rows::MEMBER_COLUMNS,
+        &plan.members,
+        rows::encode_member,
+        rows::member_record,
+    )
+}
+
+/// What the loan phase learns while the loans stream past.
+struct LoanOutcome {
+    /// Per member: fines charged and the time of the latest.
+    fines_by_member: Vec<(i64, Option<DateTime<Utc>>)>,
+    rollup: Rollup,
+    /// One review per member and book: the first in time.
+    reviews: Vec<generate::ReviewRow>,
+    times_borrowed: Vec<i64>,
+    /// The loans still out at the as-of date.
+    open: Vec<LoanRow>,
+}
+
+/// Phase 2: every loan. Months are generated in parallel windows on a producer thread while
+/// this thread streams the previous window; the drafts still out are admitted at the end.
+fn loans(run: &mut Run<'_>, plan: &mut Plan) -> Result<LoanOutcome> {
+    let mut outcome = LoanOutcome {
+        fines_by_member: vec![(0, None); plan.members.len()],
+        rollup: Rollup::default(),
+        reviews: Vec::new(),
+        times_borrowed: vec![0; plan.books.len()],
+        open: Vec::new(),
+    };
+    let mut reviewed: HashSet<(u32, u32)> = HashSet::new();
+    let mut drafts = Vec::new();
+    run.observer
+        .table_started("loan", plan.scenario.loans as u64);
+    let (pool, encoding, window) = (run.pool, run.encoding, run.window);
+    let mut out = run.sink.open("loan", rows::LOAN_COLUMNS)?;
+    let mut counter = Counter {
+        table: "loan",
+        rows: 0,
+        observer: run.observer,
+    };
+    let months = plan.months.len();
+    let reading: &Plan = plan;
+    std::thread::scope(|scope| -> Result<()> {
+        let plan = reading;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<EncodedMonth>>(1);
+        scope.spawn(move || {
+            for first in (0..months).step_by(window) {
+                let batch: Vec<EncodedMonth> = pool.install(|| {
+                    (first..(first + window).min(months))
+                        .into_par_iter()
+                        .map(|m| encode_month(plan, encoding, plan.month(m)))
+                        .collect()
+                });
+                if tx.send(batch).is_err() {
+                    return;
+                }
+            }
+        });
+        for (index, month) in rx.into_iter().flatten().enumerate() {
+            outcome.rollup.add_month(&month, plan.months[index]);
+            out.write_chunk(&month.bytes)?;
+            counter.add(month.rows);
+            for (member, cents, at) in month.fines {
+                let entry = &mut outcome.fines_by_member[member as usize];
+                entry.0 += cents;
+                entry.1 = entry.1.max(Some(at));
+            }
+            drafts.extend(month.open);
+            for book in month.books_borrowed {
+                outcome.times_borrowed[book as usize] += 1;
+            }
+            for review in month.reviews {
+                if reviewed.insert((review.member, review.book)) {
+                    outcome.reviews.push(review);
+                }
+            }
+        }
+        Ok(())
+    })?;
+    let admitted = plan.admit_open_loans(drafts);
+    outcome.rollup.add_open(&admitted);
+    for loan in &admitted {
+        outcome.times_borrowed[loan.book as usize] += 1;
+    }
+    out.write_chunk(&encode(
+        encoding,
+        &admitted,
+        |b, l| rows::encode_loan(b, &*plan, l),
+        |l| rows::loan_record(&*plan, l),
+    ))?;
+    counter.add(admitted.len());
+    fail_point("loan")?;
+    out.finish()?;
+    let written = counter.rows;
+    run.finished("loan", written);
+    outcome.open = admitted;
+    Ok(outcome)
+}
+
+/// Phase 3: books, now that their borrow counts and ratings are known, and the reviews.
+fn catalogue(run: &mut Run<'_>, plan: &mut Plan, loans: &LoanOutcome) -> Result<()> {
+    for (book, n) in plan.books.iter_mut().zip(&loans.times_borrowed) {
+        book.times_borrowed = *n;
+    }
+    for review in &loans.reviews {
+        let book = &mut plan.books[review.book as usize];
+        book.rating_count += 1;
+        book.rating_sum += i64::from(review.rating);
+    }
+    run.table(
+        "book",
+        rows::BOOK_COLUMNS,
+        &plan.books,
+        rows::encode_book,
+        rows::book_record,
+    )?;
+    run.table(
+        "review",
+        rows::REVIEW_COLUMNS,
+        &loans.reviews,
+        |b, r| rows::encode_review(b, plan, r),
+        |r| rows::review_record(plan, r),
+    )
+}
+
+/// Phase 4: the monthly rollup of complete months; the current month is computed live.
+fn rollup(run: &mut Run<'_>, plan: &Plan, rollup: Rollup) -> Result<()> {
+    let complete_before = plan.end.with_day(1).expect("day 1");
+    let months = rollup.rows(complete_before);
+    run.table(
+        "circulation_month",
+        &[
+            "month",
+            "loans",
+            "returns",
+            "late_returns",
+            "active_members",
+        ],
+        &months,
+        |b, (m, loans, returns, late, members)| {
+            copy::RowEncoder::new(b, 5)
+                .date(*m)
+                .int8(*loans)
+                .int8(*returns)
+                .int8(*late)
+                .int8(*members);
+        },
+        |(m, loans, returns, late, members)| {
+            vec![
+                m.to_string(),
+                loans.to_string(),
+                returns.to_string(),
+                late.to_string(),
+                members.to_string(),
+            ]
+        },
+    )?;
+    run.sink.rollup_complete_before(complete_before)
+}
+
+/// Phase 5: the ledger (fines, payments, waivers) and the requests behind it.
+fn ledger(
+    run: &mut Run<'_>,
+    plan: &Plan,
+    fines_by_member: &[(i64, Option<DateTime<Utc>>)],
+) -> Result<Vec<AccountRow>> {
+    let ledger = plan.ledger(fines_by_member);
+    let requests = plan.requests(&ledger, fines_by_member);
+    run.table(
+        "request",
+        rows::REQUEST_COLUMNS,
+        &requests,
+        |b, r| rows::encode_request(b, plan, r),
+        |r| rows::request_record(plan, r),
+    )?;
+    run.table(
+        "account_entry",
+        rows::ACCOUNT_COLUMNS,
+        &ledger,
+        |b, a| rows::encode_account(b, plan, a),
+        |a| rows::account_record(plan, a),
+    )?;
+    Ok(ledger)
+}
+
+/// Phase 6: the audit log of the recent months: their circulation again (regenerated, not
+/// kept in memory), the loans still out, payments and approvals, and the injected bursts.
+fn audit_history(
+    run: &mut Run<'_>,
+    plan: &Plan,
+    open_loans: Vec<LoanRow>,
+    ledger: &[AccountRow],
+) -> Result<()> {
+    run.observer.table_started(
+        "audit_log",
+        (plan.scenario.loans as u64 * u64::from(plan.scenario.audit_months) * 2)
+            / u64::from(plan.scenario.months.max(1)),
+    );
+    let (pool, encoding, window) = (run.pool, run.encoding, run.window);
+    let mut out = run.sink.open("audit_log", rows::AUDIT_COLUMNS)?;
+    let mut counter = Counter {
+        table: "audit_log",
+        rows: 0,
+        observer: run.observer,
+    };
+    let from = plan.audit_from_month;
+    let months = plan.months.len();
+    let audit_of = |m: usize, loans: &[LoanRow]| -> Vec<AuditRow> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(plan.seed ^ 0xA0D1);
+        rng.set_stream(m as u64);
+        loans
+            .iter()
+            .flat_map(|l| plan.loan_audit(l, &mut rng))
+            .flatten()
+            .collect()
+    };
+    for first in (from..months).step_by(window) {
+        let batch: Vec<(Vec<u8>, usize)> = pool.install(|| {
+            (first..(first + window).min(months))
+                .into_par_iter()
+                .map(|m| {
+                    let audit = audit_of(m, &plan.month(m).returned);
+                    (
+                        encode(encoding, &audit, rows::encode_audit, rows::audit_record),
+                        audit.len(),
+                    )
+                })
+                .collect()
+        });
+        for (bytes, n) in batch {
+            out.write_chunk(&bytes)?;
+            counter.add(n);
+        }
+    }
+    let audit_start = plan
+        .months
+        .get(from)
+        .map(|d| d.and_hms_opt(0, 0, 0).expect("midnight").and_utc());
+    let recent_open: Vec<LoanRow> = open_loans
+        .into_iter()
+        .filter(|l| Some(l.borrowed_at) >= audit_start)
+        .collect();
+    let mut extra = audit_of(months, &recent_open);
+    extra.extend(
+        ledger
+            .iter()
+            .filter(|a| Some(a.created_at) >= audit_start)
+            .map(|a| AuditRow {
+                id: libcore::ids::id_from_parts(a.created_at, a.id.as_u128() ^ 1),
+                at: a.created_at,
+                actor: plan.members[plan.desk_staff[0] as usize].email.clone(),
+                actor_role: "librarian",
+                action: if a.kind == "payment" {
+                    "fines.pay"
+                } else {
+                    "request.approve"
+                },
+                entity_type: "account_entry",
+                entity_id: Some(a.id),
+                outcome: "ok",
+                details: format!("{{\"amount_cents\":{}}}", a.amount_cents),
+            }),
+    );
+    extra.extend(plan.bursts());
+    out.write_chunk(&encode(
+        encoding,
+        &extra,
+        rows::encode_audit,
+        rows::audit_record,
+    ))?;
+    counter.add(extra.len());
+    fail_point("audit_log")?;
+    out.finish()?;
+    let written = counter.rows;
+    run.finished("audit_log", written);
+    Ok(())
+}
+
+/// Counts and reports the rows of one table as they are written.
+struct Counter<'o> {
+    table: &'static str,
+    rows: u64,
+    observer: &'o dyn Observer,
+}
+
+impl Counter<'_> {
+    fn add(&mut self, rows: usize) {
+        self.rows += rows as u64;
+        self.observer.rows_written(self.table, rows as u64);
+    }
+}
+
+/// Per-month loan output once encoded: the bytes, the drafts still out, and late fines.
+struct EncodedMonth {
+    bytes: Vec<u8>,
+    rows: usize,
+    open: Vec<generate::OpenDraft>,
+    fines: Vec<(u32, i64, DateTime<Utc>)>,
+    /// Members who borrowed (returned loans of this month), sorted and deduplicated.
+    borrowers: Vec<u32>,
+    /// (month of return, late?) of every returned loan.
+    returns: Vec<(NaiveDate, bool)>,
+    /// Reviews of the month's returns.
+    reviews: Vec<generate::ReviewRow>,
+    /// The book of every returned loan, for `times_borrowed`.
+    books_borrowed: Vec<u32>,
+}
+
+/// The monthly rollup, counted while the loans stream past.
+#[derive(Default)]
+struct Rollup {
+    months: BTreeMap<NaiveDate, MonthStats>,
+}
+
+#[derive(Default)]
+struct MonthStats {
+    loans: i64,
+    returns: i64,
+    late_returns: i64,
+    borrowers: Vec<u32>,
+}
+
+fn month_of(t: DateTime<Utc>) -> NaiveDate {
+    t.date_naive().with_day(1).expect("day 1")
+}
+
+impl Rollup {
+    fn add_month(&mut self, month: &EncodedMonth, first_day: NaiveDate) {
+        let stats = self.months.entry(first_day).or_default();
+        stats.loans += month.rows as i64;
+        stats.borrowers.extend(&month.borrowers);
+        for (returned, late) in &month.returns {
+            let s = self.months.entry(*returned).or_default();
+            s.returns += 1;
+            s.late_returns += i64::from(*late);
+        }
+    }
+
+    fn add_open(&mut self, loans: &[LoanRow]) {
+        for l in loans {
+            let s = self.months.entry(month_of(l.borrowed_at)).or_default();
+            s.loans += 1;
+            s.borrowers.push(l.member);
+        }
+    }
+
+    /// Complete months only: the current one is computed live by the report.
+    fn rows(mut self, before: NaiveDate) -> Vec<(NaiveDate, i64, i64, i64, i64)> {
+        self.months
+            .iter_mut()
+            .filter(|(m, _)| **m < before)
+            .map(|(m, s)| {
+                s.borrowers.sort_unstable();
+                s.borrowers.dedup();
+                (
+                    *m,
+                    s.loans,
+                    s.returns,
+                    s.late_returns,
+                    s.borrowers.len() as i64,
+                )
+            })
+            .collect()
+    }
+}
+
+fn encode_month(plan: &Plan, encoding: Encoding, month: Month) -> EncodedMonth {
+    let bytes = encode(
+        encoding,
+        &month.returned,
+        |b, l| rows::encode_loan(b, plan, l),
+        |l| rows::loan_record(plan, l),
+    );
+    let fines = month
+        .returned
+        .iter()
+        .filter(|l| l.fine_cents > 0)
+        .map(|l| (l.member, l.fine_cents, l.returned_at.expect("returned")))
+        .collect();
+    let mut borrowers: Vec<u32> = month.returned.iter().map(|l| l.member).collect();
+    borrowers.sort_unstable();
+    borrowers.dedup();
+    let returns = month
+        .returned
+        .iter()
+        .map(|l| {
+            let back = l.returned_at.expect("returned");
+            (month_of(back), back > l.due_at)
+        })
+        .collect();
+    let books_borrowed = month.returned.iter().map(|l| l.book).collect();
+    EncodedMonth {
+        bytes,
+        rows: month.returned.len(),
+        open: month.open,
+        fines,
+        borrowers,
+        returns,
+        reviews: month.reviews,
+        books_borrowed,
+    }
+}
+
+/// Test-only failure injection: `LIBCTL_SEED_FAIL_AFTER=<table>` makes the seed fail right after
+/// writing that table, to prove a failed seed leaves the database as it was.
+pub(crate) fn fail_point(table: &str) -> Result<()> {
+    if std::env::var("LIBCTL_SEED_FAIL_AFTER").is_ok_and(|t| t == table) {
+        return Err(Error::Internal(format!(
+            "injected failure after {table} (LIBCTL_SEED_FAIL_AFTER)"
+        )));
+    }
+    Ok(())
+}
