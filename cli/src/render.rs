@@ -27,13 +27,25 @@ pub struct Renderer {
 }
 
 fn to_object(value: &impl Serialize) -> io::Result<Map<String, Value>> {
-    match serde_json::to_value(value).map_err(io::Error::other)? {
+    match serde_json::to_value(value).map_err(io::Error::from)? {
         Value::Object(map) => Ok(map),
         other => {
             let mut map = Map::new();
             map.insert("value".into(), other);
             Ok(map)
         }
+    }
+}
+
+/// The writer's own error out of a csv error, so a closed pipe stays a `BrokenPipe` (which
+/// the binary treats as a reader that stopped reading, exit 0).
+fn from_csv(error: csv::Error) -> io::Error {
+    if !error.is_io_error() {
+        return io::Error::other(error);
+    }
+    match error.into_kind() {
+        csv::ErrorKind::Io(io) => io,
+        _ => io::Error::other("csv writer failed"),
     }
 }
 
@@ -69,11 +81,11 @@ impl Renderer {
     pub fn record(&mut self, value: &impl Serialize) -> io::Result<()> {
         match self.format {
             Format::Json => {
-                serde_json::to_writer_pretty(&mut self.out, value).map_err(io::Error::other)?;
+                serde_json::to_writer_pretty(&mut self.out, value).map_err(io::Error::from)?;
                 writeln!(self.out)?;
             }
             Format::Ndjson => {
-                serde_json::to_writer(&mut self.out, value).map_err(io::Error::other)?;
+                serde_json::to_writer(&mut self.out, value).map_err(io::Error::from)?;
                 writeln!(self.out)?;
             }
             Format::Csv => return self.rows(std::iter::once(value)),
@@ -96,7 +108,7 @@ impl Renderer {
         match self.format {
             Format::Ndjson => {
                 for row in rows {
-                    serde_json::to_writer(&mut self.out, &row).map_err(io::Error::other)?;
+                    serde_json::to_writer(&mut self.out, &row).map_err(io::Error::from)?;
                     writeln!(self.out)?;
                 }
             }
@@ -107,7 +119,7 @@ impl Renderer {
                         write!(self.out, ",")?;
                     }
                     write!(self.out, "\n  ")?;
-                    serde_json::to_writer(&mut self.out, &row).map_err(io::Error::other)?;
+                    serde_json::to_writer(&mut self.out, &row).map_err(io::Error::from)?;
                     count += 1;
                 }
                 writeln!(self.out, "{}]", if count > 0 { "\n" } else { "" })?;
@@ -119,10 +131,12 @@ impl Renderer {
                     let object = to_object(&row)?;
                     if headers.is_none() {
                         let keys: Vec<String> = object.keys().cloned().collect();
-                        writer.write_record(&keys)?;
+                        writer.write_record(&keys).map_err(from_csv)?;
                         headers = Some(keys);
                     }
-                    writer.write_record(object.values().map(cell))?;
+                    writer
+                        .write_record(object.values().map(cell))
+                        .map_err(from_csv)?;
                 }
                 writer.flush()?;
             }
@@ -179,6 +193,14 @@ impl Renderer {
         }
     }
 
+    /// One compact JSON object on its own line, whatever the format: the `--summary-json`
+    /// line that cron logs collect.
+    pub fn json_line(&mut self, value: &impl Serialize) -> io::Result<()> {
+        serde_json::to_writer(&mut self.out, value).map_err(io::Error::from)?;
+        writeln!(self.out)?;
+        self.out.flush()
+    }
+
     /// A line of plain text, shown only in table format (a note for a person).
     pub fn note(&mut self, text: &str) -> io::Result<()> {
         if self.format == Format::Table {
@@ -207,13 +229,15 @@ impl RowStream<'_> {
                     .has_headers(false)
                     .from_writer(&mut *out);
                 if !self.started {
-                    writer.write_record(object.keys())?;
+                    writer.write_record(object.keys()).map_err(from_csv)?;
                 }
-                writer.write_record(object.values().map(cell))?;
+                writer
+                    .write_record(object.values().map(cell))
+                    .map_err(from_csv)?;
                 writer.flush()?;
             }
             _ => {
-                serde_json::to_writer(&mut *out, row).map_err(io::Error::other)?;
+                serde_json::to_writer(&mut *out, row).map_err(io::Error::from)?;
                 writeln!(out)?;
             }
         }

@@ -12,17 +12,15 @@ fn export_round_trips_through_csv() {
     Libctl::new(&tdb)
         .actor(ADMIN)
         .args(["borrow", "--member", &m, "--book", &b])
-        .run()
-        .expect(0);
+        .run();
     Libctl::new(&tdb)
         .actor(ADMIN)
         .args(["borrow", "--member", &m, "--book", &b])
-        .run()
-        .expect(4);
+        .status(4)
+        .run();
     let out = Libctl::new(&tdb)
         .args(["audit", "export", "--format", "csv"])
-        .run()
-        .expect(0);
+        .run();
     let text = out.stdout();
     let mut reader = csv::Reader::from_reader(text.as_bytes());
     let exported: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
@@ -53,14 +51,13 @@ fn export_round_trips_through_csv() {
             "--format",
             "ndjson",
         ])
-        .run()
-        .expect(0);
+        .run();
     assert_eq!(only.stdout().lines().count(), 2);
     Libctl::new(&tdb)
         .actor(&m)
         .args(["audit", "export"])
-        .run()
-        .expect(5);
+        .status(5)
+        .run();
 }
 
 #[test]
@@ -84,13 +81,11 @@ fn processes_hammering_one_member_share_one_budget() {
             "--burst",
             "4",
         ])
-        .run()
-        .expect(0);
+        .run();
     Libctl::new(&tdb)
         .actor(ADMIN)
         .args(["policy", "set", "--category", "public", "--max-loans", "20"])
-        .run()
-        .expect(0);
+        .run();
     let m = add_member(&mut c, "eager@example.org", "member");
     let books: Vec<String> = (0..9).map(|n| add_book(&mut c, n, 1)).collect();
     let children: Vec<_> = books
@@ -131,8 +126,8 @@ fn processes_hammering_one_member_share_one_budget() {
     assert_eq!(audit[0]["violations"], 5);
     let run = Libctl::new(&tdb)
         .args(["rate-limit", "audit", "--fail-on-violation"])
-        .run()
-        .expect(4);
+        .status(4)
+        .run();
     assert!(run.stderr().contains("error[rate_limit_violations]"));
     let policies = Libctl::new(&tdb)
         .args(["rate-limit", "policy", "list", "--format", "json"])
@@ -154,7 +149,7 @@ fn processes_hammering_one_member_share_one_budget() {
             "--window",
             "1 week",
         ])
-        .run()
-        .expect(7);
-    Libctl::new(&tdb).args(["db", "check"]).run().expect(0);
+        .status(7)
+        .run();
+    Libctl::new(&tdb).args(["db", "check"]).run();
 }

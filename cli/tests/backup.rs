@@ -32,8 +32,7 @@ fn seeded() -> TestDb {
     let db = TestDb::new();
     Libctl::new(&db)
         .args(["seed", "--scenario", "tiny", "--as-of", "2026-01-15"])
-        .run()
-        .expect(0);
+        .run();
     db
 }
 
@@ -59,7 +58,7 @@ fn create(db: &TestDb, root: &Path, name: &str) -> Run {
 fn round_trip_create_verify_restore_gives_identical_tables() {
     let db = seeded();
     let root = tempfile::tempdir().unwrap();
-    create(&db, root.path(), "first").expect(0);
+    create(&db, root.path(), "first");
     let dir = root.path().join("first");
     #[cfg(unix)]
     {
@@ -91,16 +90,14 @@ fn round_trip_create_verify_restore_gives_identical_tables() {
     Libctl::new(&db)
         .args(["backup", "verify"])
         .arg_path(&dir)
-        .run()
-        .expect(0);
+        .run();
     let target = scratch_url(&db, "restored");
     let _cleanup = Dropper(target.clone());
     Libctl::new(&db)
         .actor(ADMIN)
         .args(["backup", "restore", "--target-url", &target, "--jobs", "2"])
         .arg_path(&dir)
-        .run()
-        .expect(0);
+        .run();
     assert_eq!(digest(&target), digest(&db.url));
     let status = Libctl::with_url(&target)
         .args(["db", "status", "--format", "json"])
@@ -112,15 +109,14 @@ fn round_trip_create_verify_restore_gives_identical_tables() {
         .actor(ADMIN)
         .args(["backup", "restore", "--target-url", &target])
         .arg_path(&dir)
-        .run()
-        .expect(4);
+        .status(4)
+        .run();
     assert!(again.stderr().contains("error[target_not_empty]"));
     Libctl::new(&db)
         .actor(ADMIN)
         .args(["backup", "restore", "--force", "--target-url", &target])
         .arg_path(&dir)
-        .run()
-        .expect(0);
+        .run();
     assert_eq!(digest(&target), digest(&db.url));
 }
 
@@ -128,7 +124,7 @@ fn round_trip_create_verify_restore_gives_identical_tables() {
 fn corruption_is_found_and_restore_refuses() {
     let db = seeded();
     let root = tempfile::tempdir().unwrap();
-    create(&db, root.path(), "b").expect(0);
+    create(&db, root.path(), "b");
     let dir = root.path().join("b");
     let file = dir.join("loan.copy.zst");
     let mut bytes = std::fs::read(&file).unwrap();
@@ -138,8 +134,8 @@ fn corruption_is_found_and_restore_refuses() {
     let run = Libctl::new(&db)
         .args(["backup", "verify"])
         .arg_path(&dir)
-        .run()
-        .expect(8);
+        .status(8)
+        .run();
     assert!(run.stderr().contains("loan.copy.zst"), "{}", run.stderr());
     let target = scratch_url(&db, "never");
     let _cleanup = Dropper(target.clone());
@@ -147,10 +143,10 @@ fn corruption_is_found_and_restore_refuses() {
         .actor(ADMIN)
         .args(["backup", "restore", "--target-url", &target])
         .arg_path(&dir)
-        .run()
-        .expect(8);
+        .status(8)
+        .run();
 
-    create(&db, root.path(), "c").expect(0);
+    create(&db, root.path(), "c");
     let dir = root.path().join("c");
     let file = dir.join("book.copy.zst");
     let bytes = std::fs::read(&file).unwrap();
@@ -158,11 +154,11 @@ fn corruption_is_found_and_restore_refuses() {
     let run = Libctl::new(&db)
         .args(["backup", "verify"])
         .arg_path(&dir)
-        .run()
-        .expect(8);
+        .status(8)
+        .run();
     assert!(run.stderr().contains("book.copy.zst"), "{}", run.stderr());
 
-    create(&db, root.path(), "d").expect(0);
+    create(&db, root.path(), "d");
     std::fs::remove_file(root.path().join("d").join("manifest.json")).unwrap();
     let listed = Libctl::new(&db)
         .args(["backup", "list", "--format", "json"])
@@ -182,8 +178,8 @@ fn corruption_is_found_and_restore_refuses() {
     Libctl::new(&db)
         .args(["backup", "verify"])
         .arg_path(&root.path().join("d"))
-        .run()
-        .expect(8);
+        .status(8)
+        .run();
 }
 
 fn exists(url: &str) -> bool {
@@ -192,7 +188,7 @@ fn exists(url: &str) -> bool {
 
 /// The count of every kind of schema object, for a readable failure.
 fn schema_is_whole(url: &str) {
-    Libctl::with_url(url).args(["db", "check"]).run().expect(0);
+    Libctl::with_url(url).args(["db", "check"]).run();
     let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap();
     assert!(libcore::schema::differences(
         &libcore::schema::expected(),
@@ -227,7 +223,7 @@ fn restore_cmd(db: &TestDb, dir: &Path, target: &str) -> std::process::Command {
 fn a_restore_killed_at_any_point_leaves_the_target_before_or_after_and_a_rerun_finishes() {
     let db = seeded();
     let root = tempfile::tempdir().unwrap();
-    create(&db, root.path(), "good").expect(0);
+    create(&db, root.path(), "good");
     let dir = root.path().join("good");
     let target = scratch_url(&db, "killed");
     let _cleanup = Dropper(target.clone());
@@ -246,8 +242,7 @@ fn a_restore_killed_at_any_point_leaves_the_target_before_or_after_and_a_rerun_f
             "--as-of",
             "2026-01-10",
         ])
-        .run()
-        .expect(0);
+        .run();
     let after = digest(&db.url);
     assert_ne!(digest(&target), after);
     // How long a whole restore takes here, so a kill lands after the paused step's work.
@@ -324,8 +319,7 @@ fn a_restore_killed_at_any_point_leaves_the_target_before_or_after_and_a_rerun_f
                 "--replace",
                 "--confirm",
             ])
-            .run()
-            .expect(0);
+            .run();
     }
     assert!(
         seen_before > 0 && seen_after > 0,
@@ -339,7 +333,7 @@ fn a_restore_killed_at_any_point_leaves_the_target_before_or_after_and_a_rerun_f
 fn restore_is_authorised_by_the_target_or_else_by_the_backup() {
     let db = seeded();
     let root = tempfile::tempdir().unwrap();
-    create(&db, root.path(), "b").expect(0);
+    create(&db, root.path(), "b");
     let dir = root.path().join("b");
     // Mallory initialises a database of her own, where she is the admin.
     let other = scratch_url(&db, "mallory");
@@ -353,8 +347,7 @@ fn restore_is_authorised_by_the_target_or_else_by_the_backup() {
             "--admin-name",
             "M",
         ])
-        .run()
-        .expect(0);
+        .run();
     // The victim is a library where Mallory is nobody.
     let victim = scratch_url(&db, "victim");
     let _victim = Dropper(victim.clone());
@@ -368,15 +361,14 @@ fn restore_is_authorised_by_the_target_or_else_by_the_backup() {
             "--as-of",
             "2026-01-12",
         ])
-        .run()
-        .expect(0);
+        .run();
     let victim_before = digest(&victim);
     let run = Libctl::with_url(&other)
         .actor("mallory@evil.test")
         .args(["backup", "restore", "--force", "--target-url", &victim])
         .arg_path(&dir)
-        .run()
-        .expect(5);
+        .status(5)
+        .run();
     assert!(run.stderr().contains("unknown_actor"), "{}", run.stderr());
     assert_eq!(digest(&victim), victim_before);
     // An empty target: the actor must be an admin in the backup. Mallory is not.
@@ -386,8 +378,8 @@ fn restore_is_authorised_by_the_target_or_else_by_the_backup() {
         .actor("mallory@evil.test")
         .args(["backup", "restore", "--target-url", &fresh])
         .arg_path(&dir)
-        .run()
-        .expect(5);
+        .status(5)
+        .run();
     assert!(!exists(&format!(
         "{fresh}{}",
         libcore::restore::STAGING_SUFFIX
@@ -396,8 +388,8 @@ fn restore_is_authorised_by_the_target_or_else_by_the_backup() {
         .actor("librarian1@library.test")
         .args(["backup", "restore", "--target-url", &fresh])
         .arg_path(&dir)
-        .run()
-        .expect(5);
+        .status(5)
+        .run();
     assert!(
         librarian.stderr().contains("permission_denied"),
         "{}",
@@ -447,16 +439,15 @@ fn a_killed_or_failed_create_leaves_nothing_that_looks_complete_nor_any_partial(
         Libctl::new(&db)
             .args(["backup", "verify"])
             .arg_path(&dir)
-            .run()
-            .expect(0);
+            .run();
     }
     // A create that fails removes its .partial at once.
     Libctl::new(&db)
         .env("LIBCTL_BACKUP_FAIL_AT", "loan")
         .args(["backup", "create", "--name", "failed", "--dir"])
         .arg_path(root.path())
-        .run()
-        .expect(1);
+        .status(1)
+        .run();
     assert!(!root.path().join("failed.partial").exists());
     assert!(!root.path().join("failed").exists());
 }
@@ -468,7 +459,7 @@ fn a_shared_root_keeps_its_mode_and_every_file_is_private() {
     let db = seeded();
     let shared = tempfile::tempdir().unwrap();
     std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
-    create(&db, shared.path(), "b").expect(0);
+    create(&db, shared.path(), "b");
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
     assert_eq!(
         mode(shared.path()),
@@ -480,8 +471,7 @@ fn a_shared_root_keeps_its_mode_and_every_file_is_private() {
     Libctl::new(&db)
         .args(["backup", "verify"])
         .arg_path(&dir)
-        .run()
-        .expect(0);
+        .run();
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         assert_eq!(mode(&path), 0o600, "{}", path.display());
@@ -495,7 +485,7 @@ fn a_shared_root_keeps_its_mode_and_every_file_is_private() {
 fn a_tampered_manifest_is_refused() {
     let db = seeded();
     let root = tempfile::tempdir().unwrap();
-    create(&db, root.path(), "b").expect(0);
+    create(&db, root.path(), "b");
     let dir = root.path().join("b");
     let manifest_path = dir.join("manifest.json");
     let original = std::fs::read_to_string(&manifest_path).unwrap();
@@ -534,8 +524,8 @@ fn a_tampered_manifest_is_refused() {
         let run = Libctl::new(&db)
             .args(["backup", "verify"])
             .arg_path(&dir)
-            .run()
-            .expect(8);
+            .status(8)
+            .run();
         assert!(run.stderr().contains(expect), "{}", run.stderr());
         let target = scratch_url(&db, "tampered");
         let _cleanup = Dropper(target.clone());
@@ -543,8 +533,8 @@ fn a_tampered_manifest_is_refused() {
             .actor(ADMIN)
             .args(["backup", "restore", "--target-url", &target])
             .arg_path(&dir)
-            .run()
-            .expect(8);
+            .status(8)
+            .run();
         assert!(!exists(&target));
     }
 }
@@ -554,7 +544,7 @@ fn prune_keeps_what_the_policy_says_and_old_partials_go() {
     let db = seeded();
     let root = tempfile::tempdir().unwrap();
     for name in ["n1", "n2", "n3"] {
-        create(&db, root.path(), name).expect(0);
+        create(&db, root.path(), name);
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     std::fs::create_dir(root.path().join("stale.partial")).unwrap();
@@ -598,8 +588,8 @@ fn prune_keeps_what_the_policy_says_and_old_partials_go() {
     Libctl::new(&db)
         .args(["backup", "prune"])
         .arg_path(root.path())
-        .run()
-        .expect(7);
+        .status(7)
+        .run();
 }
 
 #[test]
@@ -612,22 +602,22 @@ fn only_admins_and_system_back_up_and_only_admins_restore() {
         .actor(&lib)
         .args(["backup", "create", "--dir"])
         .arg_path(root.path())
-        .run()
-        .expect(5);
-    create(&db, root.path(), "sys").expect(0);
+        .status(5)
+        .run();
+    create(&db, root.path(), "sys");
     let target = scratch_url(&db, "denied");
     let _cleanup = Dropper(target.clone());
     Libctl::new(&db)
         .args(["backup", "restore", "--target-url", &target])
         .arg_path(&root.path().join("sys"))
-        .run()
-        .expect(5);
+        .status(5)
+        .run();
     Libctl::new(&db)
         .actor(&lib)
         .args(["backup", "restore", "--target-url", &target])
         .arg_path(&root.path().join("sys"))
-        .run()
-        .expect(5);
+        .status(5)
+        .run();
 }
 
 #[test]
@@ -652,7 +642,7 @@ fn a_backup_taken_under_concurrent_writes_restores_to_one_consistent_point() {
     });
     std::thread::sleep(std::time::Duration::from_millis(800));
     for i in 0..4 {
-        create(&db, root.path(), &format!("live{i}")).expect(0);
+        create(&db, root.path(), &format!("live{i}"));
     }
     assert_eq!(load.join().unwrap()["invariants_ok"], true);
     for i in 0..4 {
@@ -663,7 +653,6 @@ fn a_backup_taken_under_concurrent_writes_restores_to_one_consistent_point() {
             .actor(ADMIN)
             .args(["backup", "restore", "--target-url", &target])
             .arg_path(&root.path().join(format!("live{i}")))
-            .run()
-            .expect(0);
+            .run();
     }
 }

@@ -7,10 +7,7 @@ use crate::util::*;
 #[test]
 fn bench_borrow_reports_throughput_latency_outcomes_and_invariants() {
     let db = TestDb::new();
-    Libctl::new(&db)
-        .args(["seed", "--scenario", "tiny"])
-        .run()
-        .expect(0);
+    Libctl::new(&db).args(["seed", "--scenario", "tiny"]).run();
     let report = Libctl::new(&db)
         .args([
             "bench",
@@ -99,20 +96,17 @@ fn bench_borrow_reports_throughput_latency_outcomes_and_invariants() {
         .unwrap()
         .iter()
         .all(|p| p["limit_count"].as_i64().unwrap() <= 120));
-    Libctl::new(&db).args(["db", "check"]).run().expect(0);
+    Libctl::new(&db).args(["db", "check"]).run();
     Libctl::new(&db)
         .args(["bench", "borrow", "--duration", "601"])
-        .run()
-        .expect(7);
+        .status(7)
+        .run();
 }
 
 #[test]
 fn bench_borrow_self_service_acts_as_each_member_for_their_own_loans() {
     let db = TestDb::new();
-    Libctl::new(&db)
-        .args(["seed", "--scenario", "tiny"])
-        .run()
-        .expect(0);
+    Libctl::new(&db).args(["seed", "--scenario", "tiny"]).run();
     let mut client = db.client();
     let before: chrono::DateTime<chrono::Utc> =
         client.query_one("SELECT now()", &[]).unwrap().get(0);
@@ -156,10 +150,7 @@ fn bench_borrow_self_service_acts_as_each_member_for_their_own_loans() {
 #[test]
 fn bench_reports_times_every_kind() {
     let db = TestDb::new();
-    Libctl::new(&db)
-        .args(["seed", "--scenario", "tiny"])
-        .run()
-        .expect(0);
+    Libctl::new(&db).args(["seed", "--scenario", "tiny"]).run();
     let timings = Libctl::new(&db)
         .args(["bench", "reports", "--runs", "1", "--format", "json"])
         .run()
@@ -200,7 +191,7 @@ fn bench_all_seeds_a_scratch_database_and_prints_one_table_or_one_json_object() 
     assert_eq!(table.len(), 2 + kinds.len() + 2);
     assert!(table.iter().all(|r| r["value"].as_f64().unwrap() > 0.0));
     // The table format prints that table; the scratch databases are gone afterwards.
-    let text = Libctl::new(&db).args(args).run().expect(0).stdout();
+    let text = Libctl::new(&db).args(args).run().stdout();
     assert!(text.contains("bare SQL, prepared statements"), "{text}");
     let mut client = db.client();
     let left: i64 = client
@@ -213,8 +204,8 @@ fn bench_all_seeds_a_scratch_database_and_prints_one_table_or_one_json_object() 
     assert_eq!(left, 0);
     Libctl::new(&db)
         .args(["bench", "all", "--scenario", "tiny", "--duration", "0"])
-        .run()
-        .expect(7);
+        .status(7)
+        .run();
 }
 
 fn report_kinds() -> Vec<&'static str> {

@@ -20,15 +20,15 @@ fn borrow_renew_return_round_trip_with_json_objects() {
     let again = Libctl::new(&tdb)
         .actor(&lib)
         .args(["borrow", "--member", &m, "--book", &b, "--format", "json"])
-        .run()
-        .expect(4);
+        .status(4)
+        .run();
     assert_eq!(again.error_json()["error"]["code"], "duplicate_loan");
     let other = add_member(&mut c, "other@example.org", "member");
     let none = Libctl::new(&tdb)
         .actor(&lib)
         .args(["borrow", "--member", &other, "--book", &b])
-        .run()
-        .expect(4);
+        .status(4)
+        .run();
     assert!(
         none.stderr().starts_with("error[no_copy_available]: "),
         "{}",
@@ -56,20 +56,20 @@ fn borrow_renew_return_round_trip_with_json_objects() {
     let twice = Libctl::new(&tdb)
         .actor(&lib)
         .args(["return", "--loan", &id])
-        .run()
-        .expect(4);
+        .status(4)
+        .run();
     assert!(twice.stderr().contains("error[already_returned]"));
     Libctl::new(&tdb)
         .actor(&lib)
         .args(["return", "--loan", "01900000-0000-7000-8000-000000000000"])
-        .run()
-        .expect(3);
+        .status(3)
+        .run();
     Libctl::new(&tdb)
         .actor(&lib)
         .args(["borrow", "--member", "ghost@example.org", "--book", &b])
-        .run()
-        .expect(3);
-    Libctl::new(&tdb).args(["db", "check"]).run().expect(0);
+        .status(3)
+        .run();
+    Libctl::new(&tdb).args(["db", "check"]).run();
 }
 
 #[test]
@@ -82,12 +82,12 @@ fn permissions_and_backdating_through_the_binary() {
     Libctl::new(&tdb)
         .actor(&m)
         .args(["borrow", "--member", &you, "--book", &b])
-        .run()
-        .expect(5);
+        .status(5)
+        .run();
     Libctl::new(&tdb)
         .args(["borrow", "--member", &you, "--book", &b])
-        .run()
-        .expect(5);
+        .status(5)
+        .run();
     let run = Libctl::new(&tdb)
         .actor(&m)
         .args([
@@ -99,8 +99,8 @@ fn permissions_and_backdating_through_the_binary() {
             "--book",
             &b,
         ])
-        .run()
-        .expect(5);
+        .status(5)
+        .run();
     assert!(run.stderr().contains("--at"), "{}", run.stderr());
     // A loan cannot start before its member existed.
     Libctl::new(&tdb)
@@ -114,13 +114,13 @@ fn permissions_and_backdating_through_the_binary() {
             "--book",
             &b,
         ])
-        .run()
-        .expect(7);
+        .status(7)
+        .run();
     Libctl::new(&tdb)
         .actor(ADMIN)
         .args(["--at", "not-a-time", "borrow", "--member", &m, "--book", &b])
-        .run()
-        .expect(2);
+        .status(2)
+        .run();
     let audited: i64 = c
         .query_one("SELECT count(*) FROM audit_log WHERE action = 'loan.borrow' AND outcome IN ('denied', 'refused')", &[])
         .unwrap()

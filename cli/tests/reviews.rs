@@ -8,8 +8,7 @@ fn seeded_reviews_reports_and_recommendations() {
     let db = TestDb::new();
     Libctl::new(&db)
         .args(["seed", "--scenario", "minimal", "--as-of", "2026-01-15"])
-        .run()
-        .expect(0);
+        .run();
     let mut c = db.client();
     let (reviews, returned): (i64, i64) = c
         .query_one("SELECT (SELECT count(*) FROM review), (SELECT count(*) FROM loan WHERE returned_at IS NOT NULL)", &[])
@@ -20,7 +19,7 @@ fn seeded_reviews_reports_and_recommendations() {
         (0.07..0.11).contains(&share),
         "about 10 % of returned loans are reviewed: {share}"
     );
-    Libctl::new(&db).args(["db", "check"]).run().expect(0);
+    Libctl::new(&db).args(["db", "check"]).run();
     let top = Libctl::new(&db)
         .args([
             "report",
@@ -59,13 +58,13 @@ fn seeded_reviews_reports_and_recommendations() {
         .args([
             "review", "add", "--member", &email, "--book", &isbn, "--rating", "4",
         ])
-        .run()
-        .expect(4);
+        .status(4)
+        .run();
     Libctl::new(&db)
         .actor(&email)
         .args(["review", "update", &id, "--rating", "9"])
-        .run()
-        .expect(7);
+        .status(7)
+        .run();
     let listed = Libctl::new(&db)
         .args(["reviews", "--book", &isbn, "--format", "json"])
         .run()
@@ -78,8 +77,7 @@ fn seeded_reviews_reports_and_recommendations() {
     Libctl::new(&db)
         .actor(&email)
         .args(["review", "delete", &id])
-        .run()
-        .expect(0);
+        .run();
 
     let refreshed = Libctl::new(&db)
         .args(["recommend", "refresh", "--format", "json"])
@@ -104,6 +102,6 @@ fn seeded_reviews_reports_and_recommendations() {
     assert!(recs
         .iter()
         .all(|r| !r["reason"].as_str().unwrap().is_empty()));
-    Libctl::new(&db).args(["recommend"]).run().expect(7);
-    Libctl::new(&db).args(["db", "check"]).run().expect(0);
+    Libctl::new(&db).args(["recommend"]).status(7).run();
+    Libctl::new(&db).args(["db", "check"]).run();
 }

@@ -36,11 +36,8 @@ fn table_hashes(db: &TestDb) -> Vec<(String, i64, String)> {
         .collect()
 }
 
-fn seed(db: &TestDb, args: &[&str]) -> Run {
-    Libctl::new(db)
-        .args(["seed", "--as-of", AS_OF])
-        .args(args)
-        .run()
+fn seed(db: &TestDb, args: &[&str]) -> Libctl {
+    Libctl::new(db).args(["seed", "--as-of", AS_OF]).args(args)
 }
 
 #[test]
@@ -52,13 +49,13 @@ fn same_seed_same_data_whatever_the_jobs_and_csv_matches_the_load() {
         &["--scenario", "minimal", "--jobs", "1", "--format", "json"],
     )
     .json();
-    seed(&two, &["--scenario", "minimal", "--jobs", "2"]).expect(0);
+    seed(&two, &["--scenario", "minimal", "--jobs", "2"]).run();
     let hashes = table_hashes(&one);
     assert_eq!(hashes, table_hashes(&two));
     let loans = hashes.iter().find(|h| h.0 == "loan").unwrap().1;
     assert!((2_000..2_700).contains(&loans), "about 2.3k loans: {loans}");
     assert!(s1["peak_rss_mib"].as_f64().unwrap() > 0.0);
-    Libctl::new(&one).args(["db", "check"]).run().expect(0);
+    Libctl::new(&one).args(["db", "check"]).run();
 
     // --csv writes the same rows: load them into a third database and compare.
     let dir = tempfile::tempdir().unwrap();
@@ -74,8 +71,7 @@ fn same_seed_same_data_whatever_the_jobs_and_csv_matches_the_load() {
             "--csv",
         ])
         .arg_path(dir.path())
-        .run()
-        .expect(0);
+        .run();
     let three = TestDb::new();
     let mut c = three.client();
     c.batch_execute("SET libctl.audit_maintenance = 'on'; TRUNCATE loan, account_entry, audit_log, book, member, closed_day, circulation_month, request, review CASCADE; DELETE FROM circulation_rule")
@@ -110,21 +106,21 @@ fn same_seed_same_data_whatever_the_jobs_and_csv_matches_the_load() {
 #[test]
 fn a_non_empty_database_is_refused_without_replace() {
     let db = TestDb::new();
-    seed(&db, &["--scenario", "tiny"]).expect(0);
-    let run = seed(&db, &["--scenario", "tiny"]).expect(4);
+    seed(&db, &["--scenario", "tiny"]).run();
+    let run = seed(&db, &["--scenario", "tiny"]).status(4).run();
     assert!(
         run.stderr().contains("error[database_not_empty]"),
         "{}",
         run.stderr()
     );
-    seed(&db, &["--scenario", "tiny", "--replace", "--seed", "9"]).expect(0);
-    Libctl::new(&db).args(["db", "check"]).run().expect(0);
+    seed(&db, &["--scenario", "tiny", "--replace", "--seed", "9"]).run();
+    Libctl::new(&db).args(["db", "check"]).run();
 }
 
 #[test]
 fn a_failed_seed_leaves_the_previous_contents() {
     let db = TestDb::new();
-    seed(&db, &["--scenario", "tiny"]).expect(0);
+    seed(&db, &["--scenario", "tiny"]).run();
     let before = table_hashes(&db);
     for point in ["member", "loan", "audit_log", "rebuild"] {
         let run = Libctl::new(&db)
@@ -137,8 +133,8 @@ fn a_failed_seed_leaves_the_previous_contents() {
                 "minimal",
                 "--replace",
             ])
-            .run()
-            .expect(1);
+            .status(1)
+            .run();
         assert!(
             run.stderr().contains("injected failure"),
             "{}",
@@ -146,15 +142,15 @@ fn a_failed_seed_leaves_the_previous_contents() {
         );
         assert_eq!(table_hashes(&db), before, "after a failure at {point}");
     }
-    seed(&db, &["--scenario", "minimal", "--replace"]).expect(0);
+    seed(&db, &["--scenario", "minimal", "--replace"]).run();
     assert_ne!(table_hashes(&db), before);
-    Libctl::new(&db).args(["db", "check"]).run().expect(0);
+    Libctl::new(&db).args(["db", "check"]).run();
 }
 
 #[test]
 fn a_killed_seed_leaves_the_previous_contents() {
     let db = TestDb::new();
-    seed(&db, &["--scenario", "tiny"]).expect(0);
+    seed(&db, &["--scenario", "tiny"]).run();
     let before = table_hashes(&db);
     let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("libctl"))
         .env("DATABASE_URL", &db.url)
@@ -180,8 +176,8 @@ fn a_killed_seed_leaves_the_previous_contents() {
     } else {
         assert_eq!(table_hashes(&db), before);
     }
-    Libctl::new(&db).args(["db", "check"]).run().expect(0);
-    seed(&db, &["--scenario", "tiny", "--replace"]).expect(0);
+    Libctl::new(&db).args(["db", "check"]).run();
+    seed(&db, &["--scenario", "tiny", "--replace"]).run();
 }
 
 #[test]

@@ -7,9 +7,27 @@ use serde_json::Value;
 
 use crate::support::TestDb;
 
-#[must_use]
+/// What a run must print on stderr.
+enum Stderr {
+    /// Nothing: the default for a run expected to succeed.
+    Empty,
+    /// Something: the default for a run expected to fail, which must say why.
+    Any,
+    /// Text that must appear.
+    Contains(Vec<String>),
+}
+
+/// One run of the real binary and what it must produce. Nothing runs until [`Libctl::run`],
+/// and `run` asserts: exit 0 and an empty stderr unless the test expects otherwise, and the
+/// expected stdout or JSON when the test names one.
+#[must_use = "a Libctl does nothing until .run()"]
 pub struct Libctl {
     cmd: assert_cmd::Command,
+    status: i32,
+    stderr: Option<Stderr>,
+    stdout: Option<String>,
+    stdout_contains: Vec<String>,
+    json: Option<Value>,
 }
 
 impl Libctl {
@@ -24,7 +42,14 @@ impl Libctl {
             .env_remove("LIBCTL_ACTOR")
             .env_remove("LIBCTL_LOG_FORMAT")
             .env("NO_COLOR", "1");
-        Libctl { cmd }
+        Libctl {
+            cmd,
+            status: 0,
+            stderr: None,
+            stdout: None,
+            stdout_contains: Vec::new(),
+            json: None,
+        }
     }
 
     pub fn actor(mut self, actor: &str) -> Libctl {
@@ -51,11 +76,92 @@ impl Libctl {
         self
     }
 
+    /// The exit code the run must end with (default 0).
+    pub fn status(mut self, code: i32) -> Libctl {
+        self.status = code;
+        self
+    }
+
+    /// Stderr must contain `text` (may be given more than once).
+    pub fn stderr_contains(mut self, text: &str) -> Libctl {
+        match &mut self.stderr {
+            Some(Stderr::Contains(all)) => all.push(text.to_string()),
+            _ => self.stderr = Some(Stderr::Contains(vec![text.to_string()])),
+        }
+        self
+    }
+
+    /// Stdout must be exactly `text`.
+    pub fn stdout(mut self, text: &str) -> Libctl {
+        self.stdout = Some(text.to_string());
+        self
+    }
+
+    /// Stdout must contain `text` (may be given more than once).
+    pub fn stdout_contains(mut self, text: &str) -> Libctl {
+        self.stdout_contains.push(text.to_string());
+        self
+    }
+
+    /// Stdout must parse as JSON equal to `value`.
+    pub fn stdout_json(mut self, value: Value) -> Libctl {
+        self.json = Some(value);
+        self
+    }
+
+    /// Runs the binary and asserts every expectation, showing both streams on a mismatch.
+    #[track_caller]
     pub fn run(mut self) -> Run {
-        Run(self.cmd.output().expect("run libctl"))
+        let run = Run(self.cmd.output().expect("run libctl"));
+        let shown = || format!("stdout:\n{}\nstderr:\n{}", run.stdout(), run.stderr());
+        assert_eq!(run.code(), self.status, "exit code\n{}", shown());
+        let stderr = self.stderr.unwrap_or(if self.status == 0 {
+            Stderr::Empty
+        } else {
+            Stderr::Any
+        });
+        match stderr {
+            Stderr::Empty => assert!(run.stderr().is_empty(), "stderr not empty\n{}", shown()),
+            Stderr::Any if self.status != 0 => assert!(
+                !run.stderr().trim().is_empty(),
+                "a failure must say why on stderr\n{}",
+                shown()
+            ),
+            Stderr::Any => {}
+            Stderr::Contains(all) => {
+                for text in all {
+                    assert!(
+                        run.stderr().contains(&text),
+                        "stderr lacks {text:?}\n{}",
+                        shown()
+                    );
+                }
+            }
+        }
+        if let Some(expected) = &self.stdout {
+            assert_eq!(&run.stdout(), expected, "stdout\n{}", shown());
+        }
+        for text in &self.stdout_contains {
+            assert!(
+                run.stdout().contains(text),
+                "stdout lacks {text:?}\n{}",
+                shown()
+            );
+        }
+        if let Some(expected) = &self.json {
+            assert_eq!(&run.json(), expected, "stdout JSON\n{}", shown());
+        }
+        run
+    }
+
+    /// Runs (asserting as [`Libctl::run`] does) and parses stdout as JSON.
+    #[track_caller]
+    pub fn json(self) -> Value {
+        self.run().json()
     }
 }
 
+/// A finished run, already checked against its expectations.
 pub struct Run(pub Output);
 
 impl Run {
@@ -68,26 +174,14 @@ impl Run {
     pub fn stderr(&self) -> String {
         String::from_utf8_lossy(&self.0.stderr).into_owned()
     }
-    /// Asserts the exit code, showing both streams when it differs.
+    /// Stdout parsed as JSON.
     #[track_caller]
-    pub fn expect(self, code: i32) -> Run {
-        assert_eq!(
-            self.code(),
-            code,
-            "stdout:\n{}\nstderr:\n{}",
-            self.stdout(),
-            self.stderr()
-        );
-        self
-    }
-    /// Asserts success and parses stdout as JSON.
-    #[track_caller]
-    pub fn json(self) -> Value {
-        let run = self.expect(0);
-        serde_json::from_str(&run.stdout())
-            .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", run.stdout()))
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout())
+            .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", self.stdout()))
     }
     /// The `{"error": {...}}` object printed on stderr with --format json.
+    #[track_caller]
     pub fn error_json(&self) -> Value {
         serde_json::from_str(self.stderr().trim())
             .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", self.stderr()))

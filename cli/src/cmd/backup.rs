@@ -94,7 +94,7 @@ struct CreateSummary<'a> {
 
 fn summary_line(app: &mut App, json_line: bool, value: &impl Serialize) -> anyhow::Result<()> {
     if json_line {
-        println!("{}", serde_json::to_string(value)?);
+        app.out.json_line(value)?;
     } else {
         app.out.record(value)?;
     }

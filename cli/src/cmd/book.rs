@@ -50,11 +50,8 @@ pub struct ListArgs {
     /// Words from the title, author or ISBN (typos tolerated)
     #[arg(long)]
     pub search: Option<String>,
-    #[arg(long, default_value_t = 50)]
-    pub limit: i64,
-    /// The cursor printed by the previous page
-    #[arg(long)]
-    pub cursor: Option<String>,
+    #[command(flatten)]
+    pub page: super::PageArgs,
 }
 
 #[derive(Debug, Args)]
@@ -94,8 +91,8 @@ pub fn run(app: &mut App, command: BookCommand) -> anyhow::Result<ExitCode> {
             let page = catalog::list_books(
                 &mut client,
                 a.search.as_deref(),
-                a.limit,
-                a.cursor.as_deref(),
+                a.page.limit,
+                a.page.cursor.as_deref(),
             )?;
             app.out.page(&page)?;
         }

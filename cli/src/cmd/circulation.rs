@@ -53,10 +53,8 @@ pub struct LoansArgs {
     /// Only loans not yet returned
     #[arg(long)]
     pub open: bool,
-    #[arg(long, default_value_t = 50)]
-    pub limit: i64,
-    #[arg(long)]
-    pub cursor: Option<String>,
+    #[command(flatten)]
+    pub page: super::PageArgs,
 }
 
 pub fn borrow(app: &mut App, args: BorrowArgs) -> anyhow::Result<ExitCode> {
@@ -91,8 +89,8 @@ pub fn loans(app: &mut App, args: LoansArgs) -> anyhow::Result<ExitCode> {
         &mut client,
         &ctx,
         &filter,
-        args.limit,
-        args.cursor.as_deref(),
+        args.page.limit,
+        args.page.cursor.as_deref(),
     )?;
     app.out.page(&page)?;
     Ok(ExitCode::SUCCESS)

@@ -304,7 +304,7 @@ pub fn run_nightly(app: &mut App, a: NightlyArgs) -> anyhow::Result<ExitCode> {
     }
     let run = result?;
     if a.summary_json {
-        println!("{}", serde_json::to_string(&run)?);
+        app.out.json_line(&run)?;
     } else {
         app.out.record(&run)?;
     }

@@ -52,10 +52,8 @@ pub struct ListArgs {
     /// Part of the name or email
     #[arg(long)]
     pub search: Option<String>,
-    #[arg(long, default_value_t = 50)]
-    pub limit: i64,
-    #[arg(long)]
-    pub cursor: Option<String>,
+    #[command(flatten)]
+    pub page: super::PageArgs,
 }
 
 #[derive(Debug, Args)]
@@ -102,8 +100,8 @@ pub fn run(app: &mut App, command: MemberCommand) -> anyhow::Result<ExitCode> {
                 &ctx,
                 a.status.as_deref(),
                 a.search.as_deref(),
-                a.limit,
-                a.cursor.as_deref(),
+                a.page.limit,
+                a.page.cursor.as_deref(),
             )?;
             app.out.page(&page)?;
         }

@@ -7,6 +7,17 @@ use clap::Subcommand;
 
 use crate::app::App;
 
+/// One page of a keyset listing: how many rows, and where the previous page stopped.
+#[derive(Debug, clap::Args)]
+pub struct PageArgs {
+    /// Rows on this page (1–10,000)
+    #[arg(long, default_value_t = 50)]
+    pub limit: i64,
+    /// The cursor printed by the previous page
+    #[arg(long)]
+    pub cursor: Option<String>,
+}
+
 pub mod approvals;
 pub mod audit;
 pub mod backup;

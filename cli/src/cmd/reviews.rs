@@ -54,10 +54,8 @@ pub struct ListArgs {
     pub book: Option<String>,
     #[arg(long)]
     pub member: Option<String>,
-    #[arg(long, default_value_t = 50)]
-    pub limit: i64,
-    #[arg(long)]
-    pub cursor: Option<String>,
+    #[command(flatten)]
+    pub page: super::PageArgs,
 }
 
 #[derive(Debug, Args)]
@@ -104,8 +102,8 @@ pub fn run_reviews(app: &mut App, a: ListArgs) -> anyhow::Result<ExitCode> {
         &ctx,
         a.book.as_deref(),
         a.member.as_deref(),
-        a.limit,
-        a.cursor.as_deref(),
+        a.page.limit,
+        a.page.cursor.as_deref(),
     )?;
     app.out.page(&page)?;
     Ok(ExitCode::SUCCESS)

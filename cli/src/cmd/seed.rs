@@ -128,7 +128,7 @@ impl Observer for Progress {
 
 pub fn render_summary(app: &mut App, summary: &SeedSummary, json_line: bool) -> anyhow::Result<()> {
     if json_line {
-        println!("{}", serde_json::to_string(summary)?);
+        app.out.json_line(summary)?;
         return Ok(());
     }
     match app.out.format() {
