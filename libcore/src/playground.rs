@@ -48,14 +48,20 @@ pub fn kind(client: &mut impl GenericClient) -> Result<Kind> {
     // recorded_at is the real time of every row, whatever `--at` said.
     let changed: bool = client
         .query_one(
-            "WITH runs AS (
+            // Both CTEs are MATERIALIZED: inlined, the runs would be looked up again for
+            // every audit row since the seed, a scan of the whole log each (quadratic after a
+            // benchmark's tens of thousands of rows); materialized, the check is two scans.
+            "WITH marks AS MATERIALIZED (
+                 SELECT action, outcome, entity_id, recorded_at, details FROM audit_log
+                 WHERE action IN ('bench.borrow', 'bench.finished') AND recorded_at >= $1),
+             runs AS MATERIALIZED (
                  SELECT b.recorded_at AS started,
-                        coalesce((SELECT min(f.recorded_at) FROM audit_log f
+                        coalesce((SELECT min(f.recorded_at) FROM marks f
                                   WHERE f.action = 'bench.finished' AND f.entity_id = b.entity_id),
                                  (b.details->>'deadline')::timestamptz
                                    + make_interval(secs => $2)) AS ended
-                 FROM audit_log b
-                 WHERE b.action = 'bench.borrow' AND b.outcome = 'ok' AND b.recorded_at >= $1)
+                 FROM marks b
+                 WHERE b.action = 'bench.borrow' AND b.outcome = 'ok')
              SELECT EXISTS (
                  SELECT 1 FROM audit_log a
                  WHERE a.recorded_at > $1
