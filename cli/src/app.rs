@@ -98,7 +98,7 @@ impl App {
 
     /// The resolved actor and effective time.
     pub fn ctx(&self, client: &mut libcore::Client) -> anyhow::Result<libcore::actor::Ctx> {
-        Ok(libcore::actor::resolve(
+        Ok(libcore::audit::resolve_actor(
             client,
             self.global.actor.as_deref(),
             self.global.at,
@@ -116,7 +116,7 @@ impl App {
             return Ok((None, client, ctx));
         }
         let acting = std::env::var("LIBCTL_ACTOR").ok();
-        let ctx = libcore::actor::resolve(&mut client, acting.as_deref(), self.global.at)?;
+        let ctx = libcore::audit::resolve_actor(&mut client, acting.as_deref(), self.global.at)?;
         Ok((self.global.actor.clone(), client, ctx))
     }
 

@@ -12,6 +12,7 @@ mod catalogue_and_members;
 mod circulation;
 mod database;
 mod hardening;
+mod identity;
 mod output;
 mod reports;
 mod reviews;

@@ -76,6 +76,12 @@ impl Libctl {
         self
     }
 
+    /// Bytes for stdin.
+    pub fn stdin(mut self, input: impl Into<Vec<u8>>) -> Libctl {
+        self.cmd.write_stdin(input);
+        self
+    }
+
     /// The exit code the run must end with (default 0).
     pub fn status(mut self, code: i32) -> Libctl {
         self.status = code;

@@ -191,17 +191,215 @@ impl Ctx {
     }
 }
 
+/// How the database login behind a connection relates to libctl's members (SPEC §10).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Binding {
+    /// A superuser or the schema's owner: a single-login setup, where `--actor` is taken as
+    /// declared and nothing binds it to the person at the keyboard.
+    Unbound {
+        /// The session's login.
+        login: String,
+    },
+    /// A login mapped to one member (`staff grant-login`): the actor is that member.
+    Member {
+        /// The session's login.
+        login: String,
+        /// The member it acts as.
+        member_id: Uuid,
+    },
+    /// A member of `libctl_delegate` (a kiosk, a service that authenticates readers itself):
+    /// acts for members only, never for staff or `system`.
+    Delegate {
+        /// The session's login.
+        login: String,
+    },
+    /// Any other login: it may not act.
+    Unmapped {
+        /// The session's login.
+        login: String,
+    },
+}
+
+impl Binding {
+    /// One line for `db status`.
+    pub fn describe(&self) -> String {
+        match self {
+            Binding::Unbound { login } => format!(
+                "login {login} is a superuser or owns the schema: --actor is taken as declared, \
+                 nothing binds it to a person (single-login setup)"
+            ),
+            Binding::Member { login, .. } => {
+                format!("login {login} is bound to one member and acts only as them")
+            }
+            Binding::Delegate { login } => {
+                format!("login {login} is a delegate: it acts for members, never for staff")
+            }
+            Binding::Unmapped { login } => {
+                format!("login {login} is bound to no member: it may not act")
+            }
+        }
+    }
+
+    /// The session's login.
+    pub fn login(&self) -> &str {
+        match self {
+            Binding::Unbound { login }
+            | Binding::Member { login, .. }
+            | Binding::Delegate { login }
+            | Binding::Unmapped { login } => login,
+        }
+    }
+}
+
+/// Reads how this connection's login is bound.
+pub fn binding(client: &mut impl GenericClient) -> Result<Binding> {
+    let row = client.query_one(
+        "SELECT session_user::text,
+                coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = session_user), false)
+                  OR pg_has_role(session_user,
+                                 (SELECT relowner FROM pg_class WHERE oid = 'audit_log'::regclass),
+                                 'MEMBER'),
+                (SELECT member_id FROM member_login WHERE login = session_user),
+                CASE WHEN EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'libctl_delegate')
+                     THEN pg_has_role(session_user, 'libctl_delegate', 'MEMBER')
+                     ELSE false END",
+        &[],
+    )?;
+    let login: String = row.get(0);
+    let owner: bool = row.get(1);
+    let member: Option<Uuid> = row.get(2);
+    let delegate: bool = row.get(3);
+    Ok(match (owner, member, delegate) {
+        (true, _, _) => Binding::Unbound { login },
+        (false, Some(member_id), _) => Binding::Member { login, member_id },
+        (false, None, true) => Binding::Delegate { login },
+        (false, None, false) => Binding::Unmapped { login },
+    })
+}
+
+/// A login that named someone it may not act as.
+#[derive(Debug, Clone)]
+pub struct Mismatch {
+    /// Who is really acting: the login's member, or for a delegate its login as an
+    /// anonymous actor.
+    pub acting: Actor,
+    /// The actor that was asked for.
+    pub requested: String,
+    /// The session's login.
+    pub login: String,
+    /// Why it was refused.
+    pub reason: String,
+}
+
+impl Mismatch {
+    /// The `actor_mismatch` denial (exit 5).
+    pub fn error(&self) -> Error {
+        Error::Denied {
+            code: "actor_mismatch",
+            message: self.reason.clone(),
+        }
+    }
+}
+
 /// Resolves `--actor` (an email or `system`) and `--at` into a context.
 ///
 /// The actor must be an active, unexpired member record; `--at` needs a librarian or admin
-/// and may not lie in the future.
+/// and may not lie in the future. A login bound to a member acts as that member whatever
+/// `--actor` says; naming anyone else is `actor_mismatch` (use
+/// `audit::resolve_actor`, which also audits that attempt).
 pub fn resolve(
     client: &mut impl GenericClient,
     actor: Option<&str>,
     at: Option<DateTime<Utc>>,
 ) -> Result<Ctx> {
-    let actor = match actor.map(str::trim) {
-        None | Some("") => Actor::system(),
+    resolve_or_mismatch(client, actor, at)?.map_err(|m| m.error())
+}
+
+/// [`resolve`], with a mismatch handed back for the caller to audit.
+pub fn resolve_or_mismatch(
+    client: &mut impl GenericClient,
+    actor: Option<&str>,
+    at: Option<DateTime<Utc>>,
+) -> Result<std::result::Result<Ctx, Mismatch>> {
+    let requested = actor.map(str::trim).filter(|a| !a.is_empty());
+    let actor = match binding(client)? {
+        Binding::Unbound { .. } => declared(client, requested)?,
+        Binding::Member { login, member_id } => {
+            let email: String = client
+                .query_one("SELECT email FROM member WHERE id = $1", &[&member_id])?
+                .get(0);
+            let bound = declared(client, Some(&email))?;
+            match requested {
+                Some(name) if !name.eq_ignore_ascii_case(&bound.name) => {
+                    return Ok(Err(Mismatch {
+                        reason: format!(
+                            "login {login} acts as {}; it may not act as {name}",
+                            bound.name
+                        ),
+                        acting: bound,
+                        requested: name.to_string(),
+                        login,
+                    }))
+                }
+                _ => bound,
+            }
+        }
+        Binding::Delegate { login } => {
+            let as_login = Actor {
+                member_id: None,
+                name: login.clone(),
+                role: Role::Anonymous,
+            };
+            let Some(name) = requested else {
+                return Ok(Err(Mismatch {
+                    reason: format!(
+                        "login {login} is a delegate: name the member it acts for with --actor"
+                    ),
+                    acting: as_login,
+                    requested: String::new(),
+                    login,
+                }));
+            };
+            let declared = declared(client, Some(name))?;
+            if declared.role != Role::Member {
+                return Ok(Err(Mismatch {
+                    reason: format!(
+                        "login {login} is a delegate: it acts for members only, and {} is {}",
+                        declared.name,
+                        declared.role.as_str()
+                    ),
+                    acting: as_login,
+                    requested: name.to_string(),
+                    login,
+                }));
+            }
+            declared
+        }
+        Binding::Unmapped { login } => {
+            return Err(Error::Denied {
+                code: "unbound_login",
+                message: format!(
+                    "login {login} is not bound to a member: an admin binds it with \
+                     `libctl staff grant-login EMAIL --login {login}`"
+                ),
+            })
+        }
+    };
+    with_at(actor, at).map(Ok)
+}
+
+/// Looks up an actor by name (an email, `system` or `anonymous`), whoever is connected: for
+/// commands that look at an actor rather than act as one.
+pub fn lookup(client: &mut impl GenericClient, name: &str) -> Result<Actor> {
+    declared(client, Some(name))
+}
+
+/// The actor a command declares, taken as it says (a single-login setup, or a delegate's
+/// member).
+fn declared(client: &mut impl GenericClient, actor: Option<&str>) -> Result<Actor> {
+    Ok(match actor {
+        None => Actor::system(),
         Some(name) if name.eq_ignore_ascii_case(SYSTEM_ACTOR) => Actor::system(),
         Some(name) if name.eq_ignore_ascii_case("anonymous") => Actor::anonymous(),
         Some(email) => {
@@ -233,7 +431,10 @@ pub fn resolve(
                 role: Role::parse_member_role(row.get("role"))?,
             }
         }
-    };
+    })
+}
+
+fn with_at(actor: Actor, at: Option<DateTime<Utc>>) -> Result<Ctx> {
     if let Some(at) = at {
         if !actor.role.is_staff() {
             return Err(Error::denied(format!(

@@ -230,6 +230,32 @@ pub struct Entry {
     pub details: Value,
 }
 
+/// Resolves the acting member as [`crate::actor::resolve`] does, and audits a login that named
+/// someone it may not act as (`actor.assume`, denied) before refusing with `actor_mismatch`.
+pub fn resolve_actor(
+    client: &mut impl GenericClient,
+    actor: Option<&str>,
+    at: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<Ctx> {
+    match crate::actor::resolve_or_mismatch(client, actor, at)? {
+        Ok(ctx) => Ok(ctx),
+        Err(mismatch) => {
+            record(
+                client,
+                &Ctx::new(mismatch.acting.clone()),
+                &Entry {
+                    action: "actor.assume",
+                    entity_type: "member",
+                    entity_id: None,
+                    outcome: "denied",
+                    details: json!({ "requested": mismatch.requested, "login": mismatch.login }),
+                },
+            )?;
+            Err(mismatch.error())
+        }
+    }
+}
+
 /// Appends one audit row at the context's effective time; `recorded_at` keeps the real time.
 pub fn record(client: &mut impl GenericClient, ctx: &Ctx, entry: &Entry) -> Result<()> {
     append(client, None, ctx, entry)

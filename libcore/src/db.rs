@@ -29,6 +29,7 @@ pub const TABLES: &[&str] = &[
     "rate_limit_policy",
     "review",
     "recommendation",
+    "member_login",
 ];
 
 /// Every data table any schema version has had, in load order, with the migration that
@@ -50,6 +51,7 @@ pub const TABLE_HISTORY: &[(&str, i32, Option<i32>)] = &[
     ("rate_limit_policy_saved", 11, Some(16)),
     ("review", 6, None),
     ("recommendation", 6, None),
+    ("member_login", 17, None),
 ];
 
 /// The data tables of schema version `version`, in load order.
@@ -272,6 +274,7 @@ pub fn migrate(client: &mut Client) -> Result<Vec<i32>> {
         .set_abort_divergent(true)
         .run(client)
         .map_err(migration_failed)?;
+    apply_privileges(client)?;
     Ok(report
         .applied_migrations()
         .iter()
@@ -286,6 +289,25 @@ pub fn migrate_to(client: &mut Client, version: i32) -> Result<()> {
         .set_target(refinery::Target::Version(version.max(0) as u32))
         .run(client)
         .map_err(migration_failed)?;
+    apply_privileges(client)?;
+    Ok(())
+}
+
+/// Applies the privilege model of V17 (`libctl_apply_privileges`) to every table, function and
+/// type, so tables added by later migrations get their grants too. Only a superuser can hand
+/// objects to `libctl_owner`; for anyone else, and before V17, this does nothing and the
+/// database stays a single-login one.
+pub fn apply_privileges(client: &mut Client) -> Result<()> {
+    let may: bool = client
+        .query_one(
+            "SELECT to_regprocedure('libctl_apply_privileges()') IS NOT NULL
+                    AND (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)",
+            &[],
+        )?
+        .get(0);
+    if may {
+        client.batch_execute("SELECT libctl_apply_privileges()")?;
+    }
     Ok(())
 }
 

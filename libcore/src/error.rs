@@ -210,6 +210,7 @@ impl Error {
             Error::Schema(_) => "schema_outdated",
             Error::Database(e) if is_transient(e) => "transient_conflict",
             Error::Database(e) if is_unavailable(e) => "database_unavailable",
+            Error::Database(e) if is_insufficient_privilege(e) => "insufficient_privilege",
             Error::Database(_) => "database_error",
             Error::Io { .. } => "io_error",
             Error::Internal(_) => "internal",
@@ -227,6 +228,7 @@ impl Error {
             Error::Integrity { .. } => 8,
             Error::Unavailable(_) | Error::Schema(_) => 10,
             Error::Database(e) if is_unavailable(e) => 10,
+            Error::Database(e) if is_insufficient_privilege(e) => 5,
             Error::Database(_) | Error::Io { .. } | Error::Internal(_) => 1,
         }
     }
@@ -339,4 +341,10 @@ pub(crate) fn is_transient(e: &postgres::Error) -> bool {
         e.code(),
         Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED
     )
+}
+
+/// SQLSTATE 42501: PostgreSQL's own privileges refused the statement (a read-only login that
+/// tried to write, the append-only audit log). A denial like libctl's own (exit 5).
+pub(crate) fn is_insufficient_privilege(e: &postgres::Error) -> bool {
+    e.code() == Some(&postgres::error::SqlState::INSUFFICIENT_PRIVILEGE)
 }

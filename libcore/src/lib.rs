@@ -55,6 +55,7 @@ pub mod fines;
 pub mod ids;
 mod import;
 pub mod jobs;
+pub mod logins;
 pub mod members;
 pub mod notices;
 pub mod page;

@@ -50,7 +50,10 @@ CREATE OR REPLACE FUNCTION public.audit_log_append_only()
  LANGUAGE plpgsql
 AS $function$
 BEGIN
-    IF TG_OP <> 'UPDATE' AND current_setting('libctl.audit_maintenance', true) = 'on' THEN
+    IF TG_OP <> 'UPDATE'
+       AND current_setting('libctl.audit_maintenance', true) = 'on'
+       AND pg_has_role(current_user, (SELECT relowner FROM pg_class WHERE oid = TG_RELID), 'MEMBER')
+    THEN
         RETURN OLD;
     END IF;
     RAISE EXCEPTION 'audit_log is append-only: % is not allowed', TG_OP
@@ -144,6 +147,99 @@ CREATE OR REPLACE FUNCTION public.fine_cents(per_day bigint, grace integer, cap 
 AS $function$
     SELECT CASE WHEN overdue <= grace THEN 0::bigint ELSE least(overdue::bigint * per_day, cap) END
 $function$
+;
+
+CREATE OR REPLACE FUNCTION public.libctl_apply_privileges()
+ RETURNS void
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    obj record;
+BEGIN
+    IF (SELECT count(*) FROM pg_roles
+        WHERE rolname IN ('libctl_owner', 'libctl_staff', 'libctl_reader', 'libctl_job',
+                          'libctl_delegate')) < 5 THEN
+        RETURN;
+    END IF;
+    GRANT USAGE ON SCHEMA public TO libctl_staff, libctl_reader, libctl_job, libctl_delegate;
+    -- A single-login setup's owner keeps what it had: it joins libctl_owner before its
+    -- tables move there.
+    FOR obj IN
+        SELECT DISTINCT r.rolname
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        JOIN pg_roles r ON r.oid = c.relowner
+        WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')
+          AND NOT r.rolsuper AND r.rolname <> 'libctl_owner'
+    LOOP
+        EXECUTE format('GRANT libctl_owner TO %I', obj.rolname);
+    END LOOP;
+    FOR obj IN
+        SELECT c.oid::regclass AS rel, c.relname
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')
+    LOOP
+        EXECUTE format('ALTER TABLE %s OWNER TO libctl_owner', obj.rel);
+        EXECUTE format('REVOKE ALL ON %s FROM libctl_staff, libctl_reader, libctl_job, libctl_delegate', obj.rel);
+        EXECUTE format('GRANT SELECT ON %s TO libctl_staff, libctl_reader, libctl_job, libctl_delegate', obj.rel);
+        IF obj.relname = 'audit_log' THEN
+            EXECUTE format('GRANT INSERT ON %s TO libctl_staff, libctl_job, libctl_delegate', obj.rel);
+        ELSIF obj.relname NOT IN ('member_login', 'refinery_schema_history') THEN
+            EXECUTE format('GRANT INSERT, UPDATE, DELETE ON %s TO libctl_staff, libctl_job, libctl_delegate', obj.rel);
+        END IF;
+    END LOOP;
+    FOR obj IN
+        SELECT p.oid::regprocedure AS fn
+        FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+        WHERE n.nspname = 'public' AND p.prokind IN ('f', 'p')
+          AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e')
+    LOOP
+        EXECUTE format('ALTER ROUTINE %s OWNER TO libctl_owner', obj.fn);
+    END LOOP;
+    FOR obj IN
+        SELECT t.oid::regtype AS ty
+        FROM pg_type t JOIN pg_class c ON c.oid = t.typrelid
+        JOIN pg_namespace n ON n.oid = t.typnamespace
+        WHERE n.nspname = 'public' AND c.relkind = 'c'
+    LOOP
+        EXECUTE format('ALTER TYPE %s OWNER TO libctl_owner', obj.ty);
+    END LOOP;
+    GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO libctl_staff, libctl_job, libctl_delegate;
+END $function$
+;
+
+CREATE OR REPLACE FUNCTION public.libctl_create_login(login name, password text, grp text)
+ RETURNS void
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    IF grp NOT IN ('libctl_staff', 'libctl_reader', 'libctl_delegate') THEN
+        RAISE EXCEPTION 'not a libctl group role: %', grp USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = login) THEN
+        RAISE EXCEPTION 'role % already exists', login USING ERRCODE = 'duplicate_object';
+    END IF;
+    IF password IS NULL THEN
+        EXECUTE format('CREATE ROLE %I LOGIN IN ROLE %I', login, grp);
+    ELSE
+        EXECUTE format('CREATE ROLE %I LOGIN PASSWORD %L IN ROLE %I', login, password, grp);
+    END IF;
+END $function$
+;
+
+CREATE OR REPLACE FUNCTION public.libctl_drop_login(login name)
+ RETURNS void
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles r
+                   WHERE r.rolname = login AND r.rolcanlogin AND NOT r.rolsuper
+                     AND (pg_has_role(login, 'libctl_staff', 'MEMBER')
+                          OR pg_has_role(login, 'libctl_reader', 'MEMBER')
+                          OR pg_has_role(login, 'libctl_delegate', 'MEMBER'))) THEN
+        RAISE EXCEPTION '% is not a libctl login', login USING ERRCODE = 'undefined_object';
+    END IF;
+    EXECUTE format('DROP ROLE %I', login);
+END $function$
 ;
 
 CREATE OR REPLACE FUNCTION public.library_timezone()

@@ -26,7 +26,8 @@ CREATE TABLE audit_log (
     entity_type text,
     entity_id text,
     outcome text NOT NULL,
-    details jsonb NOT NULL DEFAULT '{}'::jsonb
+    details jsonb NOT NULL DEFAULT '{}'::jsonb,
+    db_user text DEFAULT SESSION_USER
 );
 ALTER TABLE audit_log ADD CONSTRAINT audit_log_outcome_check CHECK ((outcome = ANY (ARRAY['ok'::text, 'refused'::text, 'denied'::text, 'rate_limited'::text])));
 ALTER TABLE audit_log ADD CONSTRAINT audit_log_pkey PRIMARY KEY (id);
@@ -161,6 +162,17 @@ ALTER TABLE member ADD CONSTRAINT member_pkey PRIMARY KEY (id);
 ALTER TABLE member ADD CONSTRAINT member_role_check CHECK ((role = ANY (ARRAY['member'::text, 'librarian'::text, 'admin'::text])));
 ALTER TABLE member ADD CONSTRAINT member_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'active'::text, 'suspended'::text, 'closed'::text])));
 CREATE UNIQUE INDEX member_email_key ON public.member USING btree (lower(email));
+
+CREATE TABLE member_login (
+    login name NOT NULL,
+    member_id uuid NOT NULL,
+    grp text NOT NULL,
+    created_at timestamp with time zone NOT NULL DEFAULT now()
+);
+ALTER TABLE member_login ADD CONSTRAINT member_login_grp_check CHECK ((grp = ANY (ARRAY['libctl_staff'::text, 'libctl_reader'::text])));
+ALTER TABLE member_login ADD CONSTRAINT member_login_member_id_fkey FOREIGN KEY (member_id) REFERENCES member(id);
+ALTER TABLE member_login ADD CONSTRAINT member_login_pkey PRIMARY KEY (login);
+CREATE INDEX member_login_member_idx ON public.member_login USING btree (member_id);
 
 CREATE TABLE notice (
     id uuid NOT NULL,

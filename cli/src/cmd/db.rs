@@ -93,6 +93,12 @@ pub fn run(app: &mut App, command: DbCommand) -> anyhow::Result<ExitCode> {
                 } else {
                     None
                 };
+            // Who this login acts as, on a schema that knows logins.
+            let identity = if status.state == "ok" {
+                Some(libcore::actor::binding(&mut client)?.describe())
+            } else {
+                None
+            };
             match app.out.format() {
                 crate::render::Format::Json | crate::render::Format::Ndjson => {
                     app.out.record(&serde_json::json!({
@@ -101,6 +107,7 @@ pub fn run(app: &mut App, command: DbCommand) -> anyhow::Result<ExitCode> {
                         "state": status.state,
                         "tables": status.tables,
                         "policy": policy,
+                        "identity": identity,
                     }))?
                 }
                 _ => {
@@ -109,6 +116,7 @@ pub fn run(app: &mut App, command: DbCommand) -> anyhow::Result<ExitCode> {
                         "binary_schema_version": status.binary_schema_version,
                         "state": status.state,
                         "timezone": policy.as_ref().map(|p| p.timezone.clone()),
+                        "identity": identity,
                     }))?;
                     app.out.rows(&status.tables)?;
                     if let Some(policy) = &policy {

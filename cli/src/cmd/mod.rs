@@ -32,6 +32,7 @@ pub mod policy;
 pub mod report;
 pub mod reviews;
 pub mod seed;
+pub mod staff;
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -93,6 +94,9 @@ pub enum Command {
     /// Days the library is closed (skipped by due dates and fines)
     #[command(subcommand, name = "closed-day")]
     ClosedDay(policy::ClosedDayCommand),
+    /// Database logins bound to members, and delegate logins for kiosks
+    #[command(subcommand)]
+    Staff(staff::StaffCommand),
     /// Generate a realistic library (atomically), or write it as CSV
     Seed(seed::SeedArgs),
     /// Measure seed, reports and circulation against baselines taken in the same run
@@ -129,6 +133,7 @@ pub fn run(app: &mut App, command: Command) -> anyhow::Result<ExitCode> {
         Command::Recommend(a) => reviews::run_recommend(app, a),
         Command::Policy(c) => policy::run(app, c),
         Command::ClosedDay(c) => policy::run_closed_day(app, c),
+        Command::Staff(c) => staff::run(app, c),
         Command::Seed(a) => seed::run(app, a),
         Command::Bench(c) => bench::run(app, c),
         Command::Completions(a) => misc::completions(a),

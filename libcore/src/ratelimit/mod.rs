@@ -93,7 +93,7 @@ pub fn set_policies(client: &mut Client, ctx: &Ctx, changes: &[Policy]) -> Resul
 
 /// An actor's current budget per policy (`rate-limit status`).
 pub fn status(client: &mut Client, ctx: &Ctx, actor: &str) -> Result<Vec<Budget>> {
-    let target = crate::actor::resolve(client, Some(actor), None)?;
+    let target = crate::actor::Ctx::new(crate::actor::lookup(client, actor)?);
     if target.actor.name != ctx.actor.name {
         ctx.require(Capability::Reports)?;
     }
