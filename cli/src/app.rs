@@ -47,11 +47,6 @@ pub struct Global {
     /// Backdate "now" for offline circulation and backfills (RFC 3339; librarians and admins)
     #[arg(long, global = true, value_parser = parse_timestamp)]
     pub at: Option<DateTime<Utc>>,
-    /// True when `--actor` was typed on the command line (not taken from LIBCTL_ACTOR): for
-    /// `audit export --actor A` and `rate-limit status --actor A`, whose `--actor` names the
-    /// actor looked at, while LIBCTL_ACTOR (or `system`) stays the one looking.
-    #[arg(skip)]
-    pub actor_on_command_line: bool,
 }
 
 /// Parses an RFC 3339 timestamp, or a bare date taken as midnight UTC.
@@ -105,21 +100,6 @@ impl App {
         )?)
     }
 
-    /// For commands whose `--actor` names the actor looked at: that actor (if typed), and a
-    /// session acting as LIBCTL_ACTOR or `system`.
-    pub fn subject_session(
-        &self,
-    ) -> anyhow::Result<(Option<String>, libcore::Client, libcore::actor::Ctx)> {
-        let mut client = self.client()?;
-        if !self.global.actor_on_command_line {
-            let ctx = self.ctx(&mut client)?;
-            return Ok((None, client, ctx));
-        }
-        let acting = std::env::var("LIBCTL_ACTOR").ok();
-        let ctx = libcore::audit::resolve_actor(&mut client, acting.as_deref(), self.global.at)?;
-        Ok((self.global.actor.clone(), client, ctx))
-    }
-
     /// A connection plus context: what most commands start with.
     pub fn session(&self) -> anyhow::Result<(libcore::Client, libcore::actor::Ctx)> {
         let mut client = self.client()?;
@@ -158,16 +138,10 @@ fn init_logging(global: &Global) {
 pub fn main() -> ExitCode {
     use clap::{CommandFactory, FromArgMatches};
     let matches = Cli::command().get_matches();
-    let mut cli = match Cli::from_arg_matches(&matches) {
+    let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    cli.global.actor_on_command_line = matches
-        .subcommand()
-        .map(|(_, sub)| leaf(sub))
-        .and_then(|m| m.value_source("actor"))
-        .or_else(|| matches.value_source("actor"))
-        == Some(clap::parser::ValueSource::CommandLine);
     init_logging(&cli.global);
     let format = cli.global.format;
     let mut app = App {
@@ -177,14 +151,6 @@ pub fn main() -> ExitCode {
     match crate::cmd::run(&mut app, cli.command).context("libctl") {
         Ok(code) => code,
         Err(error) => report(&error, format),
-    }
-}
-
-/// The innermost subcommand's matches (where a global flag's source is recorded).
-fn leaf(matches: &clap::ArgMatches) -> &clap::ArgMatches {
-    match matches.subcommand() {
-        Some((_, sub)) => leaf(sub),
-        None => matches,
     }
 }
 

@@ -39,12 +39,12 @@ fn export_round_trips_through_csv() {
         let details: serde_json::Value = serde_json::from_str(&record[9]).unwrap();
         assert_eq!(details, row.get::<_, serde_json::Value>(4));
     }
-    // `--actor` typed on the command line filters; the looker is LIBCTL_ACTOR or system.
+    // `--for-actor` filters; `--actor` is who is acting, wherever it is typed.
     let only = Libctl::new(&tdb)
         .args([
             "audit",
             "export",
-            "--actor",
+            "--for-actor",
             ADMIN,
             "--action",
             "loan.borrow",
@@ -53,6 +53,27 @@ fn export_round_trips_through_csv() {
         ])
         .run();
     assert_eq!(only.stdout().lines().count(), 2);
+    let all_borrows = Libctl::new(&tdb)
+        .args([
+            "--actor",
+            ADMIN,
+            "audit",
+            "export",
+            "--action",
+            "loan.borrow",
+            "--format",
+            "ndjson",
+        ])
+        .run();
+    let every: i64 = tdb
+        .client()
+        .query_one(
+            "SELECT count(*) FROM audit_log WHERE action = 'loan.borrow'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(all_borrows.stdout().lines().count() as i64, every);
     Libctl::new(&tdb)
         .actor(&m)
         .args(["audit", "export"])
@@ -108,7 +129,14 @@ fn processes_hammering_one_member_share_one_budget() {
     assert_eq!(codes.iter().filter(|c| **c == 0).count(), 4, "{codes:?}");
     assert_eq!(codes.iter().filter(|c| **c == 6).count(), 5, "{codes:?}");
     let status = Libctl::new(&tdb)
-        .args(["rate-limit", "status", "--actor", &m, "--format", "json"])
+        .args([
+            "rate-limit",
+            "status",
+            "--for-actor",
+            &m,
+            "--format",
+            "json",
+        ])
         .run()
         .json();
     let borrow = status

@@ -23,7 +23,7 @@ pub struct ExportArgs {
     pub from: Option<DateTime<Utc>>,
     #[arg(long, value_parser = parse_timestamp)]
     pub to: Option<DateTime<Utc>>,
-    /// Only this actor's rows (`--actor A` on the command line means the same)
+    /// Only this actor's rows (`--actor` is who is looking)
     #[arg(long)]
     pub for_actor: Option<String>,
     #[arg(long)]
@@ -79,7 +79,7 @@ pub struct PolicySetArgs {
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// The actor to inspect (`--actor A` on the command line means the same) [default: yourself]
+    /// The actor to inspect [default: yourself]
     #[arg(long = "for-actor")]
     pub target: Option<String>,
 }
@@ -98,11 +98,11 @@ pub struct RateAuditArgs {
 pub fn run_audit(app: &mut App, command: AuditCommand) -> anyhow::Result<ExitCode> {
     match command {
         AuditCommand::Export(a) => {
-            let (subject, mut client, ctx) = app.subject_session()?;
+            let (mut client, ctx) = app.session()?;
             let filter = ExportFilter {
                 from: a.from,
                 to: a.to,
-                actor: a.for_actor.or(subject),
+                actor: a.for_actor,
                 action: a.action,
             };
             crate::render::emit_rows(&mut app.out, |emit| {
@@ -126,11 +126,8 @@ pub fn run_audit(app: &mut App, command: AuditCommand) -> anyhow::Result<ExitCod
 
 pub fn run_rate_limit(app: &mut App, command: RateLimitCommand) -> anyhow::Result<ExitCode> {
     if let RateLimitCommand::Status(a) = command {
-        let (subject, mut client, ctx) = app.subject_session()?;
-        let target = a
-            .target
-            .or(subject)
-            .unwrap_or_else(|| ctx.actor.name.clone());
+        let (mut client, ctx) = app.session()?;
+        let target = a.target.unwrap_or_else(|| ctx.actor.name.clone());
         app.out
             .rows(ratelimit::status(&mut client, &ctx, &target)?)?;
         return Ok(ExitCode::SUCCESS);
