@@ -181,3 +181,63 @@ fn processes_hammering_one_member_share_one_budget() {
         .run();
     Libctl::new(&tdb).args(["db", "check"]).run();
 }
+
+#[test]
+fn nightly_seals_the_log_and_verify_finds_a_changed_day_with_exit_8() {
+    let tdb = TestDb::new();
+    let dir = tempfile::tempdir().unwrap();
+    // Yesterday's work, recorded yesterday.
+    let yesterday = chrono::Utc::now() - chrono::Duration::days(1);
+    tdb.client()
+        .execute(
+            "INSERT INTO audit_log (id, at, recorded_at, actor, actor_role, action, entity_type, outcome)
+             VALUES ($1, $2, $2, 'desk@example.org', 'librarian', 'loan.borrow', 'loan', 'ok')",
+            &[&libcore::ids::new_id(yesterday), &yesterday],
+        )
+        .unwrap();
+    let metrics = dir.path().join("libctl.prom");
+    let today = chrono::Utc::now().date_naive().to_string();
+    let run = Libctl::new(&tdb)
+        .args([
+            "nightly",
+            "--as-of",
+            &today,
+            "--summary-json",
+            "--metrics-file",
+        ])
+        .arg_path(&metrics)
+        .run()
+        .json();
+    let digest = run["last_seal"]["digest"].as_str().unwrap().to_string();
+    assert!(run["days_sealed"].as_u64().unwrap() >= 1, "{run}");
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    assert!(text.contains(&format!("digest=\"{digest}\"}} 1")), "{text}");
+    // The seals, kept outside the database, and a verify against them.
+    let kept = dir.path().join("seals.csv");
+    let csv = Libctl::new(&tdb)
+        .args(["audit", "seals", "--format", "csv"])
+        .run()
+        .stdout();
+    std::fs::write(&kept, csv).unwrap();
+    Libctl::new(&tdb)
+        .args(["audit", "verify", "--seals"])
+        .arg_path(&kept)
+        .stdout_contains("compared_outside")
+        .run();
+    // A superuser rewrites yesterday's row: verify names the day and exits 8.
+    tdb.client()
+        .batch_execute(
+            "ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_update_delete;
+             UPDATE audit_log SET actor = 'else@example.org' WHERE actor = 'desk@example.org';
+             ALTER TABLE audit_log ENABLE TRIGGER audit_log_no_update_delete;",
+        )
+        .unwrap();
+    let day = run["last_seal"]["day"].as_str().unwrap().to_string();
+    Libctl::new(&tdb)
+        .args(["audit", "verify", "--seals"])
+        .arg_path(&kept)
+        .status(8)
+        .stderr_contains("error[integrity_check_failed]")
+        .stderr_contains(&format!("first day that no longer matches: {day}"))
+        .run();
+}

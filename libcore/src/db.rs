@@ -30,6 +30,7 @@ pub const TABLES: &[&str] = &[
     "review",
     "recommendation",
     "member_login",
+    "audit_seal",
 ];
 
 /// Every data table any schema version has had, in load order, with the migration that
@@ -52,6 +53,7 @@ pub const TABLE_HISTORY: &[(&str, i32, Option<i32>)] = &[
     ("review", 6, None),
     ("recommendation", 6, None),
     ("member_login", 17, None),
+    ("audit_seal", 18, None),
 ];
 
 /// The data tables of schema version `version`, in load order.

@@ -34,6 +34,10 @@ pub struct Nightly {
     pub months_refreshed: usize,
     /// Membership applications expired after 30 days pending.
     pub requests_expired: u64,
+    /// Days of the audit log sealed by this run.
+    pub days_sealed: usize,
+    /// The newest seal after the run: a copy to keep outside the database.
+    pub last_seal: Option<crate::history::Seal>,
     /// Seconds the run took.
     pub duration_seconds: f64,
     /// The notices, for the mail merge.
@@ -60,6 +64,8 @@ fn run_steps(
     let end_of_day = crate::calendar::Calendar::load(tx)?.end_of_day(as_of);
     let requests_expired =
         crate::approvals::expire_in(tx, end_of_day, MEMBERSHIP_REQUEST_DAYS, &ctx.actor.name)?;
+    let days_sealed = crate::history::seal_in(tx, as_of)?.len();
+    let last_seal = crate::history::seals(tx)?.pop();
     Ok(Nightly {
         as_of,
         dry_run,
@@ -68,6 +74,8 @@ fn run_steps(
         notices_issued: notices.len(),
         months_refreshed,
         requests_expired,
+        days_sealed,
+        last_seal,
         duration_seconds: started.elapsed().as_secs_f64(),
         notices,
     })
@@ -103,6 +111,8 @@ pub fn nightly(
             "notices_issued": done.notices_issued,
             "months_refreshed": done.months_refreshed,
             "requests_expired": done.requests_expired,
+            "days_sealed": done.days_sealed,
+            "last_seal": done.last_seal.as_ref().map(|s| json!({ "day": s.day, "digest": s.digest })),
         });
         Ok(Audited::new(done, as_of, details))
     })
@@ -164,6 +174,13 @@ pub fn prometheus_metrics(
             last,
         );
     }
+    if let Some(seal) = run.and_then(|r| r.last_seal.as_ref()) {
+        // The newest seal, so a copy of the chain's head lives outside the database.
+        out.push_str(&format!(
+            "# HELP libctl_audit_seal_info The newest audit seal after the last run.\n# TYPE libctl_audit_seal_info gauge\nlibctl_audit_seal_info{{day=\"{}\",digest=\"{}\"}} 1\n",
+            seal.day, seal.digest
+        ));
+    }
     out
 }
 
@@ -189,6 +206,14 @@ mod tests {
                 notices_issued: 2,
                 months_refreshed: 1,
                 requests_expired: 0,
+                days_sealed: 1,
+                last_seal: Some(crate::history::Seal {
+                    day: NaiveDate::from_ymd_opt(2025, 12, 31).unwrap(),
+                    rows: 4,
+                    previous: crate::history::GENESIS.to_string(),
+                    digest: "ab".repeat(32),
+                    resealed: false,
+                }),
                 duration_seconds: 0.5,
                 notices: Vec::new(),
             }),
@@ -197,6 +222,10 @@ mod tests {
         );
         assert!(ok.contains("libctl_nightly_success 1\n"));
         assert!(ok.contains("libctl_nightly_fines_total_cents 700\n"));
+        assert!(ok.contains(&format!(
+            "libctl_audit_seal_info{{day=\"2025-12-31\",digest=\"{}\"}} 1\n",
+            "ab".repeat(32)
+        )));
         assert_eq!(previous_last_success(&ok), Some(1_700_000_000.0));
         let failed = prometheus_metrics(None, previous_last_success(&ok), 1_800_000_000.0);
         assert!(failed.contains("libctl_nightly_success 0\n"));

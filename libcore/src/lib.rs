@@ -52,6 +52,7 @@ pub mod cluster;
 pub mod db;
 pub mod error;
 pub mod fines;
+pub mod history;
 pub mod ids;
 mod import;
 pub mod jobs;

@@ -6,7 +6,7 @@ use chrono::{DateTime, Duration, Utc};
 use libcore::actor::Ctx;
 use libcore::ratelimit::{self, Policy};
 use libcore::session::Session;
-use libcore::{audit, circulation, policy};
+use libcore::{circulation, policy};
 use postgres::Client;
 
 use crate::support::*;
@@ -285,15 +285,15 @@ fn prune_is_admin_only_needs_confirmation_and_is_audited() {
     let lib = add_member(&mut c, "desk@example.org", "librarian");
     let desk = ctx_of(&mut c, &lib);
     assert_eq!(
-        audit::prune(&mut c, &desk, cutoff, true)
+        libcore::history::prune(&mut c, &desk, cutoff, true)
             .unwrap_err()
             .exit_code(),
         5
     );
     let admin = admin(&mut c);
-    let dry = audit::prune(&mut c, &admin, cutoff, false).unwrap();
+    let dry = libcore::history::prune(&mut c, &admin, cutoff, false).unwrap();
     assert_eq!((dry.rows, dry.deleted), (5, false));
-    let done = audit::prune(&mut c, &admin, cutoff, true).unwrap();
+    let done = libcore::history::prune(&mut c, &admin, cutoff, true).unwrap();
     assert_eq!((done.rows, done.deleted), (5, true));
     let left: i64 = c
         .query_one("SELECT count(*) FROM audit_log WHERE at < $1", &[&cutoff])

@@ -6,6 +6,7 @@ mod approvals;
 mod circulation;
 mod concurrency;
 mod fines;
+mod history;
 mod imports;
 mod ratelimit;
 mod reviews;

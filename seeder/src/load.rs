@@ -22,7 +22,13 @@ pub(crate) const SEEDED_TABLES: &[&str] = &[
 ];
 
 /// Tables later migrations add that reference seeded data; emptied too when they exist.
-const DEPENDENT_TABLES: &[&str] = &["notice", "review", "recommendation", "member_login"];
+const DEPENDENT_TABLES: &[&str] = &[
+    "notice",
+    "review",
+    "recommendation",
+    "member_login",
+    "audit_seal",
+];
 
 /// Settings for a bulk load inside this transaction only.
 /// Returns whether the database held data that the seed replaces; on a library (not a

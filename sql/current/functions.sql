@@ -181,7 +181,7 @@ BEGIN
         EXECUTE format('ALTER TABLE %s OWNER TO libctl_owner', obj.rel);
         EXECUTE format('REVOKE ALL ON %s FROM libctl_staff, libctl_reader, libctl_job, libctl_delegate', obj.rel);
         EXECUTE format('GRANT SELECT ON %s TO libctl_staff, libctl_reader, libctl_job, libctl_delegate', obj.rel);
-        IF obj.relname = 'audit_log' THEN
+        IF obj.relname IN ('audit_log', 'audit_seal') THEN
             EXECUTE format('GRANT INSERT ON %s TO libctl_staff, libctl_job, libctl_delegate', obj.rel);
         ELSIF obj.relname NOT IN ('member_login', 'refinery_schema_history') THEN
             EXECUTE format('GRANT INSERT, UPDATE, DELETE ON %s TO libctl_staff, libctl_job, libctl_delegate', obj.rel);

@@ -35,6 +35,21 @@ CREATE INDEX audit_log_actor_at_idx ON public.audit_log USING btree (actor, at) 
 CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON public.audit_log FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only();
 CREATE TRIGGER audit_log_no_update_delete BEFORE DELETE OR UPDATE ON public.audit_log FOR EACH ROW EXECUTE FUNCTION audit_log_append_only();
 
+CREATE TABLE audit_seal (
+    day date NOT NULL,
+    rows bigint NOT NULL,
+    previous text NOT NULL,
+    digest text NOT NULL,
+    sealed_at timestamp with time zone NOT NULL DEFAULT clock_timestamp(),
+    resealed boolean NOT NULL DEFAULT false
+);
+ALTER TABLE audit_seal ADD CONSTRAINT audit_seal_digest_check CHECK ((digest ~ '^[0-9a-f]{64}$'::text));
+ALTER TABLE audit_seal ADD CONSTRAINT audit_seal_pkey PRIMARY KEY (day);
+ALTER TABLE audit_seal ADD CONSTRAINT audit_seal_previous_check CHECK ((previous ~ '^[0-9a-f]{64}$'::text));
+ALTER TABLE audit_seal ADD CONSTRAINT audit_seal_rows_check CHECK ((rows > 0));
+CREATE TRIGGER audit_seal_no_truncate BEFORE TRUNCATE ON public.audit_seal FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only();
+CREATE TRIGGER audit_seal_no_update_delete BEFORE DELETE OR UPDATE ON public.audit_seal FOR EACH ROW EXECUTE FUNCTION audit_log_append_only();
+
 CREATE TABLE book (
     id uuid NOT NULL,
     isbn text NOT NULL,

@@ -15,6 +15,29 @@ pub enum AuditCommand {
     Export(ExportArgs),
     /// Remove history older than a date (admin; counts only, unless --confirm)
     Prune(PruneArgs),
+    /// Seal each complete day's audit rows into the hash chain (cron; nightly does it too)
+    Seal(SealArgs),
+    /// Recompute the hash chain; exit 8 naming the first day that no longer matches
+    Verify(VerifyArgs),
+    /// List the seals (keep `--format csv` output outside the database for `verify --seals`)
+    Seals,
+}
+
+#[derive(Debug, Args)]
+pub struct SealArgs {
+    /// Seal days up to this one (never today, which is still being written) [default: yesterday]
+    #[arg(long)]
+    pub as_of: Option<chrono::NaiveDate>,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Start at this day's seal [default: the first]
+    #[arg(long)]
+    pub from: Option<chrono::NaiveDate>,
+    /// A copy of the seals kept outside the database (`audit seals --format csv`)
+    #[arg(long)]
+    pub seals: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -111,7 +134,7 @@ pub fn run_audit(app: &mut App, command: AuditCommand) -> anyhow::Result<ExitCod
         }
         AuditCommand::Prune(a) => {
             let (mut client, ctx) = app.session()?;
-            let pruned = audit::prune(&mut client, &ctx, a.before, a.confirm)?;
+            let pruned = libcore::history::prune(&mut client, &ctx, a.before, a.confirm)?;
             if !pruned.deleted && !app.global.quiet {
                 eprintln!(
                     "libctl: {} row(s) would be removed; add --confirm to remove them",
@@ -119,6 +142,28 @@ pub fn run_audit(app: &mut App, command: AuditCommand) -> anyhow::Result<ExitCod
                 );
             }
             app.out.record(&pruned)?;
+        }
+        AuditCommand::Seal(a) => {
+            let (mut client, ctx) = app.session()?;
+            let run = libcore::history::seal(&mut client, &ctx, a.as_of)?;
+            match app.out.format() {
+                crate::render::Format::Json => app.out.record(&run)?,
+                _ => app.out.rows(&run.sealed)?,
+            }
+        }
+        AuditCommand::Verify(a) => {
+            let (mut client, ctx) = app.session()?;
+            let outside = a
+                .seals
+                .as_deref()
+                .map(libcore::history::read_seals_csv)
+                .transpose()?;
+            let verified = libcore::history::verify(&mut client, &ctx, a.from, outside.as_deref())?;
+            app.out.record(&verified)?;
+        }
+        AuditCommand::Seals => {
+            let (mut client, ctx) = app.session()?;
+            app.out.rows(libcore::history::list(&mut client, &ctx)?)?;
         }
     }
     Ok(ExitCode::SUCCESS)
