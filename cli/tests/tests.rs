@@ -10,6 +10,7 @@ mod backup;
 mod bench;
 mod catalogue_and_members;
 mod circulation;
+mod connection;
 mod database;
 mod hardening;
 mod identity;

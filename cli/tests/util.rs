@@ -71,6 +71,11 @@ impl Libctl {
         self
     }
 
+    pub fn env_remove(mut self, key: &str) -> Libctl {
+        self.cmd.env_remove(key);
+        self
+    }
+
     pub fn arg_path(mut self, path: &std::path::Path) -> Libctl {
         self.cmd.arg(path);
         self

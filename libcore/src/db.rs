@@ -1,6 +1,6 @@
 //! Connections, migrations, schema gating, status and the invariant check (SPEC §3, §5).
 
-use postgres::{Client, Config, NoTls};
+use postgres::Client;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -177,29 +177,28 @@ fn redact_password_pairs(text: &str) -> String {
     out
 }
 
-fn parse_config(url: &str) -> Result<Config> {
-    url.parse::<Config>().map_err(|e| {
-        Error::invalid(
-            "invalid_database_url",
-            format!("cannot parse database URL {}: {e}", redact_url(url)),
-        )
-    })
-}
-
 /// Connects, mapping every connection failure to exit 10 with the password hidden.
 pub fn connect(url: &str) -> Result<Client> {
-    let config = parse_config(url)?;
-    config.connect(NoTls).map_err(|e| {
-        let hint = if e.code() == Some(&postgres::error::SqlState::INVALID_CATALOG_NAME) {
-            "; run `libctl db init` to create it"
-        } else {
-            ""
-        };
-        Error::Unavailable(format!(
-            "{}: {}{hint}",
-            redact_url(url),
-            crate::error::describe_postgres_error(&e)
-        ))
+    connect_to(&crate::conninfo::parse(url)?, url)
+}
+
+fn connect_to(target: &crate::conninfo::Conninfo, url: &str) -> Result<Client> {
+    target.connect().map_err(|failure| match failure {
+        crate::conninfo::ConnectFailure::Tls(message) => {
+            Error::Unavailable(format!("{}: {message}", redact_url(url)))
+        }
+        crate::conninfo::ConnectFailure::Postgres(e) => {
+            let hint = if e.code() == Some(&postgres::error::SqlState::INVALID_CATALOG_NAME) {
+                "; run `libctl db init` to create it"
+            } else {
+                ""
+            };
+            Error::Unavailable(format!(
+                "{}: {}{hint}",
+                redact_url(url),
+                crate::error::describe_postgres_error(&e)
+            ))
+        }
     })
 }
 
@@ -316,28 +315,23 @@ pub fn apply_privileges(client: &mut Client) -> Result<()> {
 /// The database named in `url`, and a connection to the server's `postgres` database (where
 /// databases are created and dropped).
 fn maintenance_client(url: &str) -> Result<(String, Client)> {
-    let config = parse_config(url)?;
-    let name = config
+    let mut target = crate::conninfo::parse(url)?;
+    let name = target
+        .config
         .get_dbname()
         .ok_or_else(|| {
             Error::invalid("invalid_database_url", "the database URL names no database")
         })?
         .to_string();
-    let mut maintenance = config.clone();
-    maintenance.dbname("postgres");
-    let client = maintenance.connect(NoTls).map_err(|e| {
-        Error::Unavailable(format!(
-            "{}: {}",
-            redact_url(url),
-            crate::error::describe_postgres_error(&e)
-        ))
-    })?;
+    target.config.dbname("postgres");
+    let client = connect_to(&target, url)?;
     Ok((name, client))
 }
 
 /// The database named in `url`.
 pub fn database_name(url: &str) -> Result<String> {
-    parse_config(url)?
+    crate::conninfo::parse(url)?
+        .config
         .get_dbname()
         .map(str::to_string)
         .ok_or_else(|| Error::invalid("invalid_database_url", "the database URL names no database"))

@@ -49,6 +49,7 @@ pub mod calendar;
 pub mod catalog;
 pub mod circulation;
 pub mod cluster;
+pub mod conninfo;
 pub mod db;
 pub mod error;
 pub mod fines;
