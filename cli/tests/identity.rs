@@ -222,6 +222,37 @@ fn a_delegate_acts_for_members_but_never_for_staff() {
 }
 
 #[test]
+fn crons_login_acts_as_system_and_nobody_else() {
+    let db = TestDb::new();
+    let cron = login_name(&db, "cron");
+    let _logins = Logins(vec![cron.clone()]);
+    grant(&db, &["--job", "--login", &cron]);
+    let as_cron = url_as(&db, &cron);
+    let sealed = Libctl::with_url(&as_cron)
+        .args(["audit", "seal", "--format", "json"])
+        .json();
+    assert!(sealed["sealed"].is_array(), "{sealed}");
+    Libctl::with_url(&as_cron)
+        .actor(ADMIN)
+        .args(["audit", "seal"])
+        .status(5)
+        .stderr_contains("error[actor_mismatch]")
+        .run();
+    let listed = Libctl::new(&db)
+        .actor(ADMIN)
+        .args(["staff", "logins", "--format", "json"])
+        .json();
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["login"] == cron.as_str() && l["group"] == "libctl_job"),
+        "{listed}"
+    );
+}
+
+#[test]
 fn a_reader_login_reads_but_cannot_write_and_an_unbound_login_cannot_act() {
     let db = TestDb::new();
     let reader = login_name(&db, "reports");
@@ -321,5 +352,64 @@ fn an_existing_single_login_database_keeps_working_after_the_upgrade() {
     Libctl::with_url(&legacy_url)
         .args(["db", "status", "--format", "json"])
         .stdout_contains("\"identity\"")
+        .run();
+}
+
+#[test]
+fn an_admin_login_prunes_through_the_owner_function_and_nobody_else_can_call_it() {
+    let db = TestDb::new();
+    let head = login_name(&db, "head");
+    let desk = login_name(&db, "desk");
+    let _logins = Logins(vec![head.clone(), desk.clone()]);
+    let mut c = db.client();
+    add_member(&mut c, "head@library.test", "admin");
+    add_member(&mut c, "desk@library.test", "librarian");
+    grant(&db, &["head@library.test", "--login", &head]);
+    grant(&db, &["desk@library.test", "--login", &desk]);
+    let old = chrono::Utc::now() - chrono::Duration::days(400);
+    c.execute(
+        "INSERT INTO audit_log (id, at, recorded_at, actor, actor_role, action, outcome)
+         VALUES ($1, $2, $2, 'old@example.org', 'member', 'loan.borrow', 'ok')",
+        &[&libcore::ids::new_id(old), &old],
+    )
+    .unwrap();
+    // A desk login calling the function directly is refused by the function itself.
+    let mut as_desk = Client::connect(&url_as(&db, &desk), NoTls).unwrap();
+    let err = as_desk
+        .execute(
+            "SELECT libctl_audit_prune(now(), gen_random_uuid(), 'admin@library.test', 'admin')",
+            &[],
+        )
+        .expect_err("not an admin");
+    assert_eq!(
+        err.code(),
+        Some(&postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+        "{err}"
+    );
+    // The admin's own login prunes, without any DELETE privilege of its own.
+    let cutoff = (chrono::Utc::now() - chrono::Duration::days(300)).to_rfc3339();
+    let pruned = Libctl::with_url(&url_as(&db, &head))
+        .args([
+            "audit",
+            "prune",
+            "--before",
+            &cutoff,
+            "--confirm",
+            "--format",
+            "json",
+        ])
+        .json();
+    assert_eq!(pruned["rows"], 1, "{pruned}");
+    assert_eq!(
+        audit_count(
+            &db,
+            "SELECT count(*) FROM audit_log WHERE action = 'audit.prune' AND actor = 'head@library.test'
+               AND db_user = $1",
+            &[&head],
+        ),
+        1
+    );
+    Libctl::with_url(&url_as(&db, &head))
+        .args(["audit", "verify"])
         .run();
 }

@@ -214,6 +214,11 @@ pub enum Binding {
         /// The session's login.
         login: String,
     },
+    /// A member of `libctl_job` bound to no member: cron's login, acting as `system` only.
+    Job {
+        /// The session's login.
+        login: String,
+    },
     /// Any other login: it may not act.
     Unmapped {
         /// The session's login.
@@ -235,6 +240,9 @@ impl Binding {
             Binding::Delegate { login } => {
                 format!("login {login} is a delegate: it acts for members, never for staff")
             }
+            Binding::Job { login } => {
+                format!("login {login} is cron's: it acts as system only")
+            }
             Binding::Unmapped { login } => {
                 format!("login {login} is bound to no member: it may not act")
             }
@@ -247,6 +255,7 @@ impl Binding {
             Binding::Unbound { login }
             | Binding::Member { login, .. }
             | Binding::Delegate { login }
+            | Binding::Job { login }
             | Binding::Unmapped { login } => login,
         }
     }
@@ -263,6 +272,9 @@ pub fn binding(client: &mut impl GenericClient) -> Result<Binding> {
                 (SELECT member_id FROM member_login WHERE login = session_user),
                 CASE WHEN EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'libctl_delegate')
                      THEN pg_has_role(session_user, 'libctl_delegate', 'MEMBER')
+                     ELSE false END,
+                CASE WHEN EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'libctl_job')
+                     THEN pg_has_role(session_user, 'libctl_job', 'MEMBER')
                      ELSE false END",
         &[],
     )?;
@@ -270,11 +282,13 @@ pub fn binding(client: &mut impl GenericClient) -> Result<Binding> {
     let owner: bool = row.get(1);
     let member: Option<Uuid> = row.get(2);
     let delegate: bool = row.get(3);
-    Ok(match (owner, member, delegate) {
-        (true, _, _) => Binding::Unbound { login },
-        (false, Some(member_id), _) => Binding::Member { login, member_id },
-        (false, None, true) => Binding::Delegate { login },
-        (false, None, false) => Binding::Unmapped { login },
+    let job: bool = row.get(4);
+    Ok(match (owner, member, delegate, job) {
+        (true, ..) => Binding::Unbound { login },
+        (false, Some(member_id), ..) => Binding::Member { login, member_id },
+        (false, None, true, _) => Binding::Delegate { login },
+        (false, None, false, true) => Binding::Job { login },
+        (false, None, false, false) => Binding::Unmapped { login },
     })
 }
 
@@ -376,6 +390,18 @@ pub fn resolve_or_mismatch(
             }
             declared
         }
+        Binding::Job { login } => match requested {
+            None => Actor::system(),
+            Some(name) if name.eq_ignore_ascii_case(SYSTEM_ACTOR) => Actor::system(),
+            Some(name) => {
+                return Ok(Err(Mismatch {
+                    reason: format!("login {login} is cron's: it acts as system, not as {name}"),
+                    acting: Actor::system(),
+                    requested: name.to_string(),
+                    login,
+                }))
+            }
+        },
         Binding::Unmapped { login } => {
             return Err(Error::Denied {
                 code: "unbound_login",

@@ -85,7 +85,8 @@ impl<T> Audited<T> {
         }
     }
 
-    /// A value whose `ok` row the body wrote itself, in its last statement ([`OkRow`]).
+    /// A value whose `ok` row the body wrote itself: in its last statement ([`OkRow`]), or
+    /// through a server function that audits its own work (`libctl_audit_prune`).
     pub fn written(value: T) -> Audited<T> {
         Audited {
             value,

@@ -88,18 +88,21 @@ impl DayHasher {
         self.field(Some(id.as_bytes()));
         self.field(Some(&at.timestamp_micros().to_le_bytes()));
         self.field(Some(&recorded_at.timestamp_micros().to_le_bytes()));
-        for column in ["actor", "actor_role", "action", "entity_type"] {
-            let text: &str = row.get(column);
-            self.field(Some(text.as_bytes()));
+        // Read every text column as nullable, whatever the schema says today: a hash must
+        // never fail on a row it is asked to check.
+        for column in [
+            "actor",
+            "actor_role",
+            "action",
+            "entity_type",
+            "entity_id",
+            "outcome",
+            "details",
+            "db_user",
+        ] {
+            let text: Option<&str> = row.get(column);
+            self.field(text.map(str::as_bytes));
         }
-        let entity_id: Option<&str> = row.get("entity_id");
-        self.field(entity_id.map(str::as_bytes));
-        let outcome: &str = row.get("outcome");
-        self.field(Some(outcome.as_bytes()));
-        let details: &str = row.get("details");
-        self.field(Some(details.as_bytes()));
-        let db_user: Option<&str> = row.get("db_user");
-        self.field(db_user.map(str::as_bytes));
         self.rows += 1;
     }
 
@@ -401,11 +404,10 @@ pub fn verify(
     Err(Error::Integrity { violations })
 }
 
-/// After [`prune`] removed rows (inside its transaction, with the maintenance switch on):
-/// drops the seals of days left empty and rebuilds those of days left partial, each still
+/// After [`prune`] removed rows (inside its transaction): drops the seals of days left empty and rebuilds those of days left partial, each still
 /// chained from its own `previous`, marked `resealed`. The prune's own audit row says what
 /// was removed.
-pub(crate) fn reseal_after_prune(client: &mut impl GenericClient) -> Result<usize> {
+pub(crate) fn reseal_after_prune(client: &mut impl GenericClient, ctx: &Ctx) -> Result<usize> {
     let all = seals(client)?;
     if all.is_empty() {
         return Ok(0);
@@ -427,7 +429,10 @@ pub(crate) fn reseal_after_prune(client: &mut impl GenericClient) -> Result<usiz
         if now == seal.rows {
             continue;
         }
-        client.execute("DELETE FROM audit_seal WHERE day = $1", &[&seal.day])?;
+        client.execute(
+            "SELECT libctl_audit_seal_drop($1, $2, $3)",
+            &[&seal.day, &ctx.actor.name, &ctx.actor.role.as_str()],
+        )?;
         changed += 1;
         if now == 0 {
             continue;
@@ -504,19 +509,24 @@ pub fn prune(
         // Seal first, so what is removed was sealed and the chain records it.
         let today = Calendar::load(tx)?.local_date(Utc::now());
         seal_in(tx, today)?;
-        tx.batch_execute("SET LOCAL libctl.audit_maintenance = 'on'")?;
-        let rows = tx.execute("DELETE FROM audit_log WHERE at < $1", &[&before])? as i64;
-        let resealed = reseal_after_prune(tx)?;
-        tx.batch_execute("SET LOCAL libctl.audit_maintenance = 'off'")?;
-        let pruned = Prune {
+        // The removal itself runs as the schema's owner (V19), checks its caller, and writes
+        // the prune's `ok` row, so a direct call outside libctl is audited too.
+        let rows: i64 = tx
+            .query_one(
+                "SELECT libctl_audit_prune($1, $2, $3, $4)",
+                &[
+                    &before,
+                    &crate::ids::new_id(ctx.now()),
+                    &ctx.actor.name,
+                    &ctx.actor.role.as_str(),
+                ],
+            )?
+            .get(0);
+        reseal_after_prune(tx, ctx)?;
+        Ok(Audited::written(Prune {
             before,
             rows,
             deleted: true,
-        };
-        Ok(Audited::new(
-            pruned.clone(),
-            "audit_log",
-            json!({ "before": before, "rows": rows, "seals_rebuilt": resealed }),
-        ))
+        }))
     })
 }

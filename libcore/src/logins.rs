@@ -23,6 +23,8 @@ pub enum Group {
     Reader,
     /// Acts for members only, never for staff (`libctl_delegate`): kiosks.
     Delegate,
+    /// Acts as `system` only (`libctl_job`): cron.
+    Job,
 }
 
 impl Group {
@@ -32,6 +34,7 @@ impl Group {
             Group::Staff => "libctl_staff",
             Group::Reader => "libctl_reader",
             Group::Delegate => "libctl_delegate",
+            Group::Job => "libctl_job",
         }
     }
 }
@@ -81,10 +84,11 @@ pub fn grant(
     group: Group,
 ) -> Result<Login> {
     check_login_name(login)?;
-    if (group == Group::Delegate) != email.is_none() {
+    let unbound = matches!(group, Group::Delegate | Group::Job);
+    if unbound != email.is_none() {
         return Err(Error::invalid(
             "invalid_input",
-            "a delegate login is bound to no member; a staff or reader login to exactly one",
+            "a delegate or job login is bound to no member; a staff or reader login to exactly one",
         ));
     }
     let op = Operation::new(
@@ -177,11 +181,13 @@ pub fn list(client: &mut Client, ctx: &Ctx) -> Result<Vec<Login>> {
     let rows = client.query(
         "SELECT l.login::text, m.email, l.grp FROM member_login l JOIN member m ON m.id = l.member_id
          UNION ALL
-         SELECT r.rolname::text, NULL, 'libctl_delegate' FROM pg_roles r
-         WHERE r.rolcanlogin
-           AND CASE WHEN EXISTS (SELECT 1 FROM pg_roles g WHERE g.rolname = 'libctl_delegate')
-                    THEN pg_has_role(r.oid, 'libctl_delegate', 'MEMBER') ELSE false END
-           AND NOT r.rolsuper
+         SELECT r.rolname::text, NULL, g.rolname::text
+         FROM pg_roles r
+         JOIN pg_auth_members am ON am.member = r.oid
+         JOIN pg_roles g ON g.oid = am.roleid
+         WHERE r.rolcanlogin AND NOT r.rolsuper
+           AND g.rolname IN ('libctl_delegate', 'libctl_job')
+           AND NOT EXISTS (SELECT 1 FROM member_login l WHERE l.login = r.rolname)
          ORDER BY 1",
         &[],
     )?;

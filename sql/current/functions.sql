@@ -207,12 +207,54 @@ BEGIN
 END $function$
 ;
 
+CREATE OR REPLACE FUNCTION public.libctl_audit_prune(before timestamp with time zone, row_id uuid, declared_actor text, declared_role text)
+ RETURNS bigint
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'public', 'pg_temp'
+AS $function$
+DECLARE
+    who     text := libctl_history_admin(declared_actor, declared_role);
+    removed bigint;
+BEGIN
+    IF who IS NULL THEN
+        RAISE EXCEPTION 'only an admin may prune the audit log (login %)', session_user
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    PERFORM set_config('libctl.audit_maintenance', 'on', true);
+    DELETE FROM audit_log WHERE at < before;
+    GET DIAGNOSTICS removed = ROW_COUNT;
+    PERFORM set_config('libctl.audit_maintenance', 'off', true);
+    INSERT INTO audit_log (id, at, actor, actor_role, action, entity_type, entity_id, outcome, details)
+    VALUES (row_id, now(), who, 'admin', 'audit.prune', 'audit_log', 'audit_log', 'ok',
+            jsonb_build_object('before', before, 'rows', removed));
+    RETURN removed;
+END $function$
+;
+
+CREATE OR REPLACE FUNCTION public.libctl_audit_seal_drop(sealed_day date, declared_actor text, declared_role text)
+ RETURNS void
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'public', 'pg_temp'
+AS $function$
+BEGIN
+    IF libctl_history_admin(declared_actor, declared_role) IS NULL THEN
+        RAISE EXCEPTION 'only an admin may rebuild audit seals (login %)', session_user
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    PERFORM set_config('libctl.audit_maintenance', 'on', true);
+    DELETE FROM audit_seal WHERE day = sealed_day;
+    PERFORM set_config('libctl.audit_maintenance', 'off', true);
+END $function$
+;
+
 CREATE OR REPLACE FUNCTION public.libctl_create_login(login name, password text, grp text)
  RETURNS void
  LANGUAGE plpgsql
 AS $function$
 BEGIN
-    IF grp NOT IN ('libctl_staff', 'libctl_reader', 'libctl_delegate') THEN
+    IF grp NOT IN ('libctl_staff', 'libctl_reader', 'libctl_delegate', 'libctl_job') THEN
         RAISE EXCEPTION 'not a libctl group role: %', grp USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = login) THEN
@@ -235,10 +277,38 @@ BEGIN
                    WHERE r.rolname = login AND r.rolcanlogin AND NOT r.rolsuper
                      AND (pg_has_role(login, 'libctl_staff', 'MEMBER')
                           OR pg_has_role(login, 'libctl_reader', 'MEMBER')
-                          OR pg_has_role(login, 'libctl_delegate', 'MEMBER'))) THEN
+                          OR pg_has_role(login, 'libctl_delegate', 'MEMBER')
+                          OR pg_has_role(login, 'libctl_job', 'MEMBER'))) THEN
         RAISE EXCEPTION '% is not a libctl login', login USING ERRCODE = 'undefined_object';
     END IF;
     EXECUTE format('DROP ROLE %I', login);
+END $function$
+;
+
+CREATE OR REPLACE FUNCTION public.libctl_history_admin(declared_actor text, declared_role text)
+ RETURNS text
+ LANGUAGE plpgsql
+ STABLE SECURITY DEFINER
+ SET search_path TO 'public', 'pg_temp'
+AS $function$
+DECLARE
+    who  text;
+    role text;
+BEGIN
+    IF coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = session_user), false)
+       OR pg_has_role(session_user, (SELECT relowner FROM pg_class WHERE oid = 'audit_log'::regclass), 'MEMBER')
+    THEN
+        who := declared_actor;
+        role := declared_role;
+    ELSE
+        SELECT m.email, m.role INTO who, role
+        FROM member_login l JOIN member m ON m.id = l.member_id
+        WHERE l.login = session_user AND m.status = 'active';
+    END IF;
+    IF role IS DISTINCT FROM 'admin' THEN
+        RETURN NULL;
+    END IF;
+    RETURN who;
 END $function$
 ;
 

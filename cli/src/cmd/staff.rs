@@ -10,8 +10,8 @@ use crate::app::App;
 
 #[derive(Debug, Subcommand)]
 pub enum StaffCommand {
-    /// Create a PostgreSQL login that acts as one member, or a delegate login (admin;
-    /// needs a connection with CREATEROLE)
+    /// Create a PostgreSQL login that acts as one member, a delegate login or cron's login
+    /// (admin; needs a connection with CREATEROLE)
     GrantLogin(GrantArgs),
     /// Drop a login libctl created, by member email or --login (admin)
     RevokeLogin(RevokeArgs),
@@ -20,7 +20,7 @@ pub enum StaffCommand {
 }
 
 #[derive(Debug, Args)]
-#[command(group = clap::ArgGroup::new("who").required(true).args(["email", "delegate"]))]
+#[command(group = clap::ArgGroup::new("who").required(true).args(["email", "delegate", "job"]))]
 pub struct GrantArgs {
     /// The member the login acts as
     pub email: Option<String>,
@@ -33,6 +33,9 @@ pub struct GrantArgs {
     /// A login that acts for members only, never for staff (libctl_delegate): kiosks
     #[arg(long)]
     pub delegate: bool,
+    /// Cron's login: acts as system only (libctl_job)
+    #[arg(long, conflicts_with_all = ["delegate", "read_only"])]
+    pub job: bool,
     /// Read the password from the first line of stdin (otherwise it is prompted for)
     #[arg(long, conflicts_with = "no_password")]
     pub password_stdin: bool,
@@ -86,7 +89,9 @@ pub fn run(app: &mut App, command: StaffCommand) -> anyhow::Result<ExitCode> {
     let (mut client, ctx) = app.session()?;
     match command {
         StaffCommand::GrantLogin(a) => {
-            let group = if a.delegate {
+            let group = if a.job {
+                Group::Job
+            } else if a.delegate {
                 Group::Delegate
             } else if a.read_only {
                 Group::Reader

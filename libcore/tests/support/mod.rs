@@ -37,7 +37,10 @@ fn template_name() -> &'static str {
             .collect();
         files.sort();
         let mut hasher = blake3::Hasher::new();
+        // Names and contents: refinery records both, so a renamed migration needs a new
+        // template too.
         for f in files {
+            hasher.update(f.file_name().expect("file name").as_encoded_bytes());
             hasher.update(&std::fs::read(f).expect("read migration"));
         }
         let hash = hasher.finalize().to_hex();
