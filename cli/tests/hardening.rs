@@ -453,6 +453,47 @@ fn connection_errors_hide_passwords_and_say_why() {
             assert!(stderr.contains("refused"), "the cause: {stderr}");
         }
     }
+    // Every other path that prints a URL: one that does not parse, a bad sslmode, a TLS setup
+    // that cannot start, a restore target, the maintenance connection of db init, and the
+    // debug log.
+    let cases: [(&str, &[&str], i32); 6] = [
+        ("postgres://postgres:hunter2secret@127.0.0.1:notaport/library", &["book", "list"], 7),
+        ("postgres://postgres:hunter2secret@127.0.0.1:1/library?sslmode=bogus", &["book", "list"], 7),
+        (
+            "postgres://postgres:hunter2secret@127.0.0.1:1/library?sslmode=verify-full&sslrootcert=/no/ca.crt",
+            &["book", "list"],
+            10,
+        ),
+        ("postgres://postgres:hunter2secret@127.0.0.1:1/library", &["db", "init"], 10),
+        ("postgres://postgres:hunter2secret@127.0.0.1:1/library", &["-v", "db", "status"], 10),
+        (
+            "postgres://postgres@127.0.0.1:1/library",
+            &[
+                "backup",
+                "restore",
+                "/nonexistent",
+                "--force",
+                "--target-url",
+                "postgres://postgres:hunter2secret@127.0.0.1:1/other",
+            ],
+            8,
+        ),
+    ];
+    for (url, args, code) in cases {
+        for format in ["table", "json"] {
+            let run = Libctl::with_url(url)
+                .env("LIBCTL_LOG", "debug")
+                .args(["--format", format])
+                .args(args)
+                .status(code)
+                .run();
+            let stderr = run.stderr();
+            assert!(
+                !stderr.contains("hunter2") && !run.stdout().contains("hunter2"),
+                "{url} {args:?}: {stderr}"
+            );
+        }
+    }
 }
 
 /// A server restart under a command is "database unavailable" (exit 10), not an internal error.
