@@ -245,12 +245,6 @@ fn a_restore_killed_at_any_point_leaves_the_target_before_or_after_and_a_rerun_f
         .run();
     let after = digest(&db.url);
     assert_ne!(digest(&target), after);
-    // How long a whole restore takes here, so a kill lands after the paused step's work.
-    let scratch = scratch_url(&db, "timing");
-    let _scratch = Dropper(scratch.clone());
-    let started = std::time::Instant::now();
-    assert!(restore_cmd(&db, &dir, &scratch).status().unwrap().success());
-    let restore_time = started.elapsed();
     let mut points: Vec<Option<&str>> = [
         "authorised",
         "migrated",
@@ -269,18 +263,27 @@ fn a_restore_killed_at_any_point_leaves_the_target_before_or_after_and_a_rerun_f
     for (i, point) in points.into_iter().enumerate() {
         let before = digest(&target);
         let mut cmd = restore_cmd(&db, &dir, &target);
-        let wait = match point {
-            // The restore sleeps a second at its step; the kill lands inside that second
-            // once everything before the step is done.
+        let mut child = match point {
+            // The restore stops at its step and says so; the kill lands there, once
+            // everything before the step is done.
             Some(step) => {
-                cmd.env("LIBCTL_RESTORE_PAUSE_AT", step);
-                restore_time + std::time::Duration::from_millis(300)
+                cmd.env("LIBCTL_RESTORE_PAUSE_AT", step)
+                    .stderr(std::process::Stdio::piped());
+                let mut child = cmd.spawn().unwrap();
+                let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+                let reached = std::io::BufRead::lines(stderr)
+                    .map_while(Result::ok)
+                    .any(|line| line.contains(&format!("restore paused at {step}")));
+                assert!(reached, "the restore never reached {step}");
+                child
             }
             // Random moments, spread over a restore's length.
-            None => std::time::Duration::from_millis(150 + 370 * (i as u64 % 7)),
+            None => {
+                let child = cmd.spawn().unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(150 + 370 * (i as u64 % 7)));
+                child
+            }
         };
-        let mut child = cmd.spawn().unwrap();
-        std::thread::sleep(wait);
         let _ = child.kill();
         child.wait().unwrap();
         let now = digest(&target);

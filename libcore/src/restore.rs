@@ -61,11 +61,13 @@ pub struct Restored {
     pub authorised_by: &'static str,
 }
 
-/// Test-only failure injection: `LIBCTL_RESTORE_PAUSE_AT=STEP` sleeps a second at a step, so a
-/// test can kill the process there; `LIBCTL_RESTORE_FAIL_AFTER=STEP` fails there instead.
+/// Test-only failure injection: `LIBCTL_RESTORE_PAUSE_AT=STEP` stops at a step, says so on
+/// stderr and waits there, so a test can kill the process exactly there, however slow the
+/// machine; `LIBCTL_RESTORE_FAIL_AFTER=STEP` fails there instead.
 fn step(name: &str) -> Result<()> {
     if std::env::var("LIBCTL_RESTORE_PAUSE_AT").is_ok_and(|s| s == name) {
-        std::thread::sleep(std::time::Duration::from_secs(1));
+        eprintln!("libctl: restore paused at {name}");
+        std::thread::sleep(std::time::Duration::from_secs(60));
     }
     if std::env::var("LIBCTL_RESTORE_FAIL_AFTER").is_ok_and(|s| s == name) {
         return Err(Error::Internal(format!(
