@@ -43,6 +43,7 @@ pub mod actor;
 pub mod approvals;
 pub mod audit;
 pub mod backup;
+pub mod barcode;
 pub mod binary_copy;
 pub mod bulk;
 pub mod calendar;
