@@ -119,63 +119,7 @@ mod tests {
     }
 }
 
-/// Hides every password in a connection string, for logs and messages: the user-info part of
-/// a URL (`postgres://u:secret@h`), a `password=` query parameter, and a `password=` pair of
-/// the key/value form (`host=h password='se cret'`).
-pub fn redact_url(url: &str) -> String {
-    let mut text = url.to_string();
-    if let Some((scheme, rest)) = text.split_once("://") {
-        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-        if let Some((userinfo, host)) = rest[..authority_end].rsplit_once('@') {
-            if let Some((user, _password)) = userinfo.split_once(':') {
-                text = format!("{scheme}://{user}:***@{host}{}", &rest[authority_end..]);
-            }
-        }
-    }
-    redact_password_pairs(&text)
-}
-
-/// Replaces the value of every `password=` pair (URL query or key/value form) with `***`.
-fn redact_password_pairs(text: &str) -> String {
-    let lower = text.to_ascii_lowercase();
-    let mut out = String::with_capacity(text.len());
-    let mut i = 0;
-    while let Some(found) = lower[i..].find("password") {
-        let key_start = i + found;
-        let mut j = key_start + "password".len();
-        let before_ok =
-            key_start == 0 || matches!(text.as_bytes()[key_start - 1], b' ' | b'?' | b'&' | b'\t');
-        while j < text.len() && text.as_bytes()[j] == b' ' {
-            j += 1;
-        }
-        if !before_ok || j >= text.len() || text.as_bytes()[j] != b'=' {
-            out.push_str(&text[i..key_start + 1]);
-            i = key_start + 1;
-            continue;
-        }
-        j += 1;
-        while j < text.len() && text.as_bytes()[j] == b' ' {
-            j += 1;
-        }
-        out.push_str(&text[i..j]);
-        out.push_str("***");
-        // The value: a quoted string (with \' escapes), or up to a space or '&'.
-        if j < text.len() && text.as_bytes()[j] == b'\'' {
-            j += 1;
-            while j < text.len() && text.as_bytes()[j] != b'\'' {
-                j += if text.as_bytes()[j] == b'\\' { 2 } else { 1 };
-            }
-            j = (j + 1).min(text.len());
-        } else {
-            while j < text.len() && !matches!(text.as_bytes()[j], b' ' | b'&' | b'\t') {
-                j += 1;
-            }
-        }
-        i = j;
-    }
-    out.push_str(&text[i..]);
-    out
-}
+pub use crate::conninfo::redact_url;
 
 /// Connects, mapping every connection failure to exit 10 with the password hidden.
 pub fn connect(url: &str) -> Result<Client> {
