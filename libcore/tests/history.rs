@@ -32,6 +32,21 @@ fn insert_row(c: &mut Client, at: DateTime<Utc>, recorded_at: DateTime<Utc>, det
     .unwrap();
 }
 
+/// What only a superuser can do: change the log with its append-only trigger switched off.
+fn as_superuser_past_the_trigger(c: &mut Client, statement: &str, recorded: DateTime<Utc>) {
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute("ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_update_delete")
+        .unwrap();
+    assert_eq!(
+        tx.execute(statement, &[&recorded]).unwrap(),
+        1,
+        "{statement}"
+    );
+    tx.batch_execute("ALTER TABLE audit_log ENABLE TRIGGER audit_log_no_update_delete")
+        .unwrap();
+    tx.commit().unwrap();
+}
+
 fn day_of(c: &mut Client, t: DateTime<Utc>) -> NaiveDate {
     libcore::calendar::Calendar::load(c).unwrap().local_date(t)
 }
@@ -79,14 +94,11 @@ fn a_row_deleted_by_a_superuser_is_found_and_its_day_named() {
         )
         .unwrap()
         .get(0);
-    let mut tx = c.transaction().unwrap();
-    tx.batch_execute("ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_update_delete")
-        .unwrap();
-    tx.execute("DELETE FROM audit_log WHERE recorded_at = $1", &[&recorded])
-        .unwrap();
-    tx.batch_execute("ALTER TABLE audit_log ENABLE TRIGGER audit_log_no_update_delete")
-        .unwrap();
-    tx.commit().unwrap();
+    as_superuser_past_the_trigger(
+        &mut c,
+        "DELETE FROM audit_log WHERE recorded_at = $1",
+        recorded,
+    );
     let day = day_of(&mut c, recorded);
     assert_names_day(&mut c, day, None);
 }
@@ -102,17 +114,11 @@ fn one_changed_byte_of_details_is_found_and_its_day_named() {
         )
         .unwrap()
         .get(0);
-    let mut tx = c.transaction().unwrap();
-    tx.batch_execute("ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_update_delete")
-        .unwrap();
-    tx.execute(
+    as_superuser_past_the_trigger(
+        &mut c,
         "UPDATE audit_log SET details = '{\"n\": 3}'::jsonb WHERE recorded_at = $1",
-        &[&recorded],
-    )
-    .unwrap();
-    tx.batch_execute("ALTER TABLE audit_log ENABLE TRIGGER audit_log_no_update_delete")
-        .unwrap();
-    tx.commit().unwrap();
+        recorded,
+    );
     let day = day_of(&mut c, recorded);
     assert_names_day(&mut c, day, None);
 }
