@@ -7,14 +7,34 @@ use postgres::{Client, NoTls};
 use crate::support::{add_book, add_member, server_url, TestDb, ADMIN};
 use crate::util::Libctl;
 
-/// Logins created by one test, dropped (cluster-wide) when it ends.
-struct Logins(Vec<String>);
+/// Logins created by one test, dropped (cluster-wide) when it ends, with whatever they were
+/// granted in the test's database first (a role with privileges cannot be dropped).
+struct Logins {
+    db_url: String,
+    names: Vec<String>,
+}
+
+impl Logins {
+    fn new(db: &TestDb, names: &[&String]) -> Logins {
+        Logins {
+            db_url: db.url.clone(),
+            names: names.iter().map(|n| n.to_string()).collect(),
+        }
+    }
+}
 
 impl Drop for Logins {
     fn drop(&mut self) {
+        if let Ok(mut in_db) = Client::connect(&self.db_url, NoTls) {
+            for login in &self.names {
+                let _ = in_db.batch_execute(&format!("DROP OWNED BY {login}"));
+            }
+        }
         let mut admin = Client::connect(&server_url(), NoTls).expect("server");
-        for login in &self.0 {
-            let _ = admin.batch_execute(&format!("DROP ROLE IF EXISTS {login}"));
+        for login in &self.names {
+            admin
+                .batch_execute(&format!("DROP ROLE IF EXISTS {login}"))
+                .unwrap_or_else(|e| panic!("the test leaked login {login}: {e}"));
         }
     }
 }
@@ -48,7 +68,7 @@ fn audit_count(db: &TestDb, sql: &str, params: &[&(dyn postgres::types::ToSql + 
 fn a_desk_login_acts_as_its_member_and_never_as_an_admin() {
     let db = TestDb::new();
     let desk = login_name(&db, "desk");
-    let _logins = Logins(vec![desk.clone()]);
+    let _logins = Logins::new(&db, &[&desk]);
     let mut c = db.client();
     add_member(&mut c, "desk@library.test", "librarian");
     add_member(&mut c, "reader@library.test", "member");
@@ -143,7 +163,7 @@ fn a_desk_login_acts_as_its_member_and_never_as_an_admin() {
 fn no_login_can_delete_or_update_the_audit_log_even_with_the_maintenance_setting() {
     let db = TestDb::new();
     let desk = login_name(&db, "desk");
-    let _logins = Logins(vec![desk.clone()]);
+    let _logins = Logins::new(&db, &[&desk]);
     let mut c = db.client();
     add_member(&mut c, "desk@library.test", "librarian");
     grant(&db, &["desk@library.test", "--login", &desk]);
@@ -185,7 +205,7 @@ fn no_login_can_delete_or_update_the_audit_log_even_with_the_maintenance_setting
 fn a_delegate_acts_for_members_but_never_for_staff() {
     let db = TestDb::new();
     let kiosk = login_name(&db, "kiosk");
-    let _logins = Logins(vec![kiosk.clone()]);
+    let _logins = Logins::new(&db, &[&kiosk]);
     let mut c = db.client();
     add_member(&mut c, "desk@library.test", "librarian");
     add_member(&mut c, "reader@library.test", "member");
@@ -225,7 +245,7 @@ fn a_delegate_acts_for_members_but_never_for_staff() {
 fn crons_login_acts_as_system_and_nobody_else() {
     let db = TestDb::new();
     let cron = login_name(&db, "cron");
-    let _logins = Logins(vec![cron.clone()]);
+    let _logins = Logins::new(&db, &[&cron]);
     grant(&db, &["--job", "--login", &cron]);
     let as_cron = url_as(&db, &cron);
     let sealed = Libctl::with_url(&as_cron)
@@ -257,7 +277,7 @@ fn a_reader_login_reads_but_cannot_write_and_an_unbound_login_cannot_act() {
     let db = TestDb::new();
     let reader = login_name(&db, "reports");
     let stray = login_name(&db, "stray");
-    let _logins = Logins(vec![reader.clone(), stray.clone()]);
+    let _logins = Logins::new(&db, &[&reader, &stray]);
     let mut c = db.client();
     add_member(&mut c, "analyst@library.test", "librarian");
     add_member(&mut c, "reader@library.test", "member");
@@ -301,7 +321,7 @@ fn an_existing_single_login_database_keeps_working_after_the_upgrade() {
     let probe = TestDb::new();
     let legacy = login_name(&probe, "legacy");
     let name = format!("{}_legacy", probe.name);
-    let _logins = Logins(vec![legacy.clone()]);
+    let _logins = Logins::new(&probe, &[&legacy]);
     admin
         .batch_execute(&format!("CREATE ROLE {legacy} LOGIN"))
         .unwrap();
@@ -360,7 +380,7 @@ fn an_admin_login_prunes_through_the_owner_function_and_nobody_else_can_call_it(
     let db = TestDb::new();
     let head = login_name(&db, "head");
     let desk = login_name(&db, "desk");
-    let _logins = Logins(vec![head.clone(), desk.clone()]);
+    let _logins = Logins::new(&db, &[&head, &desk]);
     let mut c = db.client();
     add_member(&mut c, "head@library.test", "admin");
     add_member(&mut c, "desk@library.test", "librarian");
