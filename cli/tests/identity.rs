@@ -90,6 +90,14 @@ fn a_desk_login_acts_as_its_member_and_never_as_an_admin() {
     );
 
     let as_desk = url_as(&db, &desk);
+    Libctl::with_url(&as_desk)
+        .args(["db", "status", "--format", "json"])
+        .stdout_contains("is bound to one member and acts only as them")
+        .run();
+    Libctl::new(&db)
+        .args(["db", "status", "--format", "json"])
+        .stdout_contains("single-login setup")
+        .run();
     // Without --actor the login is its member: a librarian may lend to a reader.
     let loan = Libctl::with_url(&as_desk)
         .args(["borrow", "--member", "reader@library.test", "--book"])
