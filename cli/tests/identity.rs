@@ -152,6 +152,23 @@ fn a_desk_login_acts_as_its_member_and_never_as_an_admin() {
         ),
         0
     );
+    // The password reached PostgreSQL and nothing else.
+    assert_eq!(
+        audit_count(
+            &db,
+            "SELECT count(*) FROM audit_log WHERE details::text LIKE '%secret%' OR action = 'login.grant' AND details::text LIKE '%password%'",
+            &[],
+        ),
+        0
+    );
+    assert_eq!(
+        audit_count(
+            &db,
+            "SELECT count(*) FROM audit_log WHERE action = 'login.grant' AND entity_id = $1",
+            &[&desk],
+        ),
+        1
+    );
     // Revoked, the login is gone from the server.
     Libctl::new(&db)
         .actor(ADMIN)

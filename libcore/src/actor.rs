@@ -340,10 +340,11 @@ pub fn resolve_or_mismatch(
     let actor = match binding(client)? {
         Binding::Unbound { .. } => declared(client, requested)?,
         Binding::Member { login, member_id } => {
-            let email: String = client
-                .query_one("SELECT email FROM member WHERE id = $1", &[&member_id])?
-                .get(0);
-            let bound = declared(client, Some(&email))?;
+            let row = client.query_one(
+                "SELECT id, email, role, status, expires_at FROM member WHERE id = $1",
+                &[&member_id],
+            )?;
+            let bound = active_member(&row)?;
             match requested {
                 Some(name) if !name.eq_ignore_ascii_case(&bound.name) => {
                     return Ok(Err(Mismatch {
@@ -437,26 +438,32 @@ fn declared(client: &mut impl GenericClient, actor: Option<&str>) -> Result<Acto
                 code: "unknown_actor",
                 message: format!("actor {email} is not a member of this library"),
             })?;
-            let status: String = row.get("status");
-            let expires_at: Option<DateTime<Utc>> = row.get("expires_at");
-            if status != "active" {
-                return Err(Error::Denied {
-                    code: "inactive_actor",
-                    message: format!("actor {email} is not an active member (status {status})"),
-                });
-            }
-            if let Some(expired) = expires_at.filter(|e| *e <= Utc::now()) {
-                return Err(Error::Denied {
-                    code: "inactive_actor",
-                    message: format!("actor {email}'s membership expired at {expired}"),
-                });
-            }
-            Actor {
-                member_id: Some(row.get("id")),
-                name: row.get("email"),
-                role: Role::parse_member_role(row.get("role"))?,
-            }
+            active_member(&row)?
         }
+    })
+}
+
+/// The actor of a member row (`id, email, role, status, expires_at`), if the member may act.
+fn active_member(row: &postgres::Row) -> Result<Actor> {
+    let email: &str = row.get("email");
+    let status: String = row.get("status");
+    let expires_at: Option<DateTime<Utc>> = row.get("expires_at");
+    if status != "active" {
+        return Err(Error::Denied {
+            code: "inactive_actor",
+            message: format!("actor {email} is not an active member (status {status})"),
+        });
+    }
+    if let Some(expired) = expires_at.filter(|e| *e <= Utc::now()) {
+        return Err(Error::Denied {
+            code: "inactive_actor",
+            message: format!("actor {email}'s membership expired at {expired}"),
+        });
+    }
+    Ok(Actor {
+        member_id: Some(row.get("id")),
+        name: email.to_string(),
+        role: Role::parse_member_role(row.get("role"))?,
     })
 }
 

@@ -137,6 +137,22 @@ fn stream_days(
     Ok(())
 }
 
+/// The newest seal, if any: the head of the chain.
+pub fn newest(client: &mut impl GenericClient) -> Result<Option<Seal>> {
+    Ok(client
+        .query_opt(
+            "SELECT day, rows, previous, digest, resealed FROM audit_seal ORDER BY day DESC LIMIT 1",
+            &[],
+        )?
+        .map(|r| Seal {
+            day: r.get(0),
+            rows: r.get(1),
+            previous: r.get(2),
+            digest: r.get(3),
+            resealed: r.get(4),
+        }))
+}
+
 /// Every seal, oldest first, for someone who may read library-wide reports.
 pub fn list(client: &mut Client, ctx: &Ctx) -> Result<Vec<Seal>> {
     ctx.require(Capability::Reports)?;
@@ -177,12 +193,7 @@ pub fn seal_in(client: &mut impl GenericClient, as_of: NaiveDate) -> Result<Vec<
     let calendar = Calendar::load(client)?;
     let yesterday = calendar.local_date(Utc::now()) - Days::new(1);
     let upto = as_of.min(yesterday);
-    let last = client
-        .query_opt(
-            "SELECT day, digest FROM audit_seal ORDER BY day DESC LIMIT 1",
-            &[],
-        )?
-        .map(|r| (r.get::<_, NaiveDate>(0), r.get::<_, String>(1)));
+    let last = newest(client)?.map(|s| (s.day, s.digest));
     if last.as_ref().is_some_and(|(day, _)| *day >= upto) {
         return Ok(Vec::new());
     }
@@ -243,7 +254,7 @@ pub fn seal(client: &mut Client, ctx: &Ctx, as_of: Option<NaiveDate>) -> Result<
     audit::run(client, ctx, &op, |tx| {
         ctx.require(Capability::Jobs)?;
         let sealed = seal_in(tx, as_of)?;
-        let last = seals(tx)?.pop();
+        let last = newest(tx)?;
         let details = json!({
             "days": sealed.len(),
             "last_day": last.as_ref().map(|s| s.day),
@@ -311,9 +322,11 @@ pub fn verify(
     if let Some(last) = all.last() {
         let after = start.pred_opt().filter(|_| from.is_some());
         let mut current: Option<(NaiveDate, DayHasher)> = None;
+        let mut seen_rows: std::collections::HashSet<NaiveDate> = Default::default();
         let mut finish = |day: NaiveDate, hasher: DayHasher, problems: &mut Vec<_>| {
             let rows = hasher.rows;
             verified.rows += rows;
+            seen_rows.insert(day);
             match by_day.get(&day) {
                 Some(seal) => {
                     verified.days += 1;
@@ -348,15 +361,6 @@ pub fn verify(
             finish(d, hasher, &mut problems);
         }
         // A sealed day whose rows are all gone never reached `finish`.
-        let seen_rows: std::collections::HashSet<NaiveDate> = tx
-            .query(
-                "SELECT DISTINCT (recorded_at AT TIME ZONE $1)::date FROM audit_log
-                 WHERE (recorded_at AT TIME ZONE $1)::date BETWEEN $2 AND $3",
-                &[&tz, &start.max(all[0].day), &last.day],
-            )?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
         for seal in all.iter().filter(|s| s.day >= start) {
             if !seen_rows.contains(&seal.day) {
                 problems.push((

@@ -65,7 +65,7 @@ fn run_steps(
     let requests_expired =
         crate::approvals::expire_in(tx, end_of_day, MEMBERSHIP_REQUEST_DAYS, &ctx.actor.name)?;
     let days_sealed = crate::history::seal_in(tx, as_of)?.len();
-    let last_seal = crate::history::seals(tx)?.pop();
+    let last_seal = crate::history::newest(tx)?;
     Ok(Nightly {
         as_of,
         dry_run,

@@ -177,3 +177,31 @@ fn prune_seals_first_and_leaves_a_chain_that_verifies() {
     let day = day_of(&mut c, t);
     assert_names_day(&mut c, day, None);
 }
+
+#[test]
+fn a_sealed_day_emptied_by_a_superuser_is_found_and_named() {
+    let (tdb, sealed) = sealed_log();
+    let mut c = tdb.client();
+    let t = Utc::now() - Duration::days(2);
+    let day = day_of(&mut c, t);
+    assert!(sealed.iter().any(|s| s.day == day));
+    let tz = libcore::calendar::Calendar::load(&mut c)
+        .unwrap()
+        .tz
+        .name()
+        .to_string();
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute("ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_update_delete")
+        .unwrap();
+    let removed = tx
+        .execute(
+            "DELETE FROM audit_log WHERE (recorded_at AT TIME ZONE $1)::date = $2",
+            &[&tz, &day],
+        )
+        .unwrap();
+    assert!(removed > 0);
+    tx.batch_execute("ALTER TABLE audit_log ENABLE TRIGGER audit_log_no_update_delete")
+        .unwrap();
+    tx.commit().unwrap();
+    assert_names_day(&mut c, day, None);
+}
