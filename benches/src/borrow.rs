@@ -346,11 +346,17 @@ mod bare {
             book: Uuid,
         ) -> Result<Uuid> {
             let mut tx = client.transaction()?;
+            // The lock first, then the counts: read in the locking statement, they would come
+            // from its snapshot, taken before the lock was granted.
+            self.by_id(
+                &mut tx,
+                "SELECT 1 FROM member WHERE id = $1 FOR UPDATE",
+                member,
+            )?;
             let rows = self.query(
                 &mut tx,
                 "SELECT (SELECT count(*) FROM loan WHERE member_id = $1 AND returned_at IS NULL),
-                        (SELECT count(*) FROM loan WHERE member_id = $1 AND book_id = $2 AND returned_at IS NULL)
-                 FROM member WHERE id = $1 FOR UPDATE",
+                        (SELECT count(*) FROM loan WHERE member_id = $1 AND book_id = $2 AND returned_at IS NULL)",
                 &[(&member, Type::UUID), (&book, Type::UUID)],
             )?;
             let (open, same): (i64, i64) = (rows[0].get(0), rows[0].get(1));
@@ -360,34 +366,42 @@ mod bare {
                     "bare: limit or duplicate",
                 ));
             }
+            self.by_id(&mut tx, "SELECT 1 FROM book WHERE id = $1 FOR UPDATE", book)?;
             let rows = self.query(
                 &mut tx,
-                "SELECT available_copies FROM book WHERE id = $1 FOR UPDATE",
+                "SELECT id FROM item WHERE book_id = $1 AND status = 'available'
+                 ORDER BY id LIMIT 1 FOR UPDATE",
                 &[(&book, Type::UUID)],
             )?;
-            if rows[0].get::<_, i32>(0) < 1 {
+            let Some(item) = rows.first().map(|r| r.get::<_, Uuid>(0)) else {
                 return Err(Error::refused(
                     libcore::Refusal::NoCopyAvailable,
                     "bare: no copy",
                 ));
-            }
+            };
             self.by_id(
                 &mut tx,
                 "UPDATE book SET available_copies = available_copies - 1, times_borrowed = times_borrowed + 1 WHERE id = $1",
                 book,
             )?;
+            self.by_id(
+                &mut tx,
+                "UPDATE item SET status = 'on_loan', status_changed_at = now() WHERE id = $1",
+                item,
+            )?;
             let now = Utc::now();
             let id = libcore::ids::new_id(now);
             self.execute(
                 &mut tx,
-                "INSERT INTO loan (id, book_id, member_id, borrowed_at, due_at, fine_cents_per_day, grace_days, max_fine_cents)
-                 VALUES ($1, $2, $3, $4, $5, 100, 0, 2000)",
+                "INSERT INTO loan (id, book_id, member_id, borrowed_at, due_at, fine_cents_per_day, grace_days, max_fine_cents, item_id)
+                 VALUES ($1, $2, $3, $4, $5, 100, 0, 2000, $6)",
                 &[
                     (&id, Type::UUID),
                     (&book, Type::UUID),
                     (&member, Type::UUID),
                     (&now, Type::TIMESTAMPTZ),
                     (&(now + chrono::Duration::days(14)), Type::TIMESTAMPTZ),
+                    (&item, Type::UUID),
                 ],
             )?;
             tx.commit()?;
@@ -408,16 +422,21 @@ mod bare {
                 member,
             )?;
             self.by_id(&mut tx, "SELECT 1 FROM book WHERE id = $1 FOR UPDATE", book)?;
-            let returned = self.by_id(
+            let returned = self.query(
                 &mut tx,
-                "UPDATE loan SET returned_at = now() WHERE id = $1 AND returned_at IS NULL",
-                loan,
+                "UPDATE loan SET returned_at = clock_timestamp() WHERE id = $1 AND returned_at IS NULL RETURNING item_id",
+                &[(&loan, Type::UUID)],
             )?;
-            if returned == 1 {
+            if let Some(item) = returned.first().map(|r| r.get::<_, Uuid>(0)) {
                 self.by_id(
                     &mut tx,
                     "UPDATE book SET available_copies = available_copies + 1 WHERE id = $1",
                     book,
+                )?;
+                self.by_id(
+                    &mut tx,
+                    "UPDATE item SET status = 'available', status_changed_at = clock_timestamp() WHERE id = $1",
+                    item,
                 )?;
             }
             tx.commit()?;
@@ -586,7 +605,9 @@ fn give_back_killed_runs(
     } else {
         tx.execute(
             "WITH back AS (UPDATE loan SET returned_at = greatest(now(), borrowed_at)
-                           WHERE id = ANY($1) RETURNING book_id)
+                           WHERE id = ANY($1) RETURNING book_id, item_id, returned_at),
+                  shelved AS (UPDATE item i SET status = 'available', status_changed_at = back.returned_at
+                              FROM back WHERE i.id = back.item_id)
              UPDATE book b SET available_copies = b.available_copies + n.count
              FROM (SELECT book_id, count(*)::int AS count FROM back GROUP BY book_id) n
              WHERE b.id = n.book_id",

@@ -81,6 +81,7 @@ fn same_seed_same_data_whatever_the_jobs_and_csv_matches_the_load() {
         "closed_day",
         "member",
         "book",
+        "item",
         "loan",
         "account_entry",
         "audit_log",

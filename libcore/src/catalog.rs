@@ -1,4 +1,4 @@
-//! The catalogue: books, their copies, and trigram search.
+//! The catalogue: books, the items they arrive with, and trigram search.
 
 use std::io::Read;
 
@@ -144,13 +144,38 @@ fn insert_books(
         &[&ids, &isbns, &titles, &authors, &genres, &categories, &copies, &at],
     );
     match rows {
-        Ok(rows) => Ok(rows.iter().map(book_from_row).collect()),
+        Ok(rows) => {
+            let books: Vec<Book> = rows.iter().map(book_from_row).collect();
+            let copies: Vec<(Uuid, i32)> = books.iter().map(|b| (b.id, b.total_copies)).collect();
+            add_generated_items(tx, &copies, at)?;
+            Ok(books)
+        }
         Err(e) if crate::pg::is_unique_violation(&e, "book_isbn_key") => Err(Error::refused(
             Refusal::DuplicateIsbn,
             "a book with this ISBN is already catalogued",
         )),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Adds `copies` items (SPEC §16) with generated barcodes to each of `books`, just inserted
+/// with their counters already at `copies`: a book arrives with its copies.
+fn add_generated_items(
+    tx: &mut impl GenericClient,
+    books: &[(Uuid, i32)],
+    at: DateTime<Utc>,
+) -> Result<u64> {
+    let ids: Vec<Uuid> = books.iter().map(|(b, _)| *b).collect();
+    let copies: Vec<i32> = books.iter().map(|(_, n)| *n).collect();
+    let added = tx.execute(
+        "INSERT INTO item (id, book_id, barcode, status, created_at, status_changed_at)
+         SELECT uuid_v7($3), t.book_id, next_item_barcode(), 'available', $3, $3
+         FROM unnest($1::uuid[], $2::int[]) WITH ORDINALITY AS t(book_id, copies, n)
+         CROSS JOIN LATERAL generate_series(1, t.copies) AS copy
+         ORDER BY t.n, copy",
+        &[&ids, &copies, &at],
+    )?;
+    Ok(added)
 }
 
 /// Catalogues one book (librarian or admin).

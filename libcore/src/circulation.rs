@@ -6,11 +6,14 @@
 //! - the member lock serialises one member's operations: the loan limit, the duplicate check,
 //!   the block check and the state of their loans cannot race; the member's loans and
 //!   payments are read in the same round trip, after the lock is granted (`circulation_member`);
-//! - a borrow locks the book row next: exactly `available_copies` borrowers win;
-//! - a return updates its loan and its book in one statement.
+//! - a borrow locks the book row next, then the item it takes (the scanned one, or the
+//!   title's first available one): exactly as many borrowers win as there are items on the
+//!   shelf, and borrowers of one title queue on the book row as they always did;
+//! - a return updates its loan, its item and its book in one statement.
 //!
-//! The schema backs this up: `available_copies` has a CHECK, and a UNIQUE partial index
-//! forbids two open loans of one book by one member.
+//! The schema backs this up: `available_copies` has a CHECK, a UNIQUE partial index forbids
+//! two open loans of one book by one member, another forbids two open loans of one item, and
+//! the loan's (book, item) key makes its item one of its book's (V20).
 //!
 //! Borrow, return and renew run on any [`Connection`]: on a plain `Client` each statement goes
 //! out typed and unnamed (one round trip, right for a one-shot command); on a
@@ -65,6 +68,10 @@ pub struct Loan {
     pub grace_days: i32,
     /// Snapshot: cap.
     pub max_fine_cents: i64,
+    /// The item lent; `None` only on loans returned before items existed (V20).
+    pub item_id: Option<Uuid>,
+    /// Its barcode.
+    pub barcode: Option<String>,
 }
 
 impl Loan {
@@ -80,7 +87,13 @@ impl Loan {
 
 pub(crate) const LOAN_COLUMNS: &str =
     "id, book_id, member_id, borrowed_at, due_at, returned_at, renewals, \
-     fine_cents, fine_cents_per_day, grace_days, max_fine_cents";
+     fine_cents, fine_cents_per_day, grace_days, max_fine_cents, item_id";
+
+/// [`LOAN_COLUMNS`] and the item's barcode, for a query over `loan` unaliased.
+pub(crate) const LOAN_COLUMNS_WITH_BARCODE: &str =
+    "id, book_id, member_id, borrowed_at, due_at, returned_at, renewals, \
+     fine_cents, fine_cents_per_day, grace_days, max_fine_cents, item_id, \
+     (SELECT i.barcode FROM item i WHERE i.id = loan.item_id)";
 
 pub(crate) fn loan_from_row(r: &postgres::Row) -> Loan {
     Loan {
@@ -95,6 +108,8 @@ pub(crate) fn loan_from_row(r: &postgres::Row) -> Loan {
         fine_cents_per_day: r.get(8),
         grace_days: r.get(9),
         max_fine_cents: r.get(10),
+        item_id: r.get(11),
+        barcode: if r.len() > 12 { r.get(12) } else { None },
     }
 }
 
@@ -111,6 +126,20 @@ pub enum LoanRef {
         /// Book id or ISBN.
         book: String,
     },
+    /// The open loan of the item with this barcode, as scanned at the desk.
+    Item {
+        /// The barcode.
+        item: String,
+    },
+}
+
+/// Which copy a borrow takes.
+#[derive(Debug, Clone, Copy)]
+pub enum Copy<'a> {
+    /// Any available item of this book (id or ISBN).
+    Title(&'a str),
+    /// The item with this barcode, as scanned.
+    Item(&'a str),
 }
 
 /// A member row locked for the rest of the transaction, with everything the rules need.
@@ -133,11 +162,22 @@ struct LockedMember {
     book: Option<LockedBook>,
 }
 
-/// A book row locked for a borrow.
+/// A book row locked for a borrow, and the item it would take.
 struct LockedBook {
+    id: Uuid,
     category: String,
-    available_copies: i32,
     title: String,
+    /// The scanned item, or the title's first available one; `None` when there is none.
+    item: Option<LockedItem>,
+}
+
+/// An item row locked for a borrow.
+struct LockedItem {
+    id: Uuid,
+    barcode: String,
+    status: String,
+    /// When it last came back to the shelf (or otherwise changed status).
+    status_changed_at: DateTime<Utc>,
 }
 
 /// One open loan of a locked member.
@@ -150,6 +190,8 @@ struct StandingLoan {
     policy: FinePolicy,
     renewals: i32,
     book_category: String,
+    item_id: Option<Uuid>,
+    barcode: Option<String>,
 }
 
 /// Whose lock [`lock_member`] takes.
@@ -174,6 +216,7 @@ fn lock_member(
     gate: Option<&mut Gate<'_>>,
     whose: Whose,
     book: Option<Uuid>,
+    barcode: Option<&str>,
 ) -> Result<LockedMember> {
     let (member, loan) = match whose {
         Whose::Member(id) => (Some(id), None),
@@ -181,11 +224,12 @@ fn lock_member(
     };
     let kept = statements.as_ref().and_then(|s| s.calendar.clone());
     let kept_stamp = kept.as_ref().map(|k| k.stamp);
-    let params: [(&(dyn ToSql + Sync), Type); 4] = [
+    let params: [(&(dyn ToSql + Sync), Type); 5] = [
         (&member, Type::UUID),
         (&loan, Type::UUID),
         (&book, Type::UUID),
         (&kept_stamp, Type::UUID),
+        (&barcode, Type::TEXT),
     ];
     let rows = match gate {
         Some(gate) => gate.pass_with(tx, statements.as_deref_mut(), &MEMBER_GATED, &params)?,
@@ -213,6 +257,8 @@ fn lock_member(
                 },
                 renewals: r.get(27),
                 book_category: r.get(28),
+                item_id: r.get(33),
+                barcode: r.get(34),
             })
         })
         .collect();
@@ -238,9 +284,15 @@ fn lock_member(
         calendar,
         loans,
         book: row.get::<_, Option<String>>(29).map(|category| LockedBook {
+            id: row.get(32),
             category,
-            available_copies: row.get(30),
             title: row.get(31),
+            item: row.get::<_, Option<Uuid>>(35).map(|id| LockedItem {
+                id,
+                barcode: row.get(36),
+                status: row.get(37),
+                status_changed_at: row.get(38),
+            }),
         }),
     })
 }
@@ -273,7 +325,7 @@ fn read_calendar(
 }
 
 static MEMBER_GATED: LazyLock<GatedRead> =
-    LazyLock::new(|| GatedRead::new("circulation_member", 4));
+    LazyLock::new(|| GatedRead::new("circulation_member", 5));
 
 impl LockedMember {
     /// The member's open loan `id`, as read under the lock; `already_returned` when it is
@@ -373,18 +425,28 @@ pub struct Overrides {
     pub block: bool,
 }
 
-/// Borrows one copy of a book for a member.
+/// Borrows one copy of a book for a member: any available item of the title.
 pub fn borrow(
     connection: &mut impl Connection,
     ctx: &Ctx,
     member: &str,
     book: &str,
 ) -> Result<Loan> {
-    let op = Operation::new(
-        "loan.borrow",
-        "loan",
-        json!({ "member": member, "book": book }),
-    );
+    borrow_copy(connection, ctx, member, Copy::Title(book))
+}
+
+/// Borrows the copy `copy` names for a member.
+pub fn borrow_copy(
+    connection: &mut impl Connection,
+    ctx: &Ctx,
+    member: &str,
+    copy: Copy<'_>,
+) -> Result<Loan> {
+    let details = match copy {
+        Copy::Title(book) => json!({ "member": member, "book": book }),
+        Copy::Item(barcode) => json!({ "member": member, "item": barcode }),
+    };
+    let op = Operation::new("loan.borrow", "loan", details);
     audit::run_on(connection, ctx, &op, |tx, mut statements, gate| {
         // An id needs no lookup: the lock below reads the row (and says not_found) anyway.
         let member_id = match Uuid::parse_str(member.trim()) {
@@ -392,9 +454,12 @@ pub fn borrow(
             Err(_) => members::find_member(tx, member)?.id,
         };
         ctx.require_self_or(member_id, Capability::CirculateForOthers)?;
-        let book_id = match Uuid::parse_str(book.trim()) {
-            Ok(id) => id,
-            Err(_) => catalog::book_id(tx, book)?,
+        let wanted = match copy {
+            Copy::Title(book) => Wanted::Title(match Uuid::parse_str(book.trim()) {
+                Ok(id) => id,
+                Err(_) => catalog::book_id(tx, book)?,
+            }),
+            Copy::Item(barcode) => Wanted::Item(barcode.trim()),
         };
         let loan = plan_borrow(
             tx,
@@ -402,7 +467,7 @@ pub fn borrow(
             Some(gate),
             ctx,
             member_id,
-            book_id,
+            wanted,
             Overrides::default(),
         )?;
         let row = OkRow::new(
@@ -434,26 +499,28 @@ pub(crate) fn borrow_in(
         None,
         ctx,
         member_id,
-        book_id,
+        Wanted::Title(book_id),
         overrides,
     )?;
     session::execute(tx, statements, &BORROW_PLAIN, &insert_loan_params(&loan))?;
     Ok(loan)
 }
 
-/// A borrow's writes: the copy leaves the shelf and the loan is inserted.
+/// A borrow's writes: the item leaves the shelf, its book's counter follows, and the loan is
+/// inserted.
 const BORROW_TAKEN: &str = "taken AS (UPDATE book SET available_copies = available_copies - 1, \
-     times_borrowed = times_borrowed + 1 WHERE id = $2)";
+     times_borrowed = times_borrowed + 1 WHERE id = $2), \
+     lent AS (UPDATE item SET status = 'on_loan', status_changed_at = $4 WHERE id = $9)";
 const BORROW_INSERT: &str =
-    "INSERT INTO loan (id, book_id, member_id, borrowed_at, due_at, fine_cents_per_day, grace_days, max_fine_cents) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+    "INSERT INTO loan (id, book_id, member_id, borrowed_at, due_at, fine_cents_per_day, grace_days, max_fine_cents, item_id) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 static BORROW_AUDITED: LazyLock<String> =
-    LazyLock::new(|| OkRow::sql(8, BORROW_TAKEN, BORROW_INSERT));
+    LazyLock::new(|| OkRow::sql(9, BORROW_TAKEN, BORROW_INSERT));
 /// The same writes without the audit row, for a caller that writes its own.
 static BORROW_PLAIN: LazyLock<String> =
     LazyLock::new(|| format!("WITH {BORROW_TAKEN} {BORROW_INSERT}"));
 
-fn insert_loan_params(loan: &Loan) -> [(&(dyn ToSql + Sync), Type); 8] {
+fn insert_loan_params(loan: &Loan) -> [(&(dyn ToSql + Sync), Type); 9] {
     [
         (&loan.id, Type::UUID),
         (&loan.book_id, Type::UUID),
@@ -463,7 +530,17 @@ fn insert_loan_params(loan: &Loan) -> [(&(dyn ToSql + Sync), Type); 8] {
         (&loan.fine_cents_per_day, Type::INT8),
         (&loan.grace_days, Type::INT4),
         (&loan.max_fine_cents, Type::INT8),
+        (&loan.item_id, Type::UUID),
     ]
+}
+
+/// What a borrow asks for, resolved as far as it can be without a lock.
+#[derive(Clone, Copy)]
+enum Wanted<'a> {
+    /// Any available item of this book.
+    Title(Uuid),
+    /// The item with this barcode.
+    Item(&'a str),
 }
 
 /// Locks the member and the book and applies every rule of a borrow; the loan it would insert.
@@ -474,17 +551,24 @@ fn plan_borrow(
     gate: Option<&mut Gate<'_>>,
     ctx: &Ctx,
     member_id: Uuid,
-    book_id: Uuid,
+    wanted: Wanted<'_>,
     overrides: Overrides,
 ) -> Result<Loan> {
-    let now = ctx.now();
+    let (book, barcode) = match wanted {
+        Wanted::Title(id) => (Some(id), None),
+        Wanted::Item(barcode) => (None, Some(barcode)),
+    };
     let member = lock_member(
         tx,
         statements,
         gate,
         Whose::Member(member_id),
-        Some(book_id),
+        book,
+        barcode,
     )?;
+    // The time is read once the locks are held, so it is never before the return that put
+    // the item back (committed while this borrow waited): no two loans of an item overlap.
+    let now = ctx.now();
     if now < member.created_at {
         return Err(Error::invalid(
             "invalid_input",
@@ -509,32 +593,58 @@ fn plan_borrow(
             ),
         ));
     }
+    let Some(LockedBook {
+        id: book_id,
+        category,
+        title,
+        item,
+    }) = member.book.as_ref()
+    else {
+        return Err(match wanted {
+            Wanted::Title(id) => Error::not_found("book", id.to_string()),
+            Wanted::Item(barcode) => Error::not_found("item", barcode),
+        });
+    };
+    let book_id = *book_id;
     if loans.open_book_ids.contains(&book_id) {
         return Err(Error::refused(
             Refusal::DuplicateLoan,
             format!("{} already has this book", member.email),
         ));
     }
-    let LockedBook {
-        category,
-        available_copies: available,
-        title,
-    } = member
-        .book
-        .as_ref()
-        .ok_or_else(|| Error::not_found("book", book_id.to_string()))?;
     if category == "reference" {
         return Err(Error::refused(
             Refusal::NotLoanable,
             format!("{title:?} is a reference book"),
         ));
     }
-    if *available < 1 {
-        return Err(Error::refused(
-            Refusal::NoCopyAvailable,
-            format!("no copy of {title:?} is available"),
-        ));
-    }
+    let item = match (item, wanted) {
+        (Some(item), _) if item.status == "available" && now < item.status_changed_at => {
+            if ctx.at.is_some() {
+                return Err(backdated_before_shelf(item, now));
+            }
+            item
+        }
+        (Some(item), _) if item.status == "available" => item,
+        (Some(item), _) => {
+            return Err(Error::refused(
+                Refusal::ItemNotAvailable,
+                format!(
+                    "item {} of {title:?} is {}, not on the shelf",
+                    item.barcode, item.status
+                ),
+            ))
+        }
+        (None, _) => {
+            return Err(Error::refused(
+                Refusal::NoCopyAvailable,
+                format!("no copy of {title:?} is available"),
+            ))
+        }
+    };
+    // Live, another client whose clock runs ahead may have shelved the item "after" this
+    // host's now: the loan starts when the item was back, so the two never overlap.
+    let now = now.max(item.status_changed_at);
     let due_at = member
         .calendar
         .due_at(now, loan_days(&member.rule, category));
@@ -551,7 +661,20 @@ fn plan_borrow(
         fine_cents_per_day: policy.fine_cents_per_day,
         grace_days: policy.grace_days,
         max_fine_cents: policy.max_fine_cents,
+        item_id: Some(item.id),
+        barcode: Some(item.barcode.clone()),
     })
+}
+
+/// A borrow backdated (`--at`) to before its item came back to the shelf: it was out then.
+fn backdated_before_shelf(item: &LockedItem, now: DateTime<Utc>) -> Error {
+    Error::invalid(
+        "invalid_input",
+        format!(
+            "item {} was not on the shelf at {now}: it came back at {}",
+            item.barcode, item.status_changed_at
+        ),
+    )
 }
 
 /// Finds a member's loan of a book, without locking it: `(member id, loan id)` of the open
@@ -569,6 +692,24 @@ fn find_loan(tx: &mut impl GenericClient, member: &str, book: &str) -> Result<(U
     Ok((member_id, row.get(0)))
 }
 
+/// Finds the loan of the item with `barcode` like [`find_loan`]: its open loan, else its latest.
+fn find_item_loan(tx: &mut impl GenericClient, barcode: &str) -> Result<(Uuid, Uuid)> {
+    let row = tx
+        .query_opt(
+            "SELECT l.member_id, l.id FROM item i
+             LEFT JOIN LATERAL (SELECT member_id, id FROM loan
+                                WHERE item_id = i.id
+                                ORDER BY returned_at IS NULL DESC, borrowed_at DESC LIMIT 1) l ON true
+             WHERE i.barcode = $1",
+            &[&barcode.trim()],
+        )?
+        .ok_or_else(|| Error::not_found("item", barcode))?;
+    match (row.get(0), row.get(1)) {
+        (Some(member), Some(loan)) => Ok((member, loan)),
+        _ => Err(Error::not_found("loan", format!("of item {barcode}"))),
+    }
+}
+
 /// Locks the member whose loan a reference names (one round trip for a loan id) and checks
 /// that the actor may act on it; returns the member and the loan's id.
 fn lock_member_of(
@@ -578,19 +719,18 @@ fn lock_member_of(
     ctx: &Ctx,
     loan: &LoanRef,
 ) -> Result<(LockedMember, Uuid)> {
-    let (member, loan_id) = match loan {
-        LoanRef::Id(id) => (
-            lock_member(tx, statements, Some(gate), Whose::LoanOf(*id), None)?,
-            *id,
-        ),
+    let (whose, loan_id) = match loan {
+        LoanRef::Id(id) => (Whose::LoanOf(*id), *id),
         LoanRef::MemberBook { member, book } => {
             let (member_id, loan_id) = find_loan(tx, member, book)?;
-            (
-                lock_member(tx, statements, Some(gate), Whose::Member(member_id), None)?,
-                loan_id,
-            )
+            (Whose::Member(member_id), loan_id)
+        }
+        LoanRef::Item { item } => {
+            let (member_id, loan_id) = find_item_loan(tx, item)?;
+            (Whose::Member(member_id), loan_id)
         }
     };
+    let member = lock_member(tx, statements, Some(gate), whose, None, None)?;
     ctx.require_self_or(member.id, Capability::CirculateForOthers)?;
     Ok((member, loan_id))
 }
@@ -632,6 +772,13 @@ pub fn return_loan(connection: &mut impl Connection, ctx: &Ctx, loan: &LoanRef) 
         let (member, loan_id) = lock_member_of(tx, statements.as_deref_mut(), gate, ctx, loan)?;
         let current = member.open_loan(loan_id)?;
         let now = ctx.now();
+        // Live, a loan that another client's clock started "after" this host's now ends no
+        // earlier than it began.
+        let now = if ctx.at.is_none() {
+            now.max(current.borrowed_at)
+        } else {
+            now
+        };
         if now < current.borrowed_at {
             return Err(Error::invalid(
                 "invalid_input",
@@ -648,28 +795,35 @@ pub fn return_loan(connection: &mut impl Connection, ctx: &Ctx, loan: &LoanRef) 
             &op,
             now,
             current.id,
-            json!({ "before": { "returned_at": null, "fine_cents": current.stored_fine_cents },
+            json!({ "item": current.barcode,
+                    "before": { "returned_at": null, "fine_cents": current.stored_fine_cents },
                     "after": { "returned_at": now, "fine_cents": fine } }),
         );
-        let own: [(&(dyn ToSql + Sync), Type); 5] = [
+        let own: [(&(dyn ToSql + Sync), Type); 6] = [
             (&current.id, Type::UUID),
             (&current.book_id, Type::UUID),
             (&now, Type::TIMESTAMPTZ),
             (&fine, Type::INT8),
             (&member.calendar.local_date(now), Type::DATE),
+            (&current.item_id, Type::UUID),
         ];
         let rows = session::query(tx, statements, &RETURN_AUDITED, &row.params(&own))?;
-        Ok(Audited::written(loan_from_row(&rows[0])))
+        Ok(Audited::written(Loan {
+            barcode: current.barcode.clone(),
+            ..loan_from_row(&rows[0])
+        }))
     })
 }
 
-/// A return's writes, in one statement that takes the loan's and the book's row locks. No
-/// cycle can form: the member lock keeps every other circulation command off this loan, and
-/// the fines job locks loans but never waits for a book.
+/// A return's writes, in one statement that takes the loan's, the item's and the book's row
+/// locks. No cycle can form: the member lock keeps every other circulation command off this
+/// loan and its item (which is on loan, so no status change touches it), and the fines job
+/// locks loans but never waits for a book.
 static RETURN_AUDITED: LazyLock<String> = LazyLock::new(|| {
     OkRow::sql(
-        5,
-        "restored AS (UPDATE book SET available_copies = available_copies + 1 WHERE id = $2)",
+        6,
+        "restored AS (UPDATE book SET available_copies = available_copies + 1 WHERE id = $2), \
+         shelved AS (UPDATE item SET status = 'available', status_changed_at = $3 WHERE id = $6)",
         &format!(
             "UPDATE loan SET returned_at = $3, fine_cents = $4, fine_assessed_on = $5 \
              WHERE id = $1 RETURNING {LOAN_COLUMNS}"
@@ -703,13 +857,17 @@ pub fn renew(connection: &mut impl Connection, ctx: &Ctx, loan: &LoanRef) -> Res
             &op,
             now,
             current.id,
-            json!({ "before": { "due_at": current.due_at, "renewals": current.renewals },
+            json!({ "item": current.barcode,
+                    "before": { "due_at": current.due_at, "renewals": current.renewals },
                     "after": { "due_at": due_at, "renewals": current.renewals + 1 } }),
         );
         let own: [(&(dyn ToSql + Sync), Type); 2] =
             [(&current.id, Type::UUID), (&due_at, Type::TIMESTAMPTZ)];
         let rows = session::query(tx, statements, &RENEW_AUDITED, &row.params(&own))?;
-        Ok(Audited::written(loan_from_row(&rows[0])))
+        Ok(Audited::written(Loan {
+            barcode: current.barcode.clone(),
+            ..loan_from_row(&rows[0])
+        }))
     })
 }
 
@@ -758,7 +916,7 @@ pub fn list_loans(
     let limit = crate::validate::limit(limit, 10_000)?;
     let rows = client.query(
         &format!(
-            "SELECT {LOAN_COLUMNS} FROM loan
+            "SELECT {LOAN_COLUMNS_WITH_BARCODE} FROM loan
              WHERE ($1::uuid IS NULL OR member_id = $1)
                AND ($2::uuid IS NULL OR book_id = $2)
                AND (NOT $3 OR returned_at IS NULL)

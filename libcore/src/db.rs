@@ -20,6 +20,7 @@ pub const TABLES: &[&str] = &[
     "closed_day",
     "member",
     "book",
+    "item",
     "loan",
     "account_entry",
     "audit_log",
@@ -42,6 +43,7 @@ pub const TABLE_HISTORY: &[(&str, i32, Option<i32>)] = &[
     ("closed_day", 1, None),
     ("member", 1, None),
     ("book", 1, None),
+    ("item", 20, None),
     ("loan", 1, None),
     ("account_entry", 1, None),
     ("audit_log", 1, None),
@@ -452,10 +454,36 @@ struct Invariant {
 
 const INVARIANTS: &[Invariant] = &[
     Invariant {
-        name: "available_copies = total_copies - open loans",
-        sql: "SELECT format('book %s: available %s, total %s, open loans %s', b.id, b.available_copies, b.total_copies, coalesce(o.n, 0))
-              FROM book b LEFT JOIN (SELECT book_id, count(*) AS n FROM loan WHERE returned_at IS NULL GROUP BY book_id) o ON o.book_id = b.id
-              WHERE b.available_copies <> b.total_copies - coalesce(o.n, 0)",
+        name: "book counters equal the counts of its items",
+        sql: "SELECT format('book %s: total_copies %s, available_copies %s; items owned %s, on the shelf %s', b.id, b.total_copies, b.available_copies, coalesce(i.owned, 0), coalesce(i.available, 0))
+              FROM book b LEFT JOIN (SELECT book_id, count(*) FILTER (WHERE status NOT IN ('withdrawn', 'lost')) AS owned,
+                                            count(*) FILTER (WHERE status = 'available') AS available
+                                     FROM item GROUP BY book_id) i ON i.book_id = b.id
+              WHERE b.total_copies <> coalesce(i.owned, 0) OR b.available_copies <> coalesce(i.available, 0)",
+    },
+    Invariant {
+        name: "an item is on_loan exactly when it has an open loan",
+        sql: "SELECT format('item %s (%s) is %s with %s open loans', i.barcode, i.id, i.status, coalesce(o.n, 0))
+              FROM item i LEFT JOIN (SELECT item_id, count(*) AS n FROM loan
+                                     WHERE returned_at IS NULL AND item_id IS NOT NULL GROUP BY item_id) o ON o.item_id = i.id
+              WHERE (i.status = 'on_loan') <> (coalesce(o.n, 0) > 0)",
+    },
+    Invariant {
+        name: "every open loan has an item of its book",
+        sql: "SELECT format('open loan %s of book %s has item %s of book %s', l.id, l.book_id, l.item_id, i.book_id)
+              FROM loan l LEFT JOIN item i ON i.id = l.item_id
+              WHERE l.returned_at IS NULL AND (i.id IS NULL OR i.book_id <> l.book_id)",
+    },
+    Invariant {
+        name: "no item has two loans whose periods overlap",
+        sql: "SELECT format('item %s: loan %s (from %s) began before loan %s ended (%s)', item_id, id, borrowed_at, previous_id, coalesce(previous_end::text, 'still open'))
+              FROM (SELECT item_id, id, borrowed_at,
+                           lag(id) OVER w AS previous_id,
+                           lag(returned_at) OVER w AS previous_end,
+                           lag(id IS NOT NULL) OVER w AS has_previous
+                    FROM loan WHERE item_id IS NOT NULL
+                    WINDOW w AS (PARTITION BY item_id ORDER BY borrowed_at, id)) l
+              WHERE has_previous AND (previous_end IS NULL OR previous_end > borrowed_at)",
     },
     Invariant {
         name: "no member over the loan limit",

@@ -56,6 +56,12 @@ pub enum Refusal {
     RateLimitViolations,
     /// A destructive command on a library (not a playground) without `--confirm`.
     ConfirmationRequired,
+    /// The scanned item is not on the shelf (on loan, missing, …).
+    ItemNotAvailable,
+    /// The item is on loan or on the hold shelf, so its status cannot be set by hand.
+    ItemInUse,
+    /// A barcode already belongs to another item.
+    DuplicateBarcode,
 }
 
 impl Refusal {
@@ -85,6 +91,9 @@ impl Refusal {
             Refusal::DuplicateReview => "duplicate_review",
             Refusal::RateLimitViolations => "rate_limit_violations",
             Refusal::ConfirmationRequired => "confirmation_required",
+            Refusal::ItemNotAvailable => "item_not_available",
+            Refusal::ItemInUse => "item_in_use",
+            Refusal::DuplicateBarcode => "duplicate_barcode",
         }
     }
 }

@@ -24,6 +24,7 @@
 //! - [`actor`]: who is acting and what their role allows.
 //! - [`audit`]: the transaction runner every mutation goes through, and the audit log.
 //! - [`catalog`], [`members`]: books and people.
+//! - [`items`]: the physical copies of a title, with barcodes and statuses.
 //! - [`circulation`]: borrow, return, renew.
 //! - [`approvals`]: requests decided by a second person.
 //! - [`calendar`], [`fines`], [`policy`]: due dates, fines and the rules behind them.
@@ -57,6 +58,7 @@ pub mod fines;
 pub mod history;
 pub mod ids;
 mod import;
+pub mod items;
 pub mod jobs;
 pub mod logins;
 pub mod members;

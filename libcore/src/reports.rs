@@ -441,7 +441,8 @@ pub struct InventoryRow {
     pub isbn: String,
     /// Title.
     pub title: String,
-    /// `unavailable`, `low_stock` or `never_borrowed`.
+    /// `unavailable`, `low_stock`, `never_borrowed` or `items_missing` (some of its items
+    /// are missing, damaged or lost).
     pub status: String,
     /// Copies.
     pub total_copies: i32,
@@ -449,9 +450,20 @@ pub struct InventoryRow {
     pub available_copies: i32,
     /// Share of copies out, percent.
     pub utilisation_pct: f64,
+    /// Items marked missing.
+    pub missing_items: i64,
+    /// Items marked damaged.
+    pub damaged_items: i64,
+    /// Items lost.
+    pub lost_items: i64,
+    /// Items withdrawn.
+    pub withdrawn_items: i64,
+    /// Items never lent (withdrawn ones left out).
+    pub never_borrowed_items: i64,
 }
 
-/// Streams titles that are unavailable, low on stock (1 of ≥ 2 left) or never borrowed.
+/// Streams titles that are unavailable, low on stock (1 of ≥ 2 left), never borrowed, or
+/// with items missing, damaged or lost, with the counts of their items by status.
 pub fn inventory(
     client: &mut Client,
     ctx: &Ctx,
@@ -462,16 +474,31 @@ pub fn inventory(
     let limit = limit(options, i64::MAX / 2)?;
     stream(
         client,
-        "SELECT id, isbn, title, status, total_copies, available_copies,
+        "WITH lent AS (SELECT DISTINCT item_id FROM loan WHERE item_id IS NOT NULL),
+              items AS (
+                 SELECT i.book_id,
+                        count(*) FILTER (WHERE i.status = 'missing') AS missing,
+                        count(*) FILTER (WHERE i.status = 'damaged') AS damaged,
+                        count(*) FILTER (WHERE i.status = 'lost') AS lost,
+                        count(*) FILTER (WHERE i.status = 'withdrawn') AS withdrawn,
+                        count(*) FILTER (WHERE i.status <> 'withdrawn' AND lent.item_id IS NULL) AS never_lent
+                 FROM item i LEFT JOIN lent ON lent.item_id = i.id
+                 GROUP BY i.book_id)
+         SELECT id, isbn, title, status, total_copies, available_copies,
                 CASE WHEN total_copies > 0
                      THEN round(100.0 * (total_copies - available_copies) / total_copies, 2)::float8
-                     ELSE 0 END
-         FROM (SELECT b.*,
+                     ELSE 0 END,
+                missing, damaged, lost, withdrawn, never_lent
+         FROM (SELECT b.id, b.isbn, b.title, b.total_copies, b.available_copies,
+                      coalesce(it.missing, 0) AS missing, coalesce(it.damaged, 0) AS damaged,
+                      coalesce(it.lost, 0) AS lost, coalesce(it.withdrawn, 0) AS withdrawn,
+                      coalesce(it.never_lent, 0) AS never_lent,
                       CASE WHEN b.total_copies > 0 AND b.available_copies = 0 THEN 'unavailable'
                            WHEN b.total_copies >= 2 AND b.available_copies = 1 THEN 'low_stock'
                            WHEN b.times_borrowed = 0 THEN 'never_borrowed'
+                           WHEN it.missing + it.damaged + it.lost > 0 THEN 'items_missing'
                       END AS status
-               FROM book b) t
+               FROM book b LEFT JOIN items it ON it.book_id = b.id) t
          WHERE status IS NOT NULL
          ORDER BY status DESC, id LIMIT $1",
         &[&limit],
@@ -483,6 +510,11 @@ pub fn inventory(
             total_copies: r.get(4),
             available_copies: r.get(5),
             utilisation_pct: r.get(6),
+            missing_items: r.get(7),
+            damaged_items: r.get(8),
+            lost_items: r.get(9),
+            withdrawn_items: r.get(10),
+            never_borrowed_items: r.get(11),
         },
         emit,
     )

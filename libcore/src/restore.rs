@@ -204,6 +204,10 @@ pub fn restore(dir: &Path, actor: Option<&str>, options: &RestoreOptions) -> Res
     };
 
     crate::bulk::rebuild_parallel(&staging_url, &schema, options.jobs)?;
+    if manifest.schema_version >= 20 {
+        // Generated barcodes continue after the restored ones (V20).
+        crate::items::catch_up_barcodes(&mut client)?;
+    }
     step("rebuilt")?;
     client.batch_execute("ANALYZE")?;
     let results = crate::db::check_against(&mut client, &fresh_catalog)?;

@@ -644,14 +644,16 @@ fn borrow_return_and_renew_audit_what_they_stored_in_the_same_statement() {
     assert_eq!(renewed, stored(&mut c, loan.id));
     assert_eq!(
         details(&mut c, "loan.renew"),
-        serde_json::json!({ "before": { "due_at": loan.due_at, "renewals": 0 },
+        serde_json::json!({ "item": loan.barcode,
+                            "before": { "due_at": loan.due_at, "renewals": 0 },
                             "after": { "due_at": renewed.due_at, "renewals": 1 } })
     );
     let returned = circulation::return_loan(&mut session, &ctx, &LoanRef::Id(loan.id)).unwrap();
     assert_eq!(returned, stored(&mut c, loan.id));
     assert_eq!(
         details(&mut c, "loan.return"),
-        serde_json::json!({ "before": { "returned_at": null, "fine_cents": 0 },
+        serde_json::json!({ "item": loan.barcode,
+                            "before": { "returned_at": null, "fine_cents": 0 },
                             "after": { "returned_at": returned.returned_at, "fine_cents": 0 } })
     );
     // One row per operation, each stamped when its loan was written.

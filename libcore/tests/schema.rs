@@ -100,7 +100,7 @@ fn db_check_finds_a_broken_invariant() {
     let results = db::check(&mut client).unwrap();
     let broken: Vec<_> = results.iter().filter(|r| r.violations > 0).collect();
     assert_eq!(broken.len(), 1);
-    assert!(broken[0].invariant.starts_with("available_copies"));
+    assert!(broken[0].invariant.starts_with("book counters"));
     let err = db::fail_on_violations(&results).unwrap_err();
     assert_eq!(err.exit_code(), 8);
     assert_eq!(err.code(), "integrity_check_failed");

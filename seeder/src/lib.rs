@@ -215,6 +215,7 @@ pub fn seed(
     phases.push(Phase::new("generate + COPY", t));
     let keys_started = Instant::now();
     load::rebuild(&mut tx, &schema)?;
+    libcore::items::catch_up_barcodes(&mut tx)?;
     libcore::playground::record_seed(
         &mut tx,
         ctx,

@@ -11,6 +11,7 @@ use postgres::Transaction;
 /// Tables the seeder fills (or empties), children first.
 pub(crate) const SEEDED_TABLES: &[&str] = &[
     "loan",
+    "item",
     "account_entry",
     "audit_log",
     "book",

@@ -178,3 +178,71 @@ mod tests {
         assert_eq!(sample_prefix(&mut rng, &cumulative, 0), None);
     }
 }
+
+/// Where a title is shelved, and the call number on its spine label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shelf {
+    /// Shelving location.
+    pub location: &'static str,
+    /// Call number: `FIC`, `J FIC` or a Dewey class, and the author's first three letters.
+    pub call_number: String,
+}
+
+/// The shelf of a title: fiction by author, non-fiction by a Dewey class of its genre;
+/// reference and short-loan titles on their own shelves.
+pub fn shelving<R: Rng>(rng: &mut R, genre: &str, category: &str, author: &str) -> Shelf {
+    let cutter: String = author
+        .split_whitespace()
+        .last()
+        .unwrap_or("ANON")
+        .chars()
+        .filter(char::is_ascii_alphabetic)
+        .take(3)
+        .collect::<String>()
+        .to_ascii_uppercase();
+    let dewey = |rng: &mut R, low: u32, high: u32| {
+        format!(
+            "{}.{:03}",
+            rng.random_range(low..=high),
+            rng.random_range(0..1000)
+        )
+    };
+    let (location, class) = match genre {
+        "Fiction" | "Mystery" | "Science Fiction" | "Fantasy" | "Romance" => {
+            ("Adult Fiction", "FIC".to_string())
+        }
+        "Children" => ("Children's Room", "J FIC".to_string()),
+        "Poetry" => ("Poetry", dewey(rng, 811, 811)),
+        "Biography" => ("Biography", dewey(rng, 920, 928)),
+        "History" => ("Non-fiction, 2nd floor", dewey(rng, 900, 999)),
+        "Science" => ("Non-fiction, 2nd floor", dewey(rng, 500, 599)),
+        "Philosophy" => ("Non-fiction, 2nd floor", dewey(rng, 100, 199)),
+        "Economics" => ("Non-fiction, 2nd floor", dewey(rng, 330, 339)),
+        "Travel" => ("Non-fiction, 1st floor", dewey(rng, 910, 919)),
+        "Cookery" => ("Non-fiction, 1st floor", dewey(rng, 641, 641)),
+        "Art" => ("Art & Music", dewey(rng, 700, 799)),
+        _ => ("Non-fiction, 1st floor", dewey(rng, 0, 99)),
+    };
+    let location = match category {
+        "reference" => "Reference",
+        "short_loan" => "Quick Picks",
+        _ => location,
+    };
+    Shelf {
+        location,
+        call_number: format!("{class} {cutter}"),
+    }
+}
+
+/// A replacement price in cents, by genre: children's books cheapest, art books dearest.
+pub fn replacement_price<R: Rng>(rng: &mut R, genre: &str) -> i64 {
+    let (low, high) = match genre {
+        "Children" => (799, 1999),
+        "Poetry" => (1299, 2499),
+        "Fiction" | "Mystery" | "Science Fiction" | "Fantasy" | "Romance" => (1499, 2999),
+        "Art" => (3499, 7999),
+        "Science" | "Economics" => (2499, 5999),
+        _ => (1999, 3999),
+    };
+    rng.random_range(low..=high)
+}

@@ -1,9 +1,11 @@
 //! The phases of one generation run, in the order their tables can be written:
 //!
 //! 1. calendar and people: closed days and members;
-//! 2. loans: months generated in parallel windows while the previous window streams out,
-//!    counting as they pass everything later tables need (fines, borrowers, reviews);
-//! 3. catalogue: books (with their borrow counts and ratings) and reviews;
+//! 2. loans: months generated in parallel windows, lent to items in one pass in borrow
+//!    order, encoded in parallel, while the previous window streams out, counting as they
+//!    pass everything later tables need (fines, borrowers, reviews);
+//! 3. catalogue: books (with their borrow counts, ratings and copies on the shelf), their
+//!    items, and reviews;
 //! 4. rollup: the monthly circulation figures of complete months;
 //! 5. ledger: fines, payments and waivers, and the requests that produced them;
 //! 6. audit history: the recent months regenerated, not kept in memory.
@@ -16,7 +18,7 @@ use rand::SeedableRng;
 use rayon::prelude::*;
 
 use crate::copy;
-use crate::generate::{self, AccountRow, AuditRow, LoanRow, Month, Plan};
+use crate::generate::{self, AccountRow, AuditRow, LoanRow, Month, Plan, Shelves};
 use crate::rows;
 use crate::sinks::{encode, Encoding, Sink};
 use crate::{Observer, SeedOptions, TableRows};
@@ -43,7 +45,7 @@ pub(crate) fn generate_into(
     catalogue(&mut run, &mut plan, &loans)?;
     rollup(&mut run, &plan, loans.rollup)?;
     let ledger = ledger(&mut run, &plan, &loans.fines_by_member)?;
-    audit_history(&mut run, &plan, loans.open, &ledger)?;
+    audit_history(&mut run, &plan, loans.open, &loans.lent_items, &ledger)?;
     Ok(run.tables)
 }
 
@@ -125,10 +127,15 @@ struct LoanOutcome {
     times_borrowed: Vec<i64>,
     /// The loans still out at the as-of date.
     open: Vec<LoanRow>,
+    /// Where every item stands at the end.
+    shelves: Shelves,
+    /// The items of the returned loans of the months that get audit rows, as lent.
+    lent_items: BTreeMap<usize, Vec<u32>>,
 }
 
-/// Phase 2: every loan. Months are generated in parallel windows on a producer thread while
-/// this thread streams the previous window; the drafts still out are admitted at the end.
+/// Phase 2: every loan. Months are generated in parallel windows on a producer thread, lent
+/// to items in borrow order there, and encoded in parallel, while this thread streams the
+/// previous window; the loans still out are written at the end.
 fn loans(run: &mut Run<'_>, plan: &mut Plan) -> Result<LoanOutcome> {
     let mut outcome = LoanOutcome {
         fines_by_member: vec![(0, None); plan.members.len()],
@@ -136,9 +143,11 @@ fn loans(run: &mut Run<'_>, plan: &mut Plan) -> Result<LoanOutcome> {
         reviews: Vec::new(),
         times_borrowed: vec![0; plan.books.len()],
         open: Vec::new(),
+        shelves: Shelves::new(plan),
+        lent_items: BTreeMap::new(),
     };
     let mut reviewed: HashSet<(u32, u32)> = HashSet::new();
-    let mut drafts = Vec::new();
+    let mut admitted = Vec::new();
     run.observer
         .table_started("loan", plan.scenario.loans as u64);
     let (pool, encoding, window) = (run.pool, run.encoding, run.window);
@@ -150,15 +159,32 @@ fn loans(run: &mut Run<'_>, plan: &mut Plan) -> Result<LoanOutcome> {
     };
     let months = plan.months.len();
     let reading: &Plan = plan;
+    let (shelves, lent_items) = (&mut outcome.shelves, &mut outcome.lent_items);
     std::thread::scope(|scope| -> Result<()> {
         let plan = reading;
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<EncodedMonth>>(1);
         scope.spawn(move || {
             for first in (0..months).step_by(window) {
-                let batch: Vec<EncodedMonth> = pool.install(|| {
+                let generated: Vec<Month> = pool.install(|| {
                     (first..(first + window).min(months))
                         .into_par_iter()
-                        .map(|m| encode_month(plan, encoding, plan.month(m)))
+                        .map(|m| plan.month(m))
+                        .collect()
+                });
+                let lent: Vec<Month> = generated
+                    .into_iter()
+                    .zip(first..)
+                    .map(|(month, m)| {
+                        let month = plan.lend(shelves, month);
+                        if m >= plan.audit_from_month {
+                            lent_items.insert(m, month.items.clone());
+                        }
+                        month
+                    })
+                    .collect();
+                let batch: Vec<EncodedMonth> = pool.install(|| {
+                    lent.into_par_iter()
+                        .map(|month| encode_month(plan, encoding, month))
                         .collect()
                 });
                 if tx.send(batch).is_err() {
@@ -175,7 +201,7 @@ fn loans(run: &mut Run<'_>, plan: &mut Plan) -> Result<LoanOutcome> {
                 entry.0 += cents;
                 entry.1 = entry.1.max(Some(at));
             }
-            drafts.extend(month.open);
+            admitted.extend(month.open);
             for book in month.books_borrowed {
                 outcome.times_borrowed[book as usize] += 1;
             }
@@ -187,7 +213,7 @@ fn loans(run: &mut Run<'_>, plan: &mut Plan) -> Result<LoanOutcome> {
         }
         Ok(())
     })?;
-    let admitted = plan.admit_open_loans(drafts);
+    plan.count_shelves(&outcome.shelves);
     outcome.rollup.add_open(&admitted);
     for loan in &admitted {
         outcome.times_borrowed[loan.book as usize] += 1;
@@ -224,6 +250,15 @@ fn catalogue(run: &mut Run<'_>, plan: &mut Plan, loans: &LoanOutcome) -> Result<
         rows::encode_book,
         rows::book_record,
     )?;
+    let items = run.pool.install(|| plan.items(&loans.shelves));
+    run.table(
+        "item",
+        rows::ITEM_COLUMNS,
+        &items,
+        |b, i| rows::encode_item(b, plan, i),
+        |i| rows::item_record(plan, i),
+    )?;
+    drop(items);
     run.table(
         "review",
         rows::REVIEW_COLUMNS,
@@ -299,6 +334,7 @@ fn audit_history(
     run: &mut Run<'_>,
     plan: &Plan,
     open_loans: Vec<LoanRow>,
+    lent_items: &BTreeMap<usize, Vec<u32>>,
     ledger: &[AccountRow],
 ) -> Result<()> {
     run.observer.table_started(
@@ -329,7 +365,7 @@ fn audit_history(
             (first..(first + window).min(months))
                 .into_par_iter()
                 .map(|m| {
-                    let audit = audit_of(m, &plan.month(m).returned);
+                    let audit = audit_of(m, &plan.lent_returns(m, &lent_items[&m]));
                     (
                         encode(encoding, &audit, rows::encode_audit, rows::audit_record),
                         audit.len(),
@@ -404,7 +440,8 @@ impl Counter<'_> {
 struct EncodedMonth {
     bytes: Vec<u8>,
     rows: usize,
-    open: Vec<generate::OpenDraft>,
+    /// The loans of the month still out at the end.
+    open: Vec<LoanRow>,
     fines: Vec<(u32, i64, DateTime<Utc>)>,
     /// Members who borrowed (returned loans of this month), sorted and deduplicated.
     borrowers: Vec<u32>,

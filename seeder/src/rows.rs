@@ -5,7 +5,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::copy::RowEncoder;
 use crate::generate::{
-    AccountRow, AuditRow, BookRow, LoanRow, MemberRow, Plan, RequestRow, ReviewRow,
+    AccountRow, AuditRow, BookRow, ItemRow, LoanRow, MemberRow, Plan, RequestRow, ReviewRow,
 };
 
 /// Column lists, in COPY order; also the CSV headers.
@@ -49,6 +49,19 @@ pub const LOAN_COLUMNS: &[&str] = &[
     "max_fine_cents",
     "fine_cents",
     "fine_assessed_on",
+    "item_id",
+];
+/// Item columns.
+pub const ITEM_COLUMNS: &[&str] = &[
+    "id",
+    "book_id",
+    "barcode",
+    "status",
+    "location",
+    "call_number",
+    "price_cents",
+    "created_at",
+    "status_changed_at",
 ];
 /// Ledger columns.
 pub const ACCOUNT_COLUMNS: &[&str] = &[
@@ -147,7 +160,7 @@ pub fn member_record(m: &MemberRow) -> Vec<String> {
 
 /// Appends one loan.
 pub fn encode_loan(buf: &mut Vec<u8>, plan: &Plan, l: &LoanRow) {
-    RowEncoder::new(buf, 12)
+    RowEncoder::new(buf, 13)
         .uuid(l.id)
         .uuid(plan.books[l.book as usize].id)
         .uuid(plan.members[l.member as usize].id)
@@ -159,7 +172,37 @@ pub fn encode_loan(buf: &mut Vec<u8>, plan: &Plan, l: &LoanRow) {
         .int4(l.policy.grace_days)
         .int8(l.policy.max_fine_cents)
         .int8(l.fine_cents)
-        .opt_date(l.fine_assessed_on);
+        .opt_date(l.fine_assessed_on)
+        .uuid(plan.item_id(l.item));
+}
+
+/// Appends one item.
+pub fn encode_item(buf: &mut Vec<u8>, plan: &Plan, i: &ItemRow) {
+    RowEncoder::new(buf, 9)
+        .uuid(i.id)
+        .uuid(plan.books[i.book as usize].id)
+        .text(&i.barcode)
+        .text(i.status)
+        .text(i.location)
+        .text(&i.call_number)
+        .int8(i.price_cents)
+        .timestamptz(i.created_at)
+        .timestamptz(i.status_changed_at);
+}
+
+/// One item as CSV.
+pub fn item_record(plan: &Plan, i: &ItemRow) -> Vec<String> {
+    vec![
+        i.id.to_string(),
+        plan.books[i.book as usize].id.to_string(),
+        i.barcode.clone(),
+        i.status.to_string(),
+        i.location.to_string(),
+        i.call_number.clone(),
+        i.price_cents.to_string(),
+        ts(i.created_at),
+        ts(i.status_changed_at),
+    ]
 }
 
 /// One loan as CSV.
@@ -179,6 +222,7 @@ pub fn loan_record(plan: &Plan, l: &LoanRow) -> Vec<String> {
         l.fine_assessed_on
             .map(|d| d.to_string())
             .unwrap_or_default(),
+        plan.item_id(l.item).to_string(),
     ]
 }
 

@@ -35,6 +35,13 @@ CREATE TYPE circulation_member_row AS (
     book_category text,
     book_available_copies integer,
     book_title text,
+    book_id uuid,
+    loan_item_id uuid,
+    loan_item_barcode text,
+    item_id uuid,
+    item_barcode text,
+    item_status text,
+    item_status_changed_at timestamp with time zone,
     read_row boolean,
     allowed boolean,
     stale boolean
@@ -72,7 +79,7 @@ BEGIN
 END $function$
 ;
 
-CREATE OR REPLACE FUNCTION public.circulation_member(p_member uuid, p_loan uuid, p_book uuid, p_calendar_stamp uuid, p_actor text, p_role text, p_groups text[], p_now timestamp with time zone, p_burst_seconds double precision, p_borrow_actions text[])
+CREATE OR REPLACE FUNCTION public.circulation_member(p_member uuid, p_loan uuid, p_book uuid, p_calendar_stamp uuid, p_barcode text, p_actor text, p_role text, p_groups text[], p_now timestamp with time zone, p_burst_seconds double precision, p_borrow_actions text[])
  RETURNS SETOF circulation_member_row
  LANGUAGE plpgsql
 AS $function$
@@ -80,6 +87,10 @@ DECLARE
     v_book_category text;
     v_book_available integer;
     v_book_title text;
+    v_item_id uuid;
+    v_item_barcode text;
+    v_item_status text;
+    v_item_changed timestamptz;
     v_stamp uuid;
     v_timezone text;
     v_closed_days date[];
@@ -99,11 +110,26 @@ BEGIN
     IF p_member IS NULL THEN
         SELECT l.member_id INTO p_member FROM loan l WHERE l.id = p_loan;
     END IF;
+    -- An item never changes book, so its book can be read before any lock.
+    IF p_barcode IS NOT NULL THEN
+        SELECT i.book_id INTO p_book FROM item i WHERE i.barcode = p_barcode;
+    END IF;
     PERFORM 1 FROM member m WHERE m.id = p_member FOR UPDATE;
     IF FOUND AND p_book IS NOT NULL THEN
         SELECT b.category, b.available_copies, b.title
         INTO v_book_category, v_book_available, v_book_title
         FROM book b WHERE b.id = p_book FOR UPDATE;
+        IF p_barcode IS NOT NULL THEN
+            SELECT i.id, i.barcode, i.status, i.status_changed_at
+            INTO v_item_id, v_item_barcode, v_item_status, v_item_changed
+            FROM item i WHERE i.barcode = p_barcode FOR UPDATE;
+        ELSE
+            -- Under the book's lock no other borrow of this title picks concurrently.
+            SELECT i.id, i.barcode, i.status, i.status_changed_at
+            INTO v_item_id, v_item_barcode, v_item_status, v_item_changed
+            FROM item i WHERE i.book_id = p_book AND i.status = 'available'
+            ORDER BY i.id LIMIT 1 FOR UPDATE;
+        END IF;
     END IF;
     -- The stamp before the calendar: a change committed between the two statements leaves the
     -- caller a newer calendar under the older stamp, which it reads again next time, never an
@@ -126,11 +152,14 @@ BEGIN
                l.id, l.book_id, l.borrowed_at, l.due_at, l.fine_cents,
                l.fine_cents_per_day, l.grace_days, l.max_fine_cents, l.renewals, lb.category,
                v_book_category, v_book_available, v_book_title,
+               p_book, l.item_id, li.barcode,
+               v_item_id, v_item_barcode, v_item_status, v_item_changed,
                true, true, false
         FROM member m
         JOIN circulation_rule r ON r.category = m.category
         LEFT JOIN loan l ON l.member_id = m.id AND l.returned_at IS NULL
         LEFT JOIN book lb ON lb.id = l.book_id
+        LEFT JOIN item li ON li.id = l.item_id
         WHERE m.id = p_member;
     IF NOT FOUND THEN
         v_none.allowed := true;
@@ -146,6 +175,60 @@ CREATE OR REPLACE FUNCTION public.fine_cents(per_day bigint, grace integer, cap 
  IMMUTABLE
 AS $function$
     SELECT CASE WHEN overdue <= grace THEN 0::bigint ELSE least(overdue::bigint * per_day, cap) END
+$function$
+;
+
+CREATE OR REPLACE FUNCTION public.item_barcode(prefix text, n bigint)
+ RETURNS text
+ LANGUAGE plpgsql
+ IMMUTABLE STRICT
+AS $function$
+DECLARE
+    body  text;
+    total integer := 0;
+    d     integer;
+BEGIN
+    IF prefix !~ '^[0-9]{1,12}$' THEN
+        RAISE EXCEPTION 'barcode prefix % must be 1-12 digits', prefix
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF n < 0 OR length(n::text) > 13 - length(prefix) THEN
+        RAISE EXCEPTION 'running number % does not fit in a barcode with prefix %', n, prefix
+            USING ERRCODE = 'numeric_value_out_of_range';
+    END IF;
+    body := prefix || lpad(n::text, 13 - length(prefix), '0');
+    FOR i IN 0..12 LOOP
+        d := substr(body, 13 - i, 1)::integer;
+        IF i % 2 = 0 THEN
+            d := d * 2;
+            IF d > 9 THEN
+                d := d - 9;
+            END IF;
+        END IF;
+        total := total + d;
+    END LOOP;
+    RETURN body || ((10 - total % 10) % 10)::text;
+END $function$
+;
+
+CREATE OR REPLACE FUNCTION public.item_barcode_catch_up()
+ RETURNS bigint
+ LANGUAGE sql
+AS $function$
+    SELECT setval('item_barcode_seq',
+                  coalesce(max(substr(i.barcode, length(p.prefix) + 1, 13 - length(p.prefix))::bigint), 0) + 1,
+                  false)
+    FROM (SELECT item_barcode_prefix() AS prefix) p
+    LEFT JOIN item i ON i.barcode ~ '^[0-9]{14}$' AND left(i.barcode, length(p.prefix)) = p.prefix
+$function$
+;
+
+CREATE OR REPLACE FUNCTION public.item_barcode_prefix()
+ RETURNS text
+ LANGUAGE sql
+ STABLE
+AS $function$
+    SELECT coalesce((SELECT value FROM library_setting WHERE key = 'item_barcode_prefix'), '3')
 $function$
 ;
 
@@ -317,6 +400,22 @@ CREATE OR REPLACE FUNCTION public.library_timezone()
  LANGUAGE sql
  STABLE
 AS $function$ SELECT value FROM library_setting WHERE key = 'timezone' $function$
+;
+
+CREATE OR REPLACE FUNCTION public.next_item_barcode()
+ RETURNS text
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    prefix    text := item_barcode_prefix();
+    candidate text;
+BEGIN
+    LOOP
+        candidate := item_barcode(prefix, nextval('item_barcode_seq'));
+        EXIT WHEN NOT EXISTS (SELECT 1 FROM item WHERE barcode = candidate);
+    END LOOP;
+    RETURN candidate;
+END $function$
 ;
 
 CREATE OR REPLACE FUNCTION public.overdue_days(due_at timestamp with time zone, end_at timestamp with time zone, tz text)

@@ -122,6 +122,25 @@ CREATE TABLE closed_day (
 ALTER TABLE closed_day ADD CONSTRAINT closed_day_pkey PRIMARY KEY (day);
 CREATE TRIGGER closed_day_renews_calendar_stamp AFTER INSERT OR DELETE OR UPDATE OR TRUNCATE ON public.closed_day FOR EACH STATEMENT EXECUTE FUNCTION calendar_stamp_renew();
 
+CREATE TABLE item (
+    id uuid NOT NULL,
+    book_id uuid NOT NULL,
+    barcode text NOT NULL,
+    status text NOT NULL DEFAULT 'available'::text,
+    location text,
+    call_number text,
+    price_cents bigint,
+    created_at timestamp with time zone NOT NULL,
+    status_changed_at timestamp with time zone NOT NULL
+);
+ALTER TABLE item ADD CONSTRAINT item_barcode_form CHECK ((barcode ~ '^[A-Za-z0-9-]{1,32}$'::text));
+ALTER TABLE item ADD CONSTRAINT item_barcode_key UNIQUE (barcode);
+ALTER TABLE item ADD CONSTRAINT item_book_id_fkey FOREIGN KEY (book_id) REFERENCES book(id);
+ALTER TABLE item ADD CONSTRAINT item_book_id_id_key UNIQUE (book_id, id);
+ALTER TABLE item ADD CONSTRAINT item_pkey PRIMARY KEY (id);
+ALTER TABLE item ADD CONSTRAINT item_price_cents_check CHECK ((price_cents >= 0));
+ALTER TABLE item ADD CONSTRAINT item_status_known CHECK ((status = ANY (ARRAY['available'::text, 'on_loan'::text, 'on_hold_shelf'::text, 'missing'::text, 'damaged'::text, 'lost'::text, 'withdrawn'::text])));
+
 CREATE TABLE library_setting (
     key text NOT NULL,
     value text NOT NULL
@@ -141,20 +160,25 @@ CREATE TABLE loan (
     grace_days integer NOT NULL,
     max_fine_cents bigint NOT NULL,
     fine_cents bigint NOT NULL DEFAULT 0,
-    fine_assessed_on date
+    fine_assessed_on date,
+    item_id uuid
 );
 ALTER TABLE loan ADD CONSTRAINT loan_book_id_fkey FOREIGN KEY (book_id) REFERENCES book(id);
 ALTER TABLE loan ADD CONSTRAINT loan_due_after_borrowed CHECK ((due_at > borrowed_at));
 ALTER TABLE loan ADD CONSTRAINT loan_fine_cents_per_day_check CHECK ((fine_cents_per_day >= 0));
 ALTER TABLE loan ADD CONSTRAINT loan_fine_within_cap CHECK (((fine_cents >= 0) AND (fine_cents <= max_fine_cents)));
 ALTER TABLE loan ADD CONSTRAINT loan_grace_days_check CHECK ((grace_days >= 0));
+ALTER TABLE loan ADD CONSTRAINT loan_item_of_book FOREIGN KEY (book_id, item_id) REFERENCES item(book_id, id);
 ALTER TABLE loan ADD CONSTRAINT loan_max_fine_cents_check CHECK ((max_fine_cents >= 0));
 ALTER TABLE loan ADD CONSTRAINT loan_member_id_fkey FOREIGN KEY (member_id) REFERENCES member(id);
+ALTER TABLE loan ADD CONSTRAINT loan_open_has_item CHECK (((returned_at IS NOT NULL) OR (item_id IS NOT NULL)));
 ALTER TABLE loan ADD CONSTRAINT loan_pkey PRIMARY KEY (id);
 ALTER TABLE loan ADD CONSTRAINT loan_renewals_check CHECK ((renewals >= 0));
 ALTER TABLE loan ADD CONSTRAINT loan_returned_after_borrowed CHECK (((returned_at IS NULL) OR (returned_at >= borrowed_at)));
 CREATE INDEX loan_fined_member_idx ON public.loan USING btree (member_id) INCLUDE (fine_cents) WHERE (fine_cents > 0);
+CREATE INDEX loan_item_history ON public.loan USING btree (item_id, borrowed_at) WHERE (item_id IS NOT NULL);
 CREATE INDEX loan_member_borrowed_idx ON public.loan USING btree (member_id, borrowed_at);
+CREATE UNIQUE INDEX loan_one_open_per_item ON public.loan USING btree (item_id) WHERE (returned_at IS NULL);
 CREATE UNIQUE INDEX loan_open_book_member_key ON public.loan USING btree (book_id, member_id) WHERE (returned_at IS NULL);
 CREATE INDEX loan_open_due_idx ON public.loan USING btree (due_at) WHERE (returned_at IS NULL);
 CREATE INDEX loan_open_member_idx ON public.loan USING btree (member_id) WHERE (returned_at IS NULL);

@@ -3,24 +3,31 @@
 use std::process::ExitCode;
 
 use clap::Args;
-use libcore::circulation::{self, LoanFilter, LoanRef};
+use libcore::circulation::{self, Copy, LoanFilter, LoanRef};
 use uuid::Uuid;
 
 use crate::app::App;
 
 #[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("copy").required(true).args(["book", "item"]))]
 pub struct BorrowArgs {
     /// Member id or email
     #[arg(long)]
     pub member: String,
-    /// Book id or ISBN
+    /// Book id or ISBN: any available copy
     #[arg(long)]
-    pub book: String,
+    pub book: Option<String>,
+    /// The scanned item's barcode
+    #[arg(long)]
+    pub item: Option<String>,
 }
 
 #[derive(Debug, Args)]
-#[command(group = clap::ArgGroup::new("which").required(true).args(["loan", "member"]))]
+#[command(group = clap::ArgGroup::new("which").required(true).args(["item", "loan", "member"]))]
 pub struct LoanArgs {
+    /// The scanned item's barcode
+    #[arg(long, conflicts_with_all = ["loan", "member", "book"])]
+    pub item: Option<String>,
     /// Loan id
     #[arg(long, conflicts_with_all = ["member", "book"])]
     pub loan: Option<Uuid>,
@@ -34,10 +41,11 @@ pub struct LoanArgs {
 
 impl LoanArgs {
     fn loan_ref(self) -> LoanRef {
-        match (self.loan, self.member, self.book) {
-            (Some(id), _, _) => LoanRef::Id(id),
-            (None, Some(member), Some(book)) => LoanRef::MemberBook { member, book },
-            _ => unreachable!("clap requires --loan or --member with --book"),
+        match (self.item, self.loan, self.member, self.book) {
+            (Some(item), _, _, _) => LoanRef::Item { item },
+            (None, Some(id), _, _) => LoanRef::Id(id),
+            (None, None, Some(member), Some(book)) => LoanRef::MemberBook { member, book },
+            _ => unreachable!("clap requires --item, --loan, or --member with --book"),
         }
     }
 }
@@ -59,7 +67,12 @@ pub struct LoansArgs {
 
 pub fn borrow(app: &mut App, args: BorrowArgs) -> anyhow::Result<ExitCode> {
     let (mut client, ctx) = app.session()?;
-    let loan = circulation::borrow(&mut client, &ctx, &args.member, &args.book)?;
+    let copy = match (&args.item, &args.book) {
+        (Some(barcode), _) => Copy::Item(barcode),
+        (None, Some(book)) => Copy::Title(book),
+        (None, None) => unreachable!("clap requires --book or --item"),
+    };
+    let loan = circulation::borrow_copy(&mut client, &ctx, &args.member, copy)?;
     app.out.record(&loan)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -25,6 +25,7 @@ pub mod bench;
 pub mod book;
 pub mod circulation;
 pub mod db;
+pub mod item;
 pub mod jobs;
 pub mod member;
 pub mod misc;
@@ -42,12 +43,15 @@ pub enum Command {
     /// Catalogue: add, import, list and show books
     #[command(subcommand)]
     Book(book::BookCommand),
+    /// Items (the physical copies): add, import, list, show, set status
+    #[command(subcommand)]
+    Item(item::ItemCommand),
     /// Members: add, import, list, show, change status
     #[command(subcommand)]
     Member(member::MemberCommand),
     /// Lend a copy of a book to a member
     Borrow(circulation::BorrowArgs),
-    /// Take a loan back (by loan id, or member and book)
+    /// Take a loan back (by item barcode, loan id, or member and book)
     Return(circulation::LoanArgs),
     /// Extend a loan
     Renew(circulation::LoanArgs),
@@ -112,6 +116,7 @@ pub fn run(app: &mut App, command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Db(c) => db::run(app, c),
         Command::Book(c) => book::run(app, c),
+        Command::Item(c) => item::run(app, c),
         Command::Member(c) => member::run(app, c),
         Command::Borrow(a) => circulation::borrow(app, a),
         Command::Return(a) => circulation::return_loan(app, a),
