@@ -14,6 +14,7 @@ mod connection;
 mod database;
 mod hardening;
 mod identity;
+mod items;
 mod output;
 mod reports;
 mod reviews;

@@ -8,10 +8,10 @@ use libcore::Error;
 use crate::support::*;
 
 /// One racer's work, run on its own connection.
-type Job<T> = Box<dyn FnOnce(&mut postgres::Client) -> T + Send>;
+pub(crate) type Job<T> = Box<dyn FnOnce(&mut postgres::Client) -> T + Send>;
 
 /// Runs `jobs` at once, each on its own connection, released together by a barrier.
-fn race<T: Send + 'static>(tdb: &TestDb, jobs: Vec<Job<T>>) -> Vec<T> {
+pub(crate) fn race<T: Send + 'static>(tdb: &TestDb, jobs: Vec<Job<T>>) -> Vec<T> {
     let barrier = Arc::new(Barrier::new(jobs.len()));
     let handles: Vec<_> = jobs
         .into_iter()
@@ -30,7 +30,7 @@ fn race<T: Send + 'static>(tdb: &TestDb, jobs: Vec<Job<T>>) -> Vec<T> {
         .collect()
 }
 
-fn codes(results: &[Result<circulation::Loan, Error>]) -> (usize, Vec<&'static str>) {
+pub(crate) fn codes(results: &[Result<circulation::Loan, Error>]) -> (usize, Vec<&'static str>) {
     let ok = results.iter().filter(|r| r.is_ok()).count();
     let mut errs: Vec<&'static str> = results
         .iter()
@@ -62,6 +62,12 @@ fn twelve_members_race_for_three_copies() {
     let (ok, errs) = codes(&results);
     assert_eq!(ok, 3);
     assert_eq!(errs, vec!["no_copy_available"; 9]);
+    let items: std::collections::HashSet<_> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .map(|l| l.item_id.expect("every loan names its item"))
+        .collect();
+    assert_eq!(items.len(), 3, "each winner took a different item");
     let available: i32 = c
         .query_one(
             "SELECT available_copies FROM book WHERE isbn = $1",

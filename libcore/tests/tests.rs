@@ -8,6 +8,7 @@ mod concurrency;
 mod fines;
 mod history;
 mod imports;
+mod items;
 mod ratelimit;
 mod reviews;
 mod schema;

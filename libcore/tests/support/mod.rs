@@ -114,6 +114,18 @@ impl TestDb {
         }
     }
 
+    /// A private database with no schema at all, for tests of the migrations themselves.
+    pub fn empty() -> TestDb {
+        let name = format!("libctl_t_{}", uuid::Uuid::new_v4().simple());
+        admin_client()
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .expect("create an empty database");
+        TestDb {
+            url: url_for(&name),
+            name,
+        }
+    }
+
     pub fn client(&self) -> Client {
         Client::connect(&self.url, NoTls).expect("connect to the test database")
     }
@@ -173,9 +185,17 @@ pub fn isbn(n: u32) -> String {
     format!("{body}{}", libcore::validate::isbn13_check_digit(&body))
 }
 
-/// Adds a standard book with `copies` copies and returns its ISBN.
+/// How long ago [`add_book`] catalogues its books: their items have been on the shelf since,
+/// so tests may backdate borrows (a borrow before an item was on the shelf is refused).
+pub const CATALOGUED_DAYS_AGO: i64 = 3650;
+
+/// Adds a standard book with `copies` copies, catalogued [`CATALOGUED_DAYS_AGO`] days ago,
+/// and returns its ISBN.
 pub fn add_book(client: &mut Client, n: u32, copies: i64) -> String {
-    let admin = admin(client);
+    let admin = Ctx {
+        at: Some(chrono::Utc::now() - chrono::Duration::days(CATALOGUED_DAYS_AGO)),
+        ..admin(client)
+    };
     let isbn = isbn(n);
     libcore::catalog::add_book(
         client,
