@@ -618,15 +618,15 @@ fn plan_borrow(
             format!("{title:?} is a reference book"),
         ));
     }
-    let item = match (item, wanted) {
-        (Some(item), _) if item.status == "available" && now < item.status_changed_at => {
+    let item = match item {
+        Some(item) if item.status == "available" && now < item.status_changed_at => {
             if ctx.at.is_some() {
                 return Err(backdated_before_shelf(item, now));
             }
             item
         }
-        (Some(item), _) if item.status == "available" => item,
-        (Some(item), _) => {
+        Some(item) if item.status == "available" => item,
+        Some(item) => {
             return Err(Error::refused(
                 Refusal::ItemNotAvailable,
                 format!(
@@ -635,7 +635,7 @@ fn plan_borrow(
                 ),
             ))
         }
-        (None, _) => {
+        None => {
             return Err(Error::refused(
                 Refusal::NoCopyAvailable,
                 format!("no copy of {title:?} is available"),
