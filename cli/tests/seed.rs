@@ -9,6 +9,7 @@ use crate::util::*;
 const AS_OF: &str = "2026-01-15";
 const TABLES: &[&str] = &[
     "book",
+    "item",
     "member",
     "loan",
     "account_entry",
