@@ -284,3 +284,42 @@ fn items_are_added_imported_all_or_nothing_and_set_missing_or_withdrawn() {
         .run();
     assert_invariants(&mut c);
 }
+
+#[test]
+fn the_barcode_prefix_is_a_policy_an_admin_sets() {
+    let tdb = TestDb::new();
+    let mut c = tdb.client();
+    let desk = add_member(&mut c, "desk@example.org", "librarian");
+    let shown = Libctl::new(&tdb)
+        .args(["policy", "show", "--format", "json"])
+        .run()
+        .json();
+    assert_eq!(shown["item_barcode_prefix"], "3");
+    Libctl::new(&tdb)
+        .actor(&desk)
+        .args(["policy", "set", "--item-barcode-prefix", "39"])
+        .status(5)
+        .run();
+    Libctl::new(&tdb)
+        .actor(ADMIN)
+        .args(["policy", "set", "--item-barcode-prefix", "3a"])
+        .status(7)
+        .stderr_contains("error[invalid_barcode]")
+        .run();
+    Libctl::new(&tdb)
+        .actor(ADMIN)
+        .args(["policy", "set", "--item-barcode-prefix", "39"])
+        .run();
+    let book = add_book(&mut c, 1, 0);
+    let item = Libctl::new(&tdb)
+        .actor(&desk)
+        .args(["item", "add", "--book", &book, "--format", "json"])
+        .run()
+        .json();
+    let barcode = item["barcode"].as_str().unwrap();
+    assert!(
+        barcode.starts_with("39") && barcode.len() == 14,
+        "{barcode}"
+    );
+    assert!(libcore::barcode::luhn_valid(barcode), "{barcode}");
+}

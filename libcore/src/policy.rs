@@ -89,6 +89,8 @@ pub fn rules(client: &mut impl GenericClient) -> Result<Vec<CirculationRule>> {
 pub struct Policy {
     /// Library time zone.
     pub timezone: String,
+    /// The prefix of generated item barcodes.
+    pub item_barcode_prefix: String,
     /// Rules by category.
     pub rules: Vec<CirculationRule>,
 }
@@ -99,6 +101,7 @@ pub fn show(client: &mut impl GenericClient) -> Result<Policy> {
         timezone: crate::calendar::library_timezone(client)?
             .name()
             .to_string(),
+        item_barcode_prefix: item_barcode_prefix(client)?,
         rules: rules(client)?,
     })
 }
@@ -221,6 +224,40 @@ pub fn set_timezone(client: &mut Client, ctx: &Ctx, name: &str) -> Result<String
             tz.name().to_string(),
             "timezone",
             json!({ "before": before.name(), "after": tz.name() }),
+        ))
+    })
+}
+
+/// The prefix generated item barcodes start with (V20).
+pub fn item_barcode_prefix(client: &mut impl GenericClient) -> Result<String> {
+    Ok(client
+        .query_one("SELECT item_barcode_prefix()", &[])?
+        .get(0))
+}
+
+/// Sets the prefix of generated item barcodes (admin only): 1–12 digits. Items already
+/// labelled keep their barcodes; the running number continues.
+pub fn set_item_barcode_prefix(client: &mut Client, ctx: &Ctx, prefix: &str) -> Result<String> {
+    let op = Operation::new(
+        "policy.set_item_barcode_prefix",
+        "library_setting",
+        json!({ "item_barcode_prefix": prefix }),
+    );
+    audit::run(client, ctx, &op, |tx| {
+        ctx.require(Capability::Administer)?;
+        let prefix = prefix.trim();
+        // The same rule generation applies: a prefix that cannot make a barcode is refused.
+        crate::barcode::generate(prefix, 0)?;
+        let before = item_barcode_prefix(tx)?;
+        tx.execute(
+            "INSERT INTO library_setting (key, value) VALUES ('item_barcode_prefix', $1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            &[&prefix],
+        )?;
+        Ok(Audited::new(
+            prefix.to_string(),
+            "item_barcode_prefix",
+            json!({ "before": before, "after": prefix }),
         ))
     })
 }

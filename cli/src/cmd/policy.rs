@@ -12,12 +12,12 @@ use crate::app::App;
 pub enum PolicyCommand {
     /// Show the circulation rules and the library time zone
     Show,
-    /// Change a category's rule, or the library time zone (admin)
+    /// Change a category's rule, the library time zone or the item barcode prefix (admin)
     Set(SetArgs),
 }
 
 #[derive(Debug, Args)]
-#[command(group = clap::ArgGroup::new("target").required(true).args(["category", "timezone"]).multiple(true))]
+#[command(group = clap::ArgGroup::new("target").required(true).args(["category", "timezone", "item_barcode_prefix"]).multiple(true))]
 pub struct SetArgs {
     /// Member category whose rule changes (created if new)
     #[arg(long)]
@@ -37,6 +37,9 @@ pub struct SetArgs {
     /// IANA time zone of the library, e.g. Europe/Berlin
     #[arg(long)]
     pub timezone: Option<String>,
+    /// Prefix of generated item barcodes, 1–12 digits (default 3)
+    #[arg(long)]
+    pub item_barcode_prefix: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -72,6 +75,8 @@ pub fn run(app: &mut App, command: PolicyCommand) -> anyhow::Result<ExitCode> {
                 crate::render::Format::Json => app.out.record(&p)?,
                 _ => {
                     app.out.note(&format!("time zone: {}", p.timezone))?;
+                    app.out
+                        .note(&format!("item barcode prefix: {}", p.item_barcode_prefix))?;
                     app.out.rows(&p.rules)?;
                 }
             }
@@ -80,6 +85,11 @@ pub fn run(app: &mut App, command: PolicyCommand) -> anyhow::Result<ExitCode> {
             if let Some(tz) = &a.timezone {
                 let tz = policy::set_timezone(&mut client, &ctx, tz)?;
                 app.out.record(&serde_json::json!({ "timezone": tz }))?;
+            }
+            if let Some(prefix) = &a.item_barcode_prefix {
+                let prefix = policy::set_item_barcode_prefix(&mut client, &ctx, prefix)?;
+                app.out
+                    .record(&serde_json::json!({ "item_barcode_prefix": prefix }))?;
             }
             if let Some(category) = a.category {
                 let rule = policy::set_rule(
