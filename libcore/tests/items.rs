@@ -20,6 +20,24 @@ fn barcodes(c: &mut Client, isbn: &str) -> Vec<String> {
     .collect()
 }
 
+/// Adds an item to `book` as `ctx`, with `barcode` or a generated one.
+fn add_item(
+    c: &mut Client,
+    ctx: &libcore::actor::Ctx,
+    book: &str,
+    barcode: Option<&str>,
+) -> libcore::Result<items::Item> {
+    items::add(
+        c,
+        ctx,
+        &NewItem {
+            book: book.to_string(),
+            barcode: barcode.map(str::to_string),
+            ..NewItem::default()
+        },
+    )
+}
+
 #[test]
 fn two_members_scan_the_same_barcode_at_once_and_exactly_one_wins() {
     let tdb = TestDb::new();
@@ -171,15 +189,7 @@ fn generated_barcodes_are_14_digits_with_the_prefix_and_a_luhn_digit_and_given_o
         &[],
     )
     .unwrap();
-    let item = items::add(
-        &mut c,
-        &ctx,
-        &NewItem {
-            book: book.clone(),
-            ..NewItem::default()
-        },
-    )
-    .unwrap();
+    let item = add_item(&mut c, &ctx, &book, None).unwrap();
     assert!(item.barcode.starts_with("39") && libcore::barcode::luhn_valid(&item.barcode));
     let given = items::add(
         &mut c,
@@ -194,27 +204,9 @@ fn generated_barcodes_are_14_digits_with_the_prefix_and_a_luhn_digit_and_given_o
     )
     .unwrap();
     assert_eq!(given.barcode, "LIB-0042");
-    let dup = items::add(
-        &mut c,
-        &ctx,
-        &NewItem {
-            book: book.clone(),
-            barcode: Some("LIB-0042".into()),
-            ..NewItem::default()
-        },
-    )
-    .unwrap_err();
+    let dup = add_item(&mut c, &ctx, &book, Some("LIB-0042")).unwrap_err();
     assert_eq!((dup.code(), dup.exit_code()), ("duplicate_barcode", 4));
-    let bad = items::add(
-        &mut c,
-        &ctx,
-        &NewItem {
-            book: book.clone(),
-            barcode: Some("has space".into()),
-            ..NewItem::default()
-        },
-    )
-    .unwrap_err();
+    let bad = add_item(&mut c, &ctx, &book, Some("has space")).unwrap_err();
     assert_eq!((bad.code(), bad.exit_code()), ("invalid_barcode", 7));
     let book_row = libcore::catalog::find_book(&mut c, &book).unwrap();
     assert_eq!((book_row.total_copies, book_row.available_copies), (5, 5));
@@ -236,15 +228,7 @@ fn generated_barcodes_are_14_digits_with_the_prefix_and_a_luhn_digit_and_given_o
          SELECT setval('item_barcode_seq', 1, false);",
     )
     .unwrap();
-    let skipped = items::add(
-        &mut c,
-        &ctx,
-        &NewItem {
-            book: book.clone(),
-            ..NewItem::default()
-        },
-    )
-    .unwrap();
+    let skipped = add_item(&mut c, &ctx, &book, None).unwrap();
     assert!(!before.contains(&skipped.barcode), "{}", skipped.barcode);
     items::catch_up_barcodes(&mut c).unwrap();
     let next: i64 = c
@@ -438,15 +422,7 @@ fn an_existing_library_migrates_to_items_with_its_open_loans_each_on_its_own_ite
     // The desk goes on from there: a new item gets the next generated barcode.
     libcore::members::bootstrap_admin(&mut c, ADMIN, "Admin").unwrap();
     let ctx = admin(&mut c);
-    let added = items::add(
-        &mut c,
-        &ctx,
-        &NewItem {
-            book: "9780140449136".into(),
-            ..NewItem::default()
-        },
-    )
-    .unwrap();
+    let added = add_item(&mut c, &ctx, "9780140449136", None).unwrap();
     assert!(libcore::barcode::luhn_valid(&added.barcode));
     let loan = circulation::borrow(&mut c, &ctx, "a@example.org", "9780140449136").unwrap();
     assert_eq!(loan.item_id, Some(added.id));

@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use libcore::catalog::{self, NewBook};
 
@@ -13,7 +12,7 @@ pub enum BookCommand {
     /// Catalogue one book
     Add(AddArgs),
     /// Import books from CSV (header isbn,title,author,genre,category,copies); all or nothing
-    Import(ImportArgs),
+    Import(super::ImportArgs),
     /// List books, optionally searching title, author and ISBN
     List(ListArgs),
     /// Show one book by id or ISBN
@@ -37,12 +36,6 @@ pub struct AddArgs {
     /// Copies owned (0 to 10000)
     #[arg(long, default_value_t = 1)]
     pub copies: i64,
-}
-
-#[derive(Debug, Args)]
-pub struct ImportArgs {
-    /// CSV file
-    pub file: std::path::PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -80,11 +73,9 @@ pub fn run(app: &mut App, command: BookCommand) -> anyhow::Result<ExitCode> {
         }
         BookCommand::Import(a) => {
             let (mut client, ctx) = app.session()?;
-            let file = std::fs::File::open(&a.file)
-                .map_err(|e| libcore::Error::io(format!("opening {}", a.file.display()), e))?;
-            let summary = catalog::import_books(&mut client, &ctx, std::io::BufReader::new(file))
-                .with_context(|| format!("importing {}", a.file.display()))?;
-            app.out.record(&summary)?;
+            a.run(app, &mut client, &ctx, |c, ctx, file| {
+                catalog::import_books(c, ctx, file)
+            })?;
         }
         BookCommand::List(a) => {
             let mut client = app.client()?;

@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use libcore::items::{self, ItemFilter, NewItem};
 
@@ -13,7 +12,7 @@ pub enum ItemCommand {
     /// Add one item (copy) to a book; a barcode is generated unless given
     Add(AddArgs),
     /// Import items from CSV (header barcode,isbn,location,call_number,price_cents); all or nothing
-    Import(ImportArgs),
+    Import(super::ImportArgs),
     /// List items, one keyset page at a time
     List(ListArgs),
     /// Show an item, its book, its current loan and its last 10 loans
@@ -39,12 +38,6 @@ pub struct AddArgs {
     /// Replacement price in cents
     #[arg(long)]
     pub price_cents: Option<i64>,
-}
-
-#[derive(Debug, Args)]
-pub struct ImportArgs {
-    /// CSV file
-    pub file: std::path::PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -98,11 +91,9 @@ pub fn run(app: &mut App, command: ItemCommand) -> anyhow::Result<ExitCode> {
         }
         ItemCommand::Import(a) => {
             let (mut client, ctx) = app.session()?;
-            let file = std::fs::File::open(&a.file)
-                .map_err(|e| libcore::Error::io(format!("opening {}", a.file.display()), e))?;
-            let summary = items::import(&mut client, &ctx, std::io::BufReader::new(file))
-                .with_context(|| format!("importing {}", a.file.display()))?;
-            app.out.record(&summary)?;
+            a.run(app, &mut client, &ctx, |c, ctx, file| {
+                items::import(c, ctx, file)
+            })?;
         }
         ItemCommand::List(a) => {
             let mut client = app.client()?;

@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use libcore::members::{self, NewMember};
 
@@ -13,7 +12,7 @@ pub enum MemberCommand {
     /// Add an active member (staff accounts need an admin)
     Add(AddArgs),
     /// Import members from CSV (header name,email,phone,role,category); all or nothing
-    Import(ImportArgs),
+    Import(super::ImportArgs),
     /// List members
     List(ListArgs),
     /// Show a member by id or email
@@ -36,12 +35,6 @@ pub struct AddArgs {
     /// student, staff or public (or any category with a circulation rule)
     #[arg(long, default_value = "public")]
     pub category: String,
-}
-
-#[derive(Debug, Args)]
-pub struct ImportArgs {
-    /// CSV file
-    pub file: std::path::PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -88,11 +81,9 @@ pub fn run(app: &mut App, command: MemberCommand) -> anyhow::Result<ExitCode> {
             app.out.record(&member)?;
         }
         MemberCommand::Import(a) => {
-            let file = std::fs::File::open(&a.file)
-                .map_err(|e| libcore::Error::io(format!("opening {}", a.file.display()), e))?;
-            let summary = members::import_members(&mut client, &ctx, std::io::BufReader::new(file))
-                .with_context(|| format!("importing {}", a.file.display()))?;
-            app.out.record(&summary)?;
+            a.run(app, &mut client, &ctx, |c, ctx, file| {
+                members::import_members(c, ctx, file)
+            })?;
         }
         MemberCommand::List(a) => {
             let page = members::list_members(

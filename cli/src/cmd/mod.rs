@@ -18,6 +18,36 @@ pub struct PageArgs {
     pub cursor: Option<String>,
 }
 
+/// An all-or-nothing CSV import: the file to read.
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    /// CSV file
+    pub file: std::path::PathBuf,
+}
+
+impl ImportArgs {
+    /// Opens the file, hands it to `import` and prints the summary; every error names the file.
+    pub fn run(
+        &self,
+        app: &mut App,
+        client: &mut libcore::Client,
+        ctx: &libcore::actor::Ctx,
+        import: impl FnOnce(
+            &mut libcore::Client,
+            &libcore::actor::Ctx,
+            std::io::BufReader<std::fs::File>,
+        ) -> libcore::Result<libcore::ImportSummary>,
+    ) -> anyhow::Result<()> {
+        use anyhow::Context as _;
+        let file = std::fs::File::open(&self.file)
+            .map_err(|e| libcore::Error::io(format!("opening {}", self.file.display()), e))?;
+        let summary = import(client, ctx, std::io::BufReader::new(file))
+            .with_context(|| format!("importing {}", self.file.display()))?;
+        app.out.record(&summary)?;
+        Ok(())
+    }
+}
+
 pub mod approvals;
 pub mod audit;
 pub mod backup;
