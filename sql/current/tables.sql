@@ -176,7 +176,7 @@ ALTER TABLE loan ADD CONSTRAINT loan_pkey PRIMARY KEY (id);
 ALTER TABLE loan ADD CONSTRAINT loan_renewals_check CHECK ((renewals >= 0));
 ALTER TABLE loan ADD CONSTRAINT loan_returned_after_borrowed CHECK (((returned_at IS NULL) OR (returned_at >= borrowed_at)));
 CREATE INDEX loan_fined_member_idx ON public.loan USING btree (member_id) INCLUDE (fine_cents) WHERE (fine_cents > 0);
-CREATE INDEX loan_item_history ON public.loan USING btree (item_id, borrowed_at) WHERE (item_id IS NOT NULL);
+CREATE INDEX loan_item_history ON public.loan USING btree (item_id, borrowed_at, returned_at) WHERE (item_id IS NOT NULL);
 CREATE INDEX loan_member_borrowed_idx ON public.loan USING btree (member_id, borrowed_at);
 CREATE UNIQUE INDEX loan_one_open_per_item ON public.loan USING btree (item_id) WHERE (returned_at IS NULL);
 CREATE UNIQUE INDEX loan_open_book_member_key ON public.loan USING btree (book_id, member_id) WHERE (returned_at IS NULL);
