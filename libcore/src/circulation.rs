@@ -85,15 +85,21 @@ impl Loan {
     }
 }
 
-pub(crate) const LOAN_COLUMNS: &str =
-    "id, book_id, member_id, borrowed_at, due_at, returned_at, renewals, \
-     fine_cents, fine_cents_per_day, grace_days, max_fine_cents, item_id";
+/// The columns [`loan_from_row`] reads, for a query over `loan` unaliased.
+macro_rules! loan_columns {
+    () => {
+        "id, book_id, member_id, borrowed_at, due_at, returned_at, renewals, \
+         fine_cents, fine_cents_per_day, grace_days, max_fine_cents, item_id"
+    };
+}
 
-/// [`LOAN_COLUMNS`] and the item's barcode, for a query over `loan` unaliased.
-pub(crate) const LOAN_COLUMNS_WITH_BARCODE: &str =
-    "id, book_id, member_id, borrowed_at, due_at, returned_at, renewals, \
-     fine_cents, fine_cents_per_day, grace_days, max_fine_cents, item_id, \
-     (SELECT i.barcode FROM item i WHERE i.id = loan.item_id)";
+pub(crate) const LOAN_COLUMNS: &str = loan_columns!();
+
+/// [`LOAN_COLUMNS`] and the item's barcode.
+pub(crate) const LOAN_COLUMNS_WITH_BARCODE: &str = concat!(
+    loan_columns!(),
+    ", (SELECT i.barcode FROM item i WHERE i.id = loan.item_id)"
+);
 
 pub(crate) fn loan_from_row(r: &postgres::Row) -> Loan {
     Loan {

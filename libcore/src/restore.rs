@@ -204,8 +204,8 @@ pub fn restore(dir: &Path, actor: Option<&str>, options: &RestoreOptions) -> Res
     };
 
     crate::bulk::rebuild_parallel(&staging_url, &schema, options.jobs)?;
-    if manifest.schema_version >= 20 {
-        // Generated barcodes continue after the restored ones (V20).
+    if tables.iter().any(|t| t == "item") {
+        // Generated barcodes continue after the restored ones.
         crate::items::catch_up_barcodes(&mut client)?;
     }
     step("rebuilt")?;

@@ -345,6 +345,8 @@ pub struct Plan {
     pub desk_staff: Vec<u32>,
     /// The items of book `b` are `item_start[b]..item_start[b + 1]`.
     pub item_start: Vec<u32>,
+    /// Item ids, drawn once: every loan row and its audit rows name one.
+    item_ids: Vec<Uuid>,
 }
 
 /// The circulation rules every seeded library uses.
@@ -625,6 +627,21 @@ fn closed_days(seed: u64, start: NaiveDate, end: NaiveDate) -> Vec<(NaiveDate, &
     days
 }
 
+/// Every item's id: stamped with its book's cataloguing time, random bits from the item's
+/// own stream.
+fn item_ids(seed: u64, books: &[BookRow], item_start: &[u32]) -> Vec<Uuid> {
+    books
+        .par_iter()
+        .zip(item_start.par_windows(2))
+        .flat_map_iter(|(book, range)| {
+            (range[0]..range[1]).map(move |item| {
+                let mut rng = rng_for(seed, ITEM_STREAM + u64::from(item));
+                id_from_parts(book.created_at, rng.random())
+            })
+        })
+        .collect()
+}
+
 fn book_weights_total(books: &[BookRow]) -> u64 {
     books
         .iter()
@@ -698,7 +715,8 @@ impl Plan {
                 *acc += b.total_copies as u32;
                 Some(*acc)
             }))
-            .collect();
+            .collect::<Vec<u32>>();
+        let item_ids = item_ids(seed, &books, &item_start);
         Plan {
             scenario,
             seed,
@@ -716,6 +734,7 @@ impl Plan {
             audit_from_month,
             desk_staff,
             item_start,
+            item_ids,
         }
     }
 
@@ -1043,9 +1062,7 @@ impl Plan {
 
     /// Deterministic id of item `item`.
     pub fn item_id(&self, item: u32) -> Uuid {
-        let book = &self.books[self.book_of_item(item) as usize];
-        let mut rng = rng_for(self.seed, ITEM_STREAM + u64::from(item));
-        id_from_parts(book.created_at, rng.random())
+        self.item_ids[item as usize]
     }
 
     /// Every item, with its shelving, price and its state at the end of the history.
