@@ -315,6 +315,7 @@ fn apply(tx: &mut Transaction<'_>, ctx: &Ctx, request: &Request) -> Result<Value
                 .ok_or_else(|| Error::Internal("waiver without an amount".into()))?;
             let entry = fines::credit_in(
                 tx,
+                ctx,
                 request.member_id,
                 "waiver",
                 amount,

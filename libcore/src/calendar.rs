@@ -72,6 +72,22 @@ impl Calendar {
         day
     }
 
+    /// The day `days` open days after `day`: closed days do not count (a hold's last pickup
+    /// day; the SQL twin is `open_days_after`, V21).
+    pub fn open_days_after(&self, day: NaiveDate, days: i32) -> NaiveDate {
+        let mut left = days.max(1);
+        let mut d = day;
+        loop {
+            d = d + Days::new(1);
+            if !self.is_closed(d) {
+                left -= 1;
+                if left == 0 {
+                    return d;
+                }
+            }
+        }
+    }
+
     /// The last second of `day` in library time.
     pub fn end_of_day(&self, day: NaiveDate) -> DateTime<Utc> {
         let last_second = day.and_hms_opt(23, 59, 59).expect("valid time");

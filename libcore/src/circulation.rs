@@ -34,6 +34,7 @@ use crate::calendar::{parse_timezone, Calendar};
 use crate::catalog;
 use crate::error::{Error, Refusal, Result};
 use crate::fines::{self, FinePolicy};
+use crate::hold_queue::{self, Ending, Trapped};
 use crate::ids;
 use crate::members;
 use crate::page::{Cursor, Page};
@@ -72,6 +73,9 @@ pub struct Loan {
     pub item_id: Option<Uuid>,
     /// Its barcode.
     pub barcode: Option<String>,
+    /// On a return: the hold its item was trapped for, so the desk shelves it for pickup.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold: Option<Trapped>,
 }
 
 impl Loan {
@@ -116,6 +120,7 @@ pub(crate) fn loan_from_row(r: &postgres::Row) -> Loan {
         max_fine_cents: r.get(10),
         item_id: r.get(11),
         barcode: if r.len() > 12 { r.get(12) } else { None },
+        hold: None,
     }
 }
 
@@ -149,47 +154,60 @@ pub enum Copy<'a> {
 }
 
 /// A member row locked for the rest of the transaction, with everything the rules need.
-struct LockedMember {
-    id: Uuid,
-    email: String,
-    status: String,
-    created_at: DateTime<Utc>,
-    expires_at: Option<DateTime<Utc>>,
-    rule: crate::policy::CirculationRule,
+pub(crate) struct LockedMember {
+    pub(crate) id: Uuid,
+    pub(crate) email: String,
+    pub(crate) status: String,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) expires_at: Option<DateTime<Utc>>,
+    pub(crate) rule: crate::policy::CirculationRule,
     credits_cents: i64,
     /// The fines stored on all the member's loans, open or returned.
     stored_fines_cents: i64,
     /// The library calendar: read with the member, or kept by the connection (V15).
     calendar: Arc<Calendar>,
     /// Open loans, read after the lock.
-    loans: Vec<StandingLoan>,
+    pub(crate) loans: Vec<StandingLoan>,
     /// The book a borrow named, locked right after the member; `None` when none was named
     /// or there is no such book.
-    book: Option<LockedBook>,
+    pub(crate) book: Option<LockedBook>,
+    /// The member's live holds, counted when a book was named.
+    pub(crate) live_holds: Option<i64>,
 }
 
 /// A book row locked for a borrow, and the item it would take.
-struct LockedBook {
-    id: Uuid,
-    category: String,
-    title: String,
-    /// The scanned item, or the title's first available one; `None` when there is none.
-    item: Option<LockedItem>,
+pub(crate) struct LockedBook {
+    pub(crate) id: Uuid,
+    pub(crate) category: String,
+    pub(crate) title: String,
+    /// The scanned item; else the item held for the member; else the title's first
+    /// available one; `None` when there is none.
+    pub(crate) item: Option<LockedItem>,
+    /// The member's live hold on the title.
+    pub(crate) own_hold: Option<OwnHold>,
 }
 
 /// An item row locked for a borrow.
-struct LockedItem {
+pub(crate) struct LockedItem {
     id: Uuid,
     barcode: String,
-    status: String,
+    pub(crate) status: String,
     /// When it last came back to the shelf (or otherwise changed status).
     status_changed_at: DateTime<Utc>,
+    /// On the hold shelf: whose ready hold holds it.
+    held_for: Option<Uuid>,
+}
+
+/// A member's live hold on the title a borrow names.
+pub(crate) struct OwnHold {
+    pub(crate) id: Uuid,
+    pub(crate) status: String,
 }
 
 /// One open loan of a locked member.
-struct StandingLoan {
+pub(crate) struct StandingLoan {
     id: Uuid,
-    book_id: Uuid,
+    pub(crate) book_id: Uuid,
     borrowed_at: DateTime<Utc>,
     due_at: DateTime<Utc>,
     stored_fine_cents: i64,
@@ -202,7 +220,7 @@ struct StandingLoan {
 
 /// Whose lock [`lock_member`] takes.
 #[derive(Clone, Copy)]
-enum Whose {
+pub(crate) enum Whose {
     /// This member.
     Member(Uuid),
     /// The member who borrowed this loan (found in the same round trip).
@@ -216,7 +234,7 @@ enum Whose {
 ///
 /// Given the mutation's rate-limit [`Gate`], the call passes it first, in the same round
 /// trip; without one (the caller's transaction has passed its own), on its own.
-fn lock_member(
+pub(crate) fn lock_member(
     tx: &mut Transaction<'_>,
     mut statements: Option<&mut Statements>,
     gate: Option<&mut Gate<'_>>,
@@ -284,6 +302,8 @@ fn lock_member(
             max_fine_cents_per_loan: row.get(11),
             block_fine_cents: row.get(12),
             block_overdue_days: row.get(13),
+            max_holds: row.get(43),
+            hold_pickup_days: row.get(44),
         },
         credits_cents: row.get(14),
         stored_fines_cents: row.get(15),
@@ -298,8 +318,14 @@ fn lock_member(
                 barcode: row.get(36),
                 status: row.get(37),
                 status_changed_at: row.get(38),
+                held_for: row.get(42),
+            }),
+            own_hold: row.get::<_, Option<Uuid>>(39).map(|id| OwnHold {
+                id,
+                status: row.get(40),
             }),
         }),
+        live_holds: row.get(45),
     })
 }
 
@@ -347,13 +373,13 @@ impl LockedMember {
 }
 
 /// What the member's loans add up to at `now`.
-struct MemberLoans {
+pub(crate) struct MemberLoans {
     open_book_ids: Vec<Uuid>,
     outstanding_cents: i64,
     max_overdue_days: i32,
 }
 
-fn member_loans(member: &LockedMember, now: DateTime<Utc>) -> MemberLoans {
+pub(crate) fn member_loans(member: &LockedMember, now: DateTime<Utc>) -> MemberLoans {
     // Returned loans owe what is stored on them; an open loan owes the larger of its stored
     // fine and its fine as of `now` (the nightly job may not have run yet).
     let mut loans = MemberLoans {
@@ -372,7 +398,7 @@ fn member_loans(member: &LockedMember, now: DateTime<Utc>) -> MemberLoans {
 }
 
 /// Refuses a member who is not active or whose membership has expired.
-fn require_active(member: &LockedMember, now: DateTime<Utc>) -> Result<()> {
+pub(crate) fn require_active(member: &LockedMember, now: DateTime<Utc>) -> Result<()> {
     if member.status != "active" {
         return Err(Error::refused(
             Refusal::MemberNotActive,
@@ -390,7 +416,7 @@ fn require_active(member: &LockedMember, now: DateTime<Utc>) -> Result<()> {
 
 /// Refuses a blocked member: outstanding fines at or above the threshold, or a loan overdue
 /// by more than the allowed days.
-fn require_not_blocked(member: &LockedMember, loans: &MemberLoans) -> Result<()> {
+pub(crate) fn require_not_blocked(member: &LockedMember, loans: &MemberLoans) -> Result<()> {
     if loans.outstanding_cents >= member.rule.block_fine_cents {
         return Err(Error::refused(
             Refusal::MemberBlocked,
@@ -467,7 +493,7 @@ pub fn borrow_copy(
             }),
             Copy::Item(barcode) => Wanted::Item(barcode.trim()),
         };
-        let loan = plan_borrow(
+        let planned = plan_borrow(
             tx,
             statements.as_deref_mut(),
             Some(gate),
@@ -476,16 +502,17 @@ pub fn borrow_copy(
             wanted,
             Overrides::default(),
         )?;
-        let row = OkRow::new(
-            ctx,
-            &op,
-            loan.borrowed_at,
-            loan.id,
-            json!({ "after": loan }),
-        );
-        let params = row.params(&insert_loan_params(&loan));
+        let loan = &planned.loan;
+        let mut details = json!({ "after": loan });
+        if let Some(hold) = planned.fulfils {
+            details["fulfils"] = json!(hold);
+        }
+        let row = OkRow::new(ctx, &op, loan.borrowed_at, loan.id, details);
+        let taken = i32::from(planned.from_open_shelf);
+        let params = row.params(&insert_loan_params(loan, &taken));
         session::execute(tx, statements, &BORROW_AUDITED, &params)?;
-        Ok(Audited::written(loan))
+        fulfil(tx, ctx, &planned)?;
+        Ok(Audited::written(planned.loan))
     })
 }
 
@@ -499,7 +526,7 @@ pub(crate) fn borrow_in(
     book_id: Uuid,
     overrides: Overrides,
 ) -> Result<Loan> {
-    let loan = plan_borrow(
+    let planned = plan_borrow(
         tx,
         statements.as_deref_mut(),
         None,
@@ -508,25 +535,49 @@ pub(crate) fn borrow_in(
         Wanted::Title(book_id),
         overrides,
     )?;
-    session::execute(tx, statements, &BORROW_PLAIN, &insert_loan_params(&loan))?;
-    Ok(loan)
+    let taken = i32::from(planned.from_open_shelf);
+    session::execute(
+        tx,
+        statements,
+        &BORROW_PLAIN,
+        &insert_loan_params(&planned.loan, &taken),
+    )?;
+    fulfil(tx, ctx, &planned)?;
+    Ok(planned.loan)
 }
 
-/// A borrow's writes: the item leaves the shelf, its book's counter follows, and the loan is
-/// inserted.
-const BORROW_TAKEN: &str = "taken AS (UPDATE book SET available_copies = available_copies - 1, \
+/// Fulfils the hold a borrow serves, in the borrow's transaction (after its writes).
+fn fulfil(tx: &mut Transaction<'_>, ctx: &Ctx, planned: &PlannedBorrow) -> Result<()> {
+    if let (Some(hold), Some(item)) = (planned.fulfils, planned.loan.item_id) {
+        hold_queue::end(
+            tx,
+            ctx,
+            hold,
+            Ending::Fulfilled(item),
+            planned.loan.borrowed_at,
+        )?;
+    }
+    Ok(())
+}
+
+/// A borrow's writes: the item leaves the shelf, its book's counter follows (an item from the
+/// hold shelf was not counted available), and the loan is inserted.
+const BORROW_TAKEN: &str = "taken AS (UPDATE book SET available_copies = available_copies - $10, \
      times_borrowed = times_borrowed + 1 WHERE id = $2), \
      lent AS (UPDATE item SET status = 'on_loan', status_changed_at = $4 WHERE id = $9)";
 const BORROW_INSERT: &str =
     "INSERT INTO loan (id, book_id, member_id, borrowed_at, due_at, fine_cents_per_day, grace_days, max_fine_cents, item_id) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 static BORROW_AUDITED: LazyLock<String> =
-    LazyLock::new(|| OkRow::sql(9, BORROW_TAKEN, BORROW_INSERT));
+    LazyLock::new(|| OkRow::sql(10, BORROW_TAKEN, BORROW_INSERT));
 /// The same writes without the audit row, for a caller that writes its own.
 static BORROW_PLAIN: LazyLock<String> =
     LazyLock::new(|| format!("WITH {BORROW_TAKEN} {BORROW_INSERT}"));
 
-fn insert_loan_params(loan: &Loan) -> [(&(dyn ToSql + Sync), Type); 9] {
+fn insert_loan_params<'a>(
+    loan: &'a Loan,
+    from_open_shelf: &'a i32,
+) -> [(&'a (dyn ToSql + Sync), Type); 10] {
     [
         (&loan.id, Type::UUID),
         (&loan.book_id, Type::UUID),
@@ -537,6 +588,7 @@ fn insert_loan_params(loan: &Loan) -> [(&(dyn ToSql + Sync), Type); 9] {
         (&loan.grace_days, Type::INT4),
         (&loan.max_fine_cents, Type::INT8),
         (&loan.item_id, Type::UUID),
+        (from_open_shelf, Type::INT4),
     ]
 }
 
@@ -549,6 +601,16 @@ enum Wanted<'a> {
     Item(&'a str),
 }
 
+/// A borrow decided under its locks, before anything is written.
+struct PlannedBorrow {
+    loan: Loan,
+    /// The item came off the open shelf (not the hold shelf): the title's available counter
+    /// goes down.
+    from_open_shelf: bool,
+    /// The member's live hold on the title, which this borrow fulfils.
+    fulfils: Option<Uuid>,
+}
+
 /// Locks the member and the book and applies every rule of a borrow; the loan it would insert.
 /// Nothing is written.
 fn plan_borrow(
@@ -559,7 +621,7 @@ fn plan_borrow(
     member_id: Uuid,
     wanted: Wanted<'_>,
     overrides: Overrides,
-) -> Result<Loan> {
+) -> Result<PlannedBorrow> {
     let (book, barcode) = match wanted {
         Wanted::Title(id) => (Some(id), None),
         Wanted::Item(barcode) => (None, Some(barcode)),
@@ -604,6 +666,7 @@ fn plan_borrow(
         category,
         title,
         item,
+        own_hold,
     }) = member.book.as_ref()
     else {
         return Err(match wanted {
@@ -632,6 +695,17 @@ fn plan_borrow(
             item
         }
         Some(item) if item.status == "available" => item,
+        // Held for this member: theirs to take.
+        Some(item) if item.status == "on_hold_shelf" && item.held_for == Some(member_id) => item,
+        Some(item) if item.status == "on_hold_shelf" => {
+            return Err(Error::refused(
+                Refusal::ItemOnHold,
+                format!(
+                    "item {} of {title:?} is on the hold shelf for another member",
+                    item.barcode
+                ),
+            ))
+        }
         Some(item) => {
             return Err(Error::refused(
                 Refusal::ItemNotAvailable,
@@ -655,7 +729,7 @@ fn plan_borrow(
         .calendar
         .due_at(now, loan_days(&member.rule, category));
     let policy = member.rule.fine_policy();
-    Ok(Loan {
+    let loan = Loan {
         id: ids::new_id(now),
         book_id,
         member_id,
@@ -669,6 +743,15 @@ fn plan_borrow(
         max_fine_cents: policy.max_fine_cents,
         item_id: Some(item.id),
         barcode: Some(item.barcode.clone()),
+        hold: None,
+    };
+    // Whatever copy the member takes, their hold on the title is served by it (a ready hold's
+    // other item then passes on).
+    let fulfils = own_hold.as_ref().map(|h| h.id);
+    Ok(PlannedBorrow {
+        loan,
+        from_open_shelf: item.status == "available",
+        fulfils,
     })
 }
 
@@ -805,35 +888,46 @@ pub fn return_loan(connection: &mut impl Connection, ctx: &Ctx, loan: &LoanRef) 
                     "before": { "returned_at": null, "fine_cents": current.stored_fine_cents },
                     "after": { "returned_at": now, "fine_cents": fine } }),
         );
+        let actor_role = ctx.actor.role.as_str();
         let own: [(&(dyn ToSql + Sync), Type); 6] = [
             (&current.id, Type::UUID),
-            (&current.book_id, Type::UUID),
             (&now, Type::TIMESTAMPTZ),
             (&fine, Type::INT8),
             (&member.calendar.local_date(now), Type::DATE),
-            (&current.item_id, Type::UUID),
+            (&ctx.actor.name, Type::TEXT),
+            (&actor_role, Type::TEXT),
         ];
         let rows = session::query(tx, statements, &RETURN_AUDITED, &row.params(&own))?;
         Ok(Audited::written(Loan {
+            id: current.id,
+            book_id: current.book_id,
+            member_id: member.id,
+            borrowed_at: current.borrowed_at,
+            due_at: current.due_at,
+            returned_at: Some(now),
+            renewals: current.renewals,
+            fine_cents: fine,
+            fine_cents_per_day: current.policy.fine_cents_per_day,
+            grace_days: current.policy.grace_days,
+            max_fine_cents: current.policy.max_fine_cents,
+            item_id: current.item_id,
             barcode: current.barcode.clone(),
-            ..loan_from_row(&rows[0])
+            hold: Trapped::from_row(&rows[0], 0),
         }))
     })
 }
 
-/// A return's writes, in one statement that takes the loan's, the item's and the book's row
-/// locks. No cycle can form: the member lock keeps every other circulation command off this
-/// loan and its item (which is on loan, so no status change touches it), and the fines job
-/// locks loans but never waits for a book.
+/// A return's writes (`loan_return`, V21): the loan closes, and its item goes to the first
+/// waiting hold in good standing or back to the shelf. Locks the loan, then the book, the
+/// title's holds and the item. No cycle can form: the member lock keeps every other
+/// circulation command off this loan and its item (which is on loan, so no status change
+/// touches it), and everything else that locks a title's holds or items takes its book first.
 static RETURN_AUDITED: LazyLock<String> = LazyLock::new(|| {
     OkRow::sql(
         6,
-        "restored AS (UPDATE book SET available_copies = available_copies + 1 WHERE id = $2), \
-         shelved AS (UPDATE item SET status = 'available', status_changed_at = $3 WHERE id = $6)",
-        &format!(
-            "UPDATE loan SET returned_at = $3, fine_cents = $4, fine_assessed_on = $5 \
-             WHERE id = $1 RETURNING {LOAN_COLUMNS}"
-        ),
+        "",
+        "SELECT t.hold_id, t.member_id, t.ready_at, t.pickup_by \
+         FROM loan_return($1, $2, $3, $4, $5, $6) t",
     )
 });
 
@@ -856,6 +950,18 @@ pub fn renew(connection: &mut impl Connection, ctx: &Ctx, loan: &LoanRef) -> Res
         let loans = member_loans(&member, now);
         require_active(&member, now)?;
         require_not_blocked(&member, &loans)?;
+        let book: [(&(dyn ToSql + Sync), Type); 1] = [(&current.book_id, Type::UUID)];
+        let unserved = session::query(tx, statements.as_deref_mut(), &UNSERVED_HOLDS, &book)?;
+        let unserved: i64 = unserved[0].get(0);
+        if unserved > 0 {
+            return Err(Error::refused(
+                Refusal::RenewalBlockedByHold,
+                format!(
+                    "{unserved} waiting hold(s) on this title need a copy: loan {} cannot be renewed",
+                    current.id
+                ),
+            ));
+        }
         let loan_days = loan_days(&member.rule, &current.book_category);
         let due_at = member.calendar.due_at(now.max(current.due_at), loan_days);
         let row = OkRow::new(
@@ -876,6 +982,14 @@ pub fn renew(connection: &mut impl Connection, ctx: &Ctx, loan: &LoanRef) -> Res
         }))
     })
 }
+
+/// Waiting holds on a title beyond the copies on its shelf: a renewal would keep one of
+/// them waiting.
+static UNSERVED_HOLDS: LazyLock<String> = LazyLock::new(|| {
+    "SELECT (SELECT count(*) FROM hold WHERE book_id = $1 AND status = 'waiting') \
+          - (SELECT count(*) FROM item WHERE book_id = $1 AND status = 'available')"
+        .to_string()
+});
 
 static RENEW_AUDITED: LazyLock<String> = LazyLock::new(|| {
     OkRow::sql(

@@ -22,6 +22,7 @@ pub const TABLES: &[&str] = &[
     "book",
     "item",
     "loan",
+    "hold",
     "account_entry",
     "audit_log",
     "notice",
@@ -45,6 +46,7 @@ pub const TABLE_HISTORY: &[(&str, i32, Option<i32>)] = &[
     ("book", 1, None),
     ("item", 20, None),
     ("loan", 1, None),
+    ("hold", 21, None),
     ("account_entry", 1, None),
     ("audit_log", 1, None),
     ("notice", 2, None),
@@ -484,6 +486,28 @@ const INVARIANTS: &[Invariant] = &[
                     FROM loan WHERE item_id IS NOT NULL
                     WINDOW w AS (PARTITION BY item_id ORDER BY borrowed_at, returned_at)) l
               WHERE has_previous AND (previous_end IS NULL OR previous_end > borrowed_at)",
+    },
+    Invariant {
+        name: "an item is on_hold_shelf exactly when one ready hold names it",
+        sql: "SELECT format('item %s (%s) is %s and %s ready holds name it', i.barcode, i.id, i.status, coalesce(h.n, 0))
+              FROM item i LEFT JOIN (SELECT item_id, count(*) AS n FROM hold
+                                     WHERE status = 'ready' GROUP BY item_id) h ON h.item_id = i.id
+              WHERE (i.status = 'on_hold_shelf') <> (coalesce(h.n, 0) = 1) OR coalesce(h.n, 0) > 1",
+    },
+    Invariant {
+        name: "a ready hold's item belongs to its title",
+        sql: "SELECT format('ready hold %s on book %s holds item %s of book %s', h.id, h.book_id, h.item_id, i.book_id)
+              FROM hold h LEFT JOIN item i ON i.id = h.item_id
+              WHERE h.status = 'ready' AND (i.id IS NULL OR i.book_id <> h.book_id)",
+    },
+    Invariant {
+        // Members who are not in good standing (suspended, expired, blocked) are skipped at
+        // trapping, so their waiting holds may sit beside a copy on the shelf.
+        name: "no title has a waiting hold of a member in good standing while a copy is on the shelf",
+        sql: "SELECT format('book %s: hold %s of member %s waits while item %s is available', h.book_id, h.id, h.member_id, i.barcode)
+              FROM hold h
+              JOIN LATERAL (SELECT barcode FROM item WHERE book_id = h.book_id AND status = 'available' LIMIT 1) i ON true
+              WHERE h.status = 'waiting' AND member_in_good_standing(h.member_id, now())",
     },
     Invariant {
         name: "no member over the loan limit",

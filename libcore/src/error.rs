@@ -62,6 +62,20 @@ pub enum Refusal {
     ItemInUse,
     /// A barcode already belongs to another item.
     DuplicateBarcode,
+    /// The scanned item is on the hold shelf for another member.
+    ItemOnHold,
+    /// A hold was asked for while a copy is on the shelf: borrow it instead.
+    CopyAvailable,
+    /// The member already has a live hold on this title.
+    DuplicateHold,
+    /// The member already has `max_holds` live holds.
+    HoldLimitReached,
+    /// The member already has this title on loan.
+    AlreadyOnLoan,
+    /// Waiting holds on the title need the copy back.
+    RenewalBlockedByHold,
+    /// The hold is no longer waiting or ready.
+    HoldNotLive,
 }
 
 impl Refusal {
@@ -94,6 +108,13 @@ impl Refusal {
             Refusal::ItemNotAvailable => "item_not_available",
             Refusal::ItemInUse => "item_in_use",
             Refusal::DuplicateBarcode => "duplicate_barcode",
+            Refusal::ItemOnHold => "item_on_hold",
+            Refusal::CopyAvailable => "copy_available",
+            Refusal::DuplicateHold => "duplicate_hold",
+            Refusal::HoldLimitReached => "hold_limit_reached",
+            Refusal::AlreadyOnLoan => "already_on_loan",
+            Refusal::RenewalBlockedByHold => "renewal_blocked_by_hold",
+            Refusal::HoldNotLive => "hold_not_live",
         }
     }
 }

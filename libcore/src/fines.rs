@@ -318,9 +318,11 @@ pub struct LedgerEntry {
 }
 
 /// Writes a payment or waiver for at most the member's outstanding balance, assessing their
-/// open loans to now first. Callers hold the member lock.
+/// open loans to now first. Callers hold the member lock. A member the credit brings back
+/// under the block threshold is served any copy on the shelf they wait for.
 pub(crate) fn credit_in(
     tx: &mut impl GenericClient,
+    ctx: &crate::actor::Ctx,
     member_id: Uuid,
     kind: &str,
     amount_cents: i64,
@@ -356,6 +358,7 @@ pub(crate) fn credit_in(
         "INSERT INTO account_entry (id, member_id, kind, amount_cents, created_at, note) VALUES ($1, $2, $3, $4, $5, $6)",
         &[&id, &member_id, &kind, &amount_cents, &now, &note],
     )?;
+    crate::hold_queue::retarget(tx, ctx, crate::hold_queue::Scope::Member(member_id))?;
     Ok(LedgerEntry {
         id,
         member_id,
@@ -386,7 +389,7 @@ pub fn pay(
             "SELECT 1 FROM member WHERE id = $1 FOR UPDATE",
             &[&member.id],
         )?;
-        let entry = credit_in(tx, member.id, "payment", amount_cents, None, ctx.now())?;
+        let entry = credit_in(tx, ctx, member.id, "payment", amount_cents, None, ctx.now())?;
         Ok(Audited::new(
             entry.clone(),
             entry.id,

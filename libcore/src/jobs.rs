@@ -1,4 +1,5 @@
-//! The nightly job (SPEC §6): fines accrue → notices generate → rollup refresh, in one
+//! The nightly job (SPEC §6, §16): fines accrue → holds expire → notices generate → rollup
+//! refresh, in one
 //! transaction under the job advisory lock, so two overlapping runs cannot both work
 //! (the second exits 4, `job_already_running`) and a failed run changes nothing.
 
@@ -28,6 +29,10 @@ pub struct Nightly {
     pub loans_assessed: i64,
     /// Their fines.
     pub fines_cents: i64,
+    /// Ready holds past their pickup day that expired.
+    pub holds_expired: i32,
+    /// Holds that became ready for the items those holds passed on (or found on the shelf).
+    pub holds_made_ready: i32,
     /// Notices issued.
     pub notices_issued: usize,
     /// Months of the rollup refreshed.
@@ -59,6 +64,7 @@ fn run_steps(
         fines_cents,
         ..
     } = fines::accrue_in(tx, as_of)?;
+    let holds = crate::holds::expire_in(tx, ctx, as_of)?;
     let notices = notices::generate_in(tx, as_of, ctx.now())?;
     let months_refreshed = crate::reports::refresh_rollup_in(tx, as_of, None)?;
     let end_of_day = crate::calendar::Calendar::load(tx)?.end_of_day(as_of);
@@ -71,6 +77,8 @@ fn run_steps(
         dry_run,
         loans_assessed,
         fines_cents,
+        holds_expired: holds.expired,
+        holds_made_ready: holds.made_ready,
         notices_issued: notices.len(),
         months_refreshed,
         requests_expired,
@@ -108,6 +116,8 @@ pub fn nightly(
         let details = json!({
             "loans_assessed": done.loans_assessed,
             "fines_cents": done.fines_cents,
+            "holds_expired": done.holds_expired,
+            "holds_made_ready": done.holds_made_ready,
             "notices_issued": done.notices_issued,
             "months_refreshed": done.months_refreshed,
             "requests_expired": done.requests_expired,
@@ -147,6 +157,12 @@ pub fn prometheus_metrics(
             "Sum of the fines assessed by the last run, in cents.",
             "gauge",
             r.fines_cents as f64,
+        );
+        metric(
+            "holds_expired",
+            "Ready holds past their pickup day expired by the last run.",
+            "gauge",
+            f64::from(r.holds_expired),
         );
         metric(
             "notices_issued",
@@ -203,6 +219,8 @@ mod tests {
                 dry_run: false,
                 loans_assessed: 3,
                 fines_cents: 700,
+                holds_expired: 1,
+                holds_made_ready: 1,
                 notices_issued: 2,
                 months_refreshed: 1,
                 requests_expired: 0,

@@ -56,6 +56,8 @@ pub mod db;
 pub mod error;
 pub mod fines;
 pub mod history;
+pub mod hold_queue;
+pub mod holds;
 pub mod ids;
 mod import;
 pub mod items;

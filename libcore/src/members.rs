@@ -384,10 +384,21 @@ pub fn set_status(client: &mut Client, ctx: &Ctx, key: &str, status: &str) -> Re
             &[&before.id, &status, &expires_at],
         )?;
         let after = member_from_row(&row);
+        // A member who leaves gives up their place in every queue; one reinstated is served
+        // any copy on the shelf they wait for (a suspended member keeps their holds, skipped).
+        let holds_cancelled = if status == "closed" {
+            crate::hold_queue::cancel_member_holds(tx, ctx, after.id, "member closed")?
+        } else {
+            0
+        };
+        if status == "active" {
+            crate::hold_queue::retarget(tx, ctx, crate::hold_queue::Scope::Member(after.id))?;
+        }
         Ok(Audited::new(
             after.clone(),
             after.id,
-            json!({ "before": { "status": before.status, "expires_at": before.expires_at },
+            json!({ "holds_cancelled": holds_cancelled,
+                    "before": { "status": before.status, "expires_at": before.expires_at },
                     "after": { "status": after.status, "expires_at": after.expires_at } }),
         ))
     })

@@ -30,6 +30,10 @@ pub struct CirculationRule {
     pub block_fine_cents: i64,
     /// Any loan overdue by more than this many days blocks borrowing.
     pub block_overdue_days: i32,
+    /// Live (waiting or ready) holds allowed at once.
+    pub max_holds: i32,
+    /// Open days a ready hold waits on the hold shelf.
+    pub hold_pickup_days: i32,
 }
 
 impl CirculationRule {
@@ -45,7 +49,8 @@ impl CirculationRule {
 
 const RULE_COLUMNS: &str =
     "category, loan_days, max_active_loans, max_renewals, fine_cents_per_day, \
-     grace_days, max_fine_cents_per_loan, block_fine_cents, block_overdue_days";
+     grace_days, max_fine_cents_per_loan, block_fine_cents, block_overdue_days, \
+     max_holds, hold_pickup_days";
 
 fn rule_from_row(r: &postgres::Row) -> CirculationRule {
     CirculationRule {
@@ -58,6 +63,8 @@ fn rule_from_row(r: &postgres::Row) -> CirculationRule {
         max_fine_cents_per_loan: r.get(6),
         block_fine_cents: r.get(7),
         block_overdue_days: r.get(8),
+        max_holds: r.get(9),
+        hold_pickup_days: r.get(10),
     }
 }
 
@@ -124,6 +131,10 @@ pub struct RuleChange {
     pub grace_days: Option<i32>,
     /// New cap per loan.
     pub max_fine_cents_per_loan: Option<i64>,
+    /// New limit of live holds.
+    pub max_holds: Option<i32>,
+    /// New hold shelf time, in open days.
+    pub hold_pickup_days: Option<i32>,
 }
 
 /// The documented range of every rule value (README, "Policy and calendar"). Fines are
@@ -136,6 +147,8 @@ pub const RULE_RANGES: &[(&str, i64, i64)] = &[
     ("--fine-cents-per-day", 0, 100_000),
     ("--grace-days", 0, 365),
     ("--max-fine-cents", 0, 10_000_000),
+    ("--max-holds", 0, 1_000),
+    ("--hold-pickup-days", 1, 365),
 ];
 
 impl RuleChange {
@@ -148,6 +161,8 @@ impl RuleChange {
             self.fine_cents_per_day,
             self.grace_days.map(i64::from),
             self.max_fine_cents_per_loan,
+            self.max_holds.map(i64::from),
+            self.hold_pickup_days.map(i64::from),
         ];
         for ((name, min, max), value) in RULE_RANGES.iter().zip(given) {
             if let Some(value) = value {
@@ -186,7 +201,9 @@ pub fn set_rule(client: &mut Client, ctx: &Ctx, change: &RuleChange) -> Result<C
                     max_renewals = coalesce($4, max_renewals),
                     fine_cents_per_day = coalesce($5, fine_cents_per_day),
                     grace_days = coalesce($6, grace_days),
-                    max_fine_cents_per_loan = coalesce($7, max_fine_cents_per_loan)
+                    max_fine_cents_per_loan = coalesce($7, max_fine_cents_per_loan),
+                    max_holds = coalesce($8, max_holds),
+                    hold_pickup_days = coalesce($9, hold_pickup_days)
                  WHERE category = $1 RETURNING {RULE_COLUMNS}"
             ),
             &[
@@ -197,9 +214,13 @@ pub fn set_rule(client: &mut Client, ctx: &Ctx, change: &RuleChange) -> Result<C
                 &change.fine_cents_per_day,
                 &change.grace_days,
                 &change.max_fine_cents_per_loan,
+                &change.max_holds,
+                &change.hold_pickup_days,
             ],
         )?;
         let after = rule_from_row(&row);
+        // A higher block threshold may put members with waiting holds back in good standing.
+        crate::hold_queue::retarget(tx, ctx, crate::hold_queue::Scope::Everywhere)?;
         Ok(Audited::new(
             after.clone(),
             &after.category,
@@ -319,6 +340,8 @@ pub fn add_closed_day(
              ON CONFLICT (day) DO UPDATE SET reason = excluded.reason",
             &[&day, &reason],
         )?;
+        // A closed day shortens overdue spans: members may be back in good standing.
+        crate::hold_queue::retarget(tx, ctx, crate::hold_queue::Scope::Everywhere)?;
         let closed = crate::calendar::ClosedDay { day, reason };
         Ok(Audited::new(
             closed.clone(),

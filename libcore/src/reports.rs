@@ -39,11 +39,13 @@ pub enum Kind {
     Trends,
     /// Per member: overdue rate and risk level.
     Risk,
+    /// Titles by waiting holds per copy: the purchase-alert list.
+    Holds,
 }
 
 impl Kind {
     /// Every kind, in the order reports are listed.
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Summary,
         Kind::Overdue,
         Kind::Fines,
@@ -52,6 +54,7 @@ impl Kind {
         Kind::TopMembers,
         Kind::Trends,
         Kind::Risk,
+        Kind::Holds,
     ];
 
     /// The name on the command line.
@@ -65,6 +68,7 @@ impl Kind {
             Kind::TopMembers => "top-members",
             Kind::Trends => "trends",
             Kind::Risk => "risk",
+            Kind::Holds => "holds",
         }
     }
 }
@@ -103,6 +107,7 @@ pub fn count_rows(
         Kind::Fines => fines(client, ctx, options, &mut |_| count()).map(|_| ())?,
         Kind::Inventory => inventory(client, ctx, options, &mut |_| count()).map(|_| ())?,
         Kind::Risk => risk(client, ctx, options, &mut |_| count()).map(|_| ())?,
+        Kind::Holds => holds(client, ctx, options, &mut |_| count()).map(|_| ())?,
         Kind::Popular => rows = ranked(client, ctx, options, false)?.len() as u64,
         Kind::TopMembers => rows = ranked(client, ctx, options, true)?.len() as u64,
         Kind::Trends => rows = trends(client, ctx, options)?.len() as u64,
@@ -121,6 +126,8 @@ pub struct ReportOptions {
     pub to: Option<NaiveDate>,
     /// At most this many rows.
     pub limit: Option<i64>,
+    /// `holds`: flag titles with more waiting holds per copy than this [default 3].
+    pub ratio: Option<f64>,
 }
 
 /// A resolved window: [start, end] instants with the primary-key range that covers it.
@@ -837,4 +844,92 @@ mod tests {
         assert_eq!(risk_level(10, 3), "MEDIUM");
         assert_eq!(risk_level(10, 4), "HIGH");
     }
+}
+
+/// The default of `report holds --ratio`: more waiting holds per copy than this flags a title.
+pub const DEFAULT_HOLD_RATIO: f64 = 3.0;
+
+/// A title members wait for.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct HoldsRow {
+    /// Book.
+    pub book_id: Uuid,
+    /// ISBN.
+    pub isbn: String,
+    /// Title.
+    pub title: String,
+    /// Holds waiting.
+    pub waiting_holds: i64,
+    /// Copies owned.
+    pub copies: i32,
+    /// Waiting holds per copy (per one copy when it has none).
+    pub holds_per_copy: f64,
+    /// Above the ratio: a candidate to buy more copies of.
+    pub buy_more: bool,
+}
+
+/// How long holds waited to become ready, over the window.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct HoldWaits {
+    /// First day of the window.
+    pub from: NaiveDate,
+    /// Last day.
+    pub to: NaiveDate,
+    /// Holds that became ready in it.
+    pub holds_ready: i64,
+    /// Their mean time from placing to ready, in hours.
+    pub mean_hours_to_ready: Option<f64>,
+}
+
+/// `holds`: every title with waiting holds, most holds per copy first, flagged above `ratio`
+/// (the purchase alert); returns the mean time from placing to ready of holds that became
+/// ready in the window (default the last 90 days).
+pub fn holds(
+    client: &mut Client,
+    ctx: &Ctx,
+    options: &ReportOptions,
+    emit: &mut dyn FnMut(HoldsRow) -> Result<()>,
+) -> Result<HoldWaits> {
+    let f = frame(client, ctx, options)?;
+    let w = f.window(options, 90)?;
+    let limit = limit(options, i64::MAX / 2)?;
+    let ratio = options.ratio.unwrap_or(DEFAULT_HOLD_RATIO);
+    if !ratio.is_finite() || ratio < 0.0 {
+        return Err(Error::invalid(
+            "invalid_input",
+            format!("--ratio {ratio} must be a number of holds per copy, 0 or more"),
+        ));
+    }
+    stream(
+        client,
+        "SELECT b.id, b.isbn, b.title, q.n, b.total_copies, r.per_copy, r.per_copy > $1
+         FROM (SELECT book_id, count(*) AS n FROM hold WHERE status = 'waiting'
+               GROUP BY book_id) q
+         JOIN book b ON b.id = q.book_id
+         CROSS JOIN LATERAL (SELECT q.n::float8 / greatest(b.total_copies, 1) AS per_copy) r
+         ORDER BY r.per_copy DESC, q.n DESC, b.id LIMIT $2",
+        &[&ratio, &limit],
+        |r| HoldsRow {
+            book_id: r.get(0),
+            isbn: r.get(1),
+            title: r.get(2),
+            waiting_holds: r.get(3),
+            copies: r.get(4),
+            holds_per_copy: r.get(5),
+            buy_more: r.get(6),
+        },
+        emit,
+    )?;
+    let row = client.query_one(
+        "SELECT count(*), (avg(extract(epoch FROM ready_at - placed_at)) / 3600)::float8
+         FROM hold WHERE ready_at BETWEEN $1 AND $2",
+        &[&w.start, &w.end],
+    )?;
+    let from = f.calendar.local_date(w.start);
+    Ok(HoldWaits {
+        from,
+        to: f.calendar.local_date(w.end),
+        holds_ready: row.get(0),
+        mean_hours_to_ready: row.get(1),
+    })
 }

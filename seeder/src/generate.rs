@@ -32,6 +32,10 @@ const LEDGER_STREAM: u64 = 5 << 40;
 const AUDIT_STREAM: u64 = 6 << 40;
 const CALENDAR_STREAM: u64 = 7 << 40;
 const ITEM_STREAM: u64 = 8 << 40;
+const HOLD_STREAM: u64 = 9 << 40;
+
+mod holds;
+pub use holds::{HoldRow, Holds};
 
 /// The barcode prefix of seeded items (the `item_barcode_prefix` default).
 pub const BARCODE_PREFIX: &str = "3";
@@ -149,7 +153,7 @@ pub struct ItemRow {
     pub book: u32,
     /// Generated barcode.
     pub barcode: String,
-    /// `on_loan` or `available`.
+    /// `on_loan`, `on_hold_shelf` or `available`.
     pub status: &'static str,
     /// Shelving location.
     pub location: &'static str,
@@ -363,6 +367,8 @@ pub fn scenario_rules() -> Vec<CirculationRule> {
                 max_fine_cents_per_loan: cap,
                 block_fine_cents: 1000,
                 block_overdue_days: 30,
+                max_holds: 5,
+                hold_pickup_days: 7,
             }
         };
     vec![
@@ -1065,8 +1071,9 @@ impl Plan {
         self.item_ids[item as usize]
     }
 
-    /// Every item, with its shelving, price and its state at the end of the history.
-    pub fn items(&self, shelves: &Shelves) -> Vec<ItemRow> {
+    /// Every item, with its shelving, price and its state at the end of the history: on loan,
+    /// on the hold shelf (`on_hold_shelf`), or on the open shelf.
+    pub fn items(&self, shelves: &Shelves, on_hold_shelf: &HashSet<u32>) -> Vec<ItemRow> {
         (0..self.books.len())
             .collect::<Vec<_>>()
             .par_chunks(CHUNK)
@@ -1094,6 +1101,8 @@ impl Plan {
                             .expect("a running number within 12 digits"),
                             status: if free_from == Shelves::OUT {
                                 "on_loan"
+                            } else if on_hold_shelf.contains(&item) {
+                                "on_hold_shelf"
                             } else {
                                 "available"
                             },

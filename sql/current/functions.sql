@@ -42,9 +42,23 @@ CREATE TYPE circulation_member_row AS (
     item_barcode text,
     item_status text,
     item_status_changed_at timestamp with time zone,
+    hold_id uuid,
+    hold_status text,
+    hold_item_id uuid,
+    item_held_for uuid,
+    max_holds integer,
+    hold_pickup_days integer,
+    live_holds bigint,
     read_row boolean,
     allowed boolean,
     stale boolean
+);
+
+CREATE TYPE hold_trapped AS (
+    hold_id uuid,
+    member_id uuid,
+    ready_at timestamp with time zone,
+    pickup_by date
 );
 
 CREATE TYPE rate_limit_gate_row AS (
@@ -91,6 +105,10 @@ DECLARE
     v_item_barcode text;
     v_item_status text;
     v_item_changed timestamptz;
+    v_hold_id uuid;
+    v_hold_status text;
+    v_hold_item uuid;
+    v_held_for uuid;
     v_stamp uuid;
     v_timezone text;
     v_closed_days date[];
@@ -119,16 +137,27 @@ BEGIN
         SELECT b.category, b.available_copies, b.title
         INTO v_book_category, v_book_available, v_book_title
         FROM book b WHERE b.id = p_book FOR UPDATE;
+        -- Under the book's lock the title's holds and items hold still.
+        SELECT h.id, h.status, h.item_id INTO v_hold_id, v_hold_status, v_hold_item
+        FROM hold h
+        WHERE h.member_id = p_member AND h.book_id = p_book AND h.status IN ('waiting', 'ready');
         IF p_barcode IS NOT NULL THEN
             SELECT i.id, i.barcode, i.status, i.status_changed_at
             INTO v_item_id, v_item_barcode, v_item_status, v_item_changed
             FROM item i WHERE i.barcode = p_barcode FOR UPDATE;
+        ELSIF v_hold_status = 'ready' THEN
+            SELECT i.id, i.barcode, i.status, i.status_changed_at
+            INTO v_item_id, v_item_barcode, v_item_status, v_item_changed
+            FROM item i WHERE i.id = v_hold_item FOR UPDATE;
         ELSE
-            -- Under the book's lock no other borrow of this title picks concurrently.
             SELECT i.id, i.barcode, i.status, i.status_changed_at
             INTO v_item_id, v_item_barcode, v_item_status, v_item_changed
             FROM item i WHERE i.book_id = p_book AND i.status = 'available'
             ORDER BY i.id LIMIT 1 FOR UPDATE;
+        END IF;
+        IF v_item_status = 'on_hold_shelf' THEN
+            SELECT h.member_id INTO v_held_for FROM hold h
+            WHERE h.item_id = v_item_id AND h.status = 'ready';
         END IF;
     END IF;
     -- The stamp before the calendar: a change committed between the two statements leaves the
@@ -154,6 +183,11 @@ BEGIN
                v_book_category, v_book_available, v_book_title,
                p_book, l.item_id, li.barcode,
                v_item_id, v_item_barcode, v_item_status, v_item_changed,
+               v_hold_id, v_hold_status, v_hold_item, v_held_for,
+               r.max_holds, r.hold_pickup_days,
+               CASE WHEN p_book IS NULL THEN NULL ELSE
+                   (SELECT count(*) FROM hold h
+                    WHERE h.member_id = p_member AND h.status IN ('waiting', 'ready')) END,
                true, true, false
         FROM member m
         JOIN circulation_rule r ON r.category = m.category
@@ -176,6 +210,163 @@ CREATE OR REPLACE FUNCTION public.fine_cents(per_day bigint, grace integer, cap 
 AS $function$
     SELECT CASE WHEN overdue <= grace THEN 0::bigint ELSE least(overdue::bigint * per_day, cap) END
 $function$
+;
+
+CREATE OR REPLACE FUNCTION public.hold_end(p_hold uuid, p_status text, p_item uuid, p_now timestamp with time zone, p_reason text, p_actor text, p_role text)
+ RETURNS text
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    v_book uuid;
+    v_was  text;
+    v_held uuid;
+BEGIN
+    IF p_status NOT IN ('cancelled', 'fulfilled') THEN
+        RAISE EXCEPTION 'hold_end ends a hold as cancelled or fulfilled, not %', p_status
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT h.book_id INTO v_book FROM hold h WHERE h.id = p_hold;
+    PERFORM 1 FROM book b WHERE b.id = v_book FOR UPDATE;
+    SELECT h.status, h.item_id INTO v_was, v_held FROM hold h WHERE h.id = p_hold FOR UPDATE;
+    IF v_was IS NULL OR v_was NOT IN ('waiting', 'ready') THEN
+        RETURN v_was;
+    END IF;
+    UPDATE hold SET status = p_status,
+                    cancelled_at = CASE WHEN p_status = 'cancelled' THEN p_now END,
+                    fulfilled_at = CASE WHEN p_status = 'fulfilled' THEN p_now END,
+                    item_id = coalesce(p_item, item_id)
+    WHERE id = p_hold;
+    INSERT INTO audit_log (id, at, actor, actor_role, action, entity_type, entity_id, outcome, details)
+    VALUES (uuid_v7(p_now), p_now, p_actor, p_role,
+            CASE p_status WHEN 'cancelled' THEN 'hold.cancel' ELSE 'hold.fulfil' END,
+            'hold', p_hold::text, 'ok',
+            jsonb_build_object('reason', p_reason, 'item', p_item,
+                               'before', jsonb_build_object('status', v_was),
+                               'after', jsonb_build_object('status', p_status)));
+    IF v_was = 'ready' AND v_held IS DISTINCT FROM p_item THEN
+        PERFORM hold_trap(v_held, p_now, p_actor, p_role);
+    END IF;
+    RETURN v_was;
+END $function$
+;
+
+CREATE OR REPLACE FUNCTION public.hold_trap(p_item uuid, p_now timestamp with time zone, p_actor text, p_role text)
+ RETURNS hold_trapped
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    v_book    uuid;
+    v_was     text;
+    v_barcode text;
+    v_hold    record;
+    v_ready   timestamptz;
+    v_pickup  date;
+    v_tz      text := library_timezone();
+BEGIN
+    SELECT i.book_id INTO v_book FROM item i WHERE i.id = p_item;
+    PERFORM 1 FROM book b WHERE b.id = v_book FOR UPDATE;
+    SELECT i.status, i.barcode INTO v_was, v_barcode FROM item i WHERE i.id = p_item FOR UPDATE;
+    SELECT h.id, h.member_id, h.placed_at, r.hold_pickup_days INTO v_hold
+    FROM hold h
+    JOIN member m ON m.id = h.member_id
+    JOIN circulation_rule r ON r.category = m.category
+    WHERE h.book_id = v_book AND h.status = 'waiting'
+      AND member_in_good_standing(h.member_id, p_now)
+    ORDER BY h.placed_at, h.id
+    LIMIT 1
+    FOR UPDATE OF h;
+    IF NOT FOUND THEN
+        IF v_was <> 'available' THEN
+            UPDATE item SET status = 'available', status_changed_at = p_now WHERE id = p_item;
+            UPDATE book SET available_copies = available_copies + 1 WHERE id = v_book;
+        END IF;
+        RETURN NULL;
+    END IF;
+    -- A hold placed after the copy came free (a catch-up replaying a missed night) is served
+    -- from when it was placed.
+    v_ready := greatest(p_now, v_hold.placed_at);
+    v_pickup := open_days_after((v_ready AT TIME ZONE v_tz)::date, v_hold.hold_pickup_days);
+    UPDATE hold SET status = 'ready', item_id = p_item, ready_at = v_ready, pickup_by = v_pickup
+    WHERE id = v_hold.id;
+    UPDATE item SET status = 'on_hold_shelf', status_changed_at = v_ready WHERE id = p_item;
+    IF v_was = 'available' THEN
+        UPDATE book SET available_copies = available_copies - 1 WHERE id = v_book;
+    END IF;
+    INSERT INTO notice (id, kind, hold_id, member_id, issued_on, created_at)
+    VALUES (uuid_v7(v_ready), 'hold_ready', v_hold.id, v_hold.member_id,
+            (v_ready AT TIME ZONE v_tz)::date, v_ready);
+    INSERT INTO audit_log (id, at, actor, actor_role, action, entity_type, entity_id, outcome, details)
+    VALUES (uuid_v7(v_ready), v_ready, p_actor, p_role, 'hold.trap', 'hold', v_hold.id::text, 'ok',
+            jsonb_build_object('item', v_barcode, 'member', v_hold.member_id,
+                               'before', jsonb_build_object('status', 'waiting'),
+                               'after', jsonb_build_object('status', 'ready', 'pickup_by', v_pickup)));
+    RETURN ROW(v_hold.id, v_hold.member_id, v_ready, v_pickup)::hold_trapped;
+END $function$
+;
+
+CREATE OR REPLACE FUNCTION public.holds_expire(p_as_of date, p_actor text, p_role text, OUT expired integer, OUT passed_on integer)
+ RETURNS record
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    v_hold record;
+    v_at   timestamptz;
+    v_tz   text := library_timezone();
+BEGIN
+    expired := 0;
+    passed_on := 0;
+    LOOP
+        SELECT h.id, h.book_id, h.item_id, h.pickup_by INTO v_hold
+        FROM hold h WHERE h.status = 'ready' AND h.pickup_by < p_as_of
+        ORDER BY h.pickup_by, h.id LIMIT 1;
+        EXIT WHEN NOT FOUND;
+        PERFORM 1 FROM book b WHERE b.id = v_hold.book_id FOR UPDATE;
+        -- Collected or cancelled while this run waited for the book: nothing to expire.
+        PERFORM 1 FROM hold h WHERE h.id = v_hold.id AND h.status = 'ready' FOR UPDATE;
+        CONTINUE WHEN NOT FOUND;
+        v_at := ((v_hold.pickup_by + 1)::timestamp AT TIME ZONE v_tz);
+        UPDATE hold SET status = 'expired', expired_at = v_at WHERE id = v_hold.id;
+        INSERT INTO audit_log (id, at, actor, actor_role, action, entity_type, entity_id, outcome, details)
+        VALUES (uuid_v7(v_at), v_at, p_actor, p_role, 'hold.expire', 'hold', v_hold.id::text, 'ok',
+                jsonb_build_object('pickup_by', v_hold.pickup_by,
+                                   'before', jsonb_build_object('status', 'ready'),
+                                   'after', jsonb_build_object('status', 'expired')));
+        expired := expired + 1;
+        IF (hold_trap(v_hold.item_id, v_at, p_actor, p_role)).hold_id IS NOT NULL THEN
+            passed_on := passed_on + 1;
+        END IF;
+    END LOOP;
+END $function$
+;
+
+CREATE OR REPLACE FUNCTION public.holds_retarget(p_book uuid, p_member uuid, p_now timestamp with time zone, p_actor text, p_role text)
+ RETURNS integer
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    v_book  uuid;
+    v_item  uuid;
+    v_count integer := 0;
+BEGIN
+    FOR v_book IN
+        SELECT DISTINCT h.book_id FROM hold h
+        WHERE h.status = 'waiting'
+          AND (p_book IS NULL OR h.book_id = p_book)
+          AND (p_member IS NULL OR h.member_id = p_member)
+          AND EXISTS (SELECT 1 FROM item i WHERE i.book_id = h.book_id AND i.status = 'available')
+        ORDER BY 1
+    LOOP
+        -- Under the book's lock no borrow takes these items while they are trapped.
+        PERFORM 1 FROM book b WHERE b.id = v_book FOR UPDATE;
+        FOR v_item IN
+            SELECT i.id FROM item i WHERE i.book_id = v_book AND i.status = 'available' ORDER BY i.id
+        LOOP
+            EXIT WHEN (hold_trap(v_item, p_now, p_actor, p_role)).hold_id IS NULL;
+            v_count := v_count + 1;
+        END LOOP;
+    END LOOP;
+    RETURN v_count;
+END $function$
 ;
 
 CREATE OR REPLACE FUNCTION public.item_barcode(prefix text, n bigint)
@@ -402,6 +593,53 @@ CREATE OR REPLACE FUNCTION public.library_timezone()
 AS $function$ SELECT value FROM library_setting WHERE key = 'timezone' $function$
 ;
 
+CREATE OR REPLACE FUNCTION public.loan_return(p_loan uuid, p_now timestamp with time zone, p_fine bigint, p_assessed_on date, p_actor text, p_role text)
+ RETURNS hold_trapped
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    v_item    uuid;
+    v_member  uuid;
+    v_trapped hold_trapped;
+BEGIN
+    UPDATE loan SET returned_at = p_now, fine_cents = p_fine, fine_assessed_on = p_assessed_on
+    WHERE id = p_loan
+    RETURNING item_id, member_id INTO v_item, v_member;
+    v_trapped := hold_trap(v_item, p_now, p_actor, p_role);
+    IF EXISTS (SELECT 1 FROM hold h WHERE h.member_id = v_member AND h.status = 'waiting') THEN
+        PERFORM holds_retarget(NULL, v_member, p_now, p_actor, p_role);
+    END IF;
+    RETURN v_trapped;
+END $function$
+;
+
+CREATE OR REPLACE FUNCTION public.member_in_good_standing(p_member uuid, p_now timestamp with time zone)
+ RETURNS boolean
+ LANGUAGE sql
+ STABLE
+AS $function$
+    SELECT m.status = 'active'
+       AND (m.expires_at IS NULL OR m.expires_at > p_now)
+       AND open_loans.worst <= r.block_overdue_days
+       AND (SELECT coalesce(sum(f.fine_cents), 0) FROM loan f
+            WHERE f.member_id = m.id AND f.fine_cents > 0)
+         - (SELECT coalesce(sum(a.amount_cents), 0) FROM account_entry a WHERE a.member_id = m.id)
+         + open_loans.unassessed < r.block_fine_cents
+    FROM member m
+    JOIN circulation_rule r ON r.category = m.category
+    CROSS JOIN LATERAL (
+        SELECT coalesce(max(o.days), 0) AS worst,
+               coalesce(sum(greatest(fine_cents(o.per_day, o.grace, o.cap, o.days) - o.stored, 0)), 0)
+                   AS unassessed
+        FROM (SELECT overdue_days(l.due_at, p_now, library_timezone()) AS days,
+                     l.fine_cents_per_day AS per_day, l.grace_days AS grace,
+                     l.max_fine_cents AS cap, l.fine_cents AS stored
+              FROM loan l WHERE l.member_id = m.id AND l.returned_at IS NULL) AS o
+    ) AS open_loans
+    WHERE m.id = p_member
+$function$
+;
+
 CREATE OR REPLACE FUNCTION public.next_item_barcode()
  RETURNS text
  LANGUAGE plpgsql
@@ -416,6 +654,18 @@ BEGIN
     END LOOP;
     RETURN candidate;
 END $function$
+;
+
+CREATE OR REPLACE FUNCTION public.open_days_after(p_day date, p_days integer)
+ RETURNS date
+ LANGUAGE sql
+ STABLE
+AS $function$
+    SELECT d.day
+    FROM (SELECT (p_day + n) AS day FROM generate_series(1, p_days + 3660) AS n) AS d
+    WHERE NOT EXISTS (SELECT 1 FROM closed_day c WHERE c.day = d.day)
+    ORDER BY d.day OFFSET greatest(p_days, 1) - 1 LIMIT 1
+$function$
 ;
 
 CREATE OR REPLACE FUNCTION public.overdue_days(due_at timestamp with time zone, end_at timestamp with time zone, tz text)

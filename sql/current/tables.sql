@@ -102,16 +102,20 @@ CREATE TABLE circulation_rule (
     grace_days integer NOT NULL DEFAULT 0,
     max_fine_cents_per_loan bigint NOT NULL DEFAULT 2000,
     block_fine_cents bigint NOT NULL DEFAULT 1000,
-    block_overdue_days integer NOT NULL DEFAULT 30
+    block_overdue_days integer NOT NULL DEFAULT 30,
+    max_holds integer NOT NULL DEFAULT 5,
+    hold_pickup_days integer NOT NULL DEFAULT 7
 );
 ALTER TABLE circulation_rule ADD CONSTRAINT circulation_rule_block_fine_cents_check CHECK ((block_fine_cents >= 0));
 ALTER TABLE circulation_rule ADD CONSTRAINT circulation_rule_block_overdue_days_check CHECK ((block_overdue_days >= 0));
 ALTER TABLE circulation_rule ADD CONSTRAINT circulation_rule_category_check CHECK ((category ~ '^[a-z][a-z0-9_]{0,31}$'::text));
 ALTER TABLE circulation_rule ADD CONSTRAINT circulation_rule_fine_cents_per_day_check CHECK ((fine_cents_per_day >= 0));
 ALTER TABLE circulation_rule ADD CONSTRAINT circulation_rule_grace_days_check CHECK ((grace_days >= 0));
+ALTER TABLE circulation_rule ADD CONSTRAINT circulation_rule_hold_pickup_days_check CHECK (((hold_pickup_days >= 1) AND (hold_pickup_days <= 365)));
 ALTER TABLE circulation_rule ADD CONSTRAINT circulation_rule_loan_days_check CHECK (((loan_days >= 1) AND (loan_days <= 365)));
 ALTER TABLE circulation_rule ADD CONSTRAINT circulation_rule_max_active_loans_check CHECK (((max_active_loans >= 0) AND (max_active_loans <= 1000)));
 ALTER TABLE circulation_rule ADD CONSTRAINT circulation_rule_max_fine_cents_per_loan_check CHECK ((max_fine_cents_per_loan >= 0));
+ALTER TABLE circulation_rule ADD CONSTRAINT circulation_rule_max_holds_check CHECK (((max_holds >= 0) AND (max_holds <= 1000)));
 ALTER TABLE circulation_rule ADD CONSTRAINT circulation_rule_max_renewals_check CHECK (((max_renewals >= 0) AND (max_renewals <= 100)));
 ALTER TABLE circulation_rule ADD CONSTRAINT circulation_rule_pkey PRIMARY KEY (category);
 
@@ -121,6 +125,33 @@ CREATE TABLE closed_day (
 );
 ALTER TABLE closed_day ADD CONSTRAINT closed_day_pkey PRIMARY KEY (day);
 CREATE TRIGGER closed_day_renews_calendar_stamp AFTER INSERT OR DELETE OR UPDATE OR TRUNCATE ON public.closed_day FOR EACH STATEMENT EXECUTE FUNCTION calendar_stamp_renew();
+
+CREATE TABLE hold (
+    id uuid NOT NULL,
+    book_id uuid NOT NULL,
+    member_id uuid NOT NULL,
+    placed_at timestamp with time zone NOT NULL,
+    status text NOT NULL DEFAULT 'waiting'::text,
+    item_id uuid,
+    ready_at timestamp with time zone,
+    pickup_by date,
+    cancelled_at timestamp with time zone,
+    fulfilled_at timestamp with time zone,
+    expired_at timestamp with time zone
+);
+ALTER TABLE hold ADD CONSTRAINT hold_book_id_fkey FOREIGN KEY (book_id) REFERENCES book(id);
+ALTER TABLE hold ADD CONSTRAINT hold_ended_after_placed CHECK ((COALESCE(cancelled_at, fulfilled_at, expired_at, placed_at) >= placed_at));
+ALTER TABLE hold ADD CONSTRAINT hold_item_of_book FOREIGN KEY (book_id, item_id) REFERENCES item(book_id, id);
+ALTER TABLE hold ADD CONSTRAINT hold_member_id_fkey FOREIGN KEY (member_id) REFERENCES member(id);
+ALTER TABLE hold ADD CONSTRAINT hold_pkey PRIMARY KEY (id);
+ALTER TABLE hold ADD CONSTRAINT hold_ready_after_placed CHECK ((ready_at >= placed_at));
+ALTER TABLE hold ADD CONSTRAINT hold_state CHECK ((((status = 'waiting'::text) AND (item_id IS NULL) AND (ready_at IS NULL) AND (pickup_by IS NULL) AND (cancelled_at IS NULL) AND (fulfilled_at IS NULL) AND (expired_at IS NULL)) OR ((status = 'ready'::text) AND (item_id IS NOT NULL) AND (ready_at IS NOT NULL) AND (pickup_by IS NOT NULL) AND (cancelled_at IS NULL) AND (fulfilled_at IS NULL) AND (expired_at IS NULL)) OR ((status = 'fulfilled'::text) AND (item_id IS NOT NULL) AND (fulfilled_at IS NOT NULL) AND (cancelled_at IS NULL) AND (expired_at IS NULL)) OR ((status = 'cancelled'::text) AND (cancelled_at IS NOT NULL) AND (fulfilled_at IS NULL) AND (expired_at IS NULL)) OR ((status = 'expired'::text) AND (item_id IS NOT NULL) AND (ready_at IS NOT NULL) AND (pickup_by IS NOT NULL) AND (expired_at IS NOT NULL) AND (cancelled_at IS NULL) AND (fulfilled_at IS NULL))));
+ALTER TABLE hold ADD CONSTRAINT hold_status_known CHECK ((status = ANY (ARRAY['waiting'::text, 'ready'::text, 'fulfilled'::text, 'cancelled'::text, 'expired'::text])));
+CREATE INDEX hold_member_history ON public.hold USING btree (member_id, placed_at);
+CREATE UNIQUE INDEX hold_one_live_per_member_title ON public.hold USING btree (member_id, book_id) WHERE (status = ANY (ARRAY['waiting'::text, 'ready'::text]));
+CREATE UNIQUE INDEX hold_one_ready_per_item ON public.hold USING btree (item_id) WHERE (status = 'ready'::text);
+CREATE INDEX hold_queue ON public.hold USING btree (book_id, placed_at, id) WHERE (status = 'waiting'::text);
+CREATE INDEX hold_shelf ON public.hold USING btree (pickup_by, id) WHERE (status = 'ready'::text);
 
 CREATE TABLE item (
     id uuid NOT NULL,
@@ -215,20 +246,26 @@ CREATE INDEX member_login_member_idx ON public.member_login USING btree (member_
 
 CREATE TABLE notice (
     id uuid NOT NULL,
-    loan_id uuid NOT NULL,
-    level smallint NOT NULL,
+    loan_id uuid,
+    level smallint,
     member_id uuid NOT NULL,
     issued_on date NOT NULL,
-    overdue_days integer NOT NULL,
-    fine_cents bigint NOT NULL,
-    created_at timestamp with time zone NOT NULL
+    overdue_days integer,
+    fine_cents bigint,
+    created_at timestamp with time zone NOT NULL,
+    kind text NOT NULL DEFAULT 'overdue'::text,
+    hold_id uuid
 );
+ALTER TABLE notice ADD CONSTRAINT notice_hold_id_fkey FOREIGN KEY (hold_id) REFERENCES hold(id);
+ALTER TABLE notice ADD CONSTRAINT notice_kind_key CHECK ((((kind = 'overdue'::text) AND (loan_id IS NOT NULL) AND (level IS NOT NULL) AND (overdue_days IS NOT NULL) AND (fine_cents IS NOT NULL) AND (hold_id IS NULL)) OR ((kind = 'hold_ready'::text) AND (hold_id IS NOT NULL) AND (loan_id IS NULL) AND (level IS NULL))));
+ALTER TABLE notice ADD CONSTRAINT notice_kind_known CHECK ((kind = ANY (ARRAY['overdue'::text, 'hold_ready'::text])));
 ALTER TABLE notice ADD CONSTRAINT notice_level_check CHECK (((level >= 1) AND (level <= 3)));
 ALTER TABLE notice ADD CONSTRAINT notice_loan_id_fkey FOREIGN KEY (loan_id) REFERENCES loan(id);
 ALTER TABLE notice ADD CONSTRAINT notice_loan_level_key UNIQUE (loan_id, level);
 ALTER TABLE notice ADD CONSTRAINT notice_member_id_fkey FOREIGN KEY (member_id) REFERENCES member(id);
 ALTER TABLE notice ADD CONSTRAINT notice_pkey PRIMARY KEY (id);
 CREATE INDEX notice_member_idx ON public.notice USING btree (member_id);
+CREATE UNIQUE INDEX notice_one_per_hold ON public.notice USING btree (hold_id) WHERE (kind = 'hold_ready'::text);
 
 CREATE TABLE rate_limit_policy (
     role text NOT NULL,
