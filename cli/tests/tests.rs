@@ -13,6 +13,7 @@ mod circulation;
 mod connection;
 mod database;
 mod hardening;
+mod holds;
 mod identity;
 mod items;
 mod output;

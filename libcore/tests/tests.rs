@@ -7,6 +7,7 @@ mod circulation;
 mod concurrency;
 mod fines;
 mod history;
+mod holds;
 mod imports;
 mod items;
 mod ratelimit;

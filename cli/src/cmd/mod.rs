@@ -55,6 +55,7 @@ pub mod bench;
 pub mod book;
 pub mod circulation;
 pub mod db;
+pub mod holds;
 pub mod item;
 pub mod jobs;
 pub mod member;
@@ -85,6 +86,11 @@ pub enum Command {
     Return(circulation::LoanArgs),
     /// Extend a loan
     Renew(circulation::LoanArgs),
+    /// Holds: place one on a title whose copies are all out, or cancel one
+    #[command(subcommand)]
+    Hold(holds::HoldCommand),
+    /// List holds with queue positions; `holds shelf` for the morning list, `holds expire`
+    Holds(holds::HoldsArgs),
     /// List loans
     Loans(circulation::LoansArgs),
     /// Fines: nightly accrual, payments, a member's account
@@ -151,6 +157,8 @@ pub fn run(app: &mut App, command: Command) -> anyhow::Result<ExitCode> {
         Command::Borrow(a) => circulation::borrow(app, a),
         Command::Return(a) => circulation::return_loan(app, a),
         Command::Renew(a) => circulation::renew(app, a),
+        Command::Hold(c) => holds::run_hold(app, c),
+        Command::Holds(a) => holds::run_holds(app, a),
         Command::Loans(a) => circulation::loans(app, a),
         Command::Fines(c) => jobs::run_fines(app, c),
         Command::Notices(c) => jobs::run_notices(app, c),

@@ -34,6 +34,12 @@ pub struct SetArgs {
     pub grace_days: Option<i32>,
     #[arg(long, requires = "category")]
     pub max_fine_cents: Option<i64>,
+    /// Live (waiting or ready) holds a member may have at once
+    #[arg(long, requires = "category")]
+    pub max_holds: Option<i32>,
+    /// Open days a ready hold waits on the hold shelf
+    #[arg(long, requires = "category")]
+    pub hold_pickup_days: Option<i32>,
     /// IANA time zone of the library, e.g. Europe/Berlin
     #[arg(long)]
     pub timezone: Option<String>,
@@ -103,6 +109,8 @@ pub fn run(app: &mut App, command: PolicyCommand) -> anyhow::Result<ExitCode> {
                         fine_cents_per_day: a.fine_cents_per_day,
                         grace_days: a.grace_days,
                         max_fine_cents_per_loan: a.max_fine_cents,
+                        max_holds: a.max_holds,
+                        hold_pickup_days: a.hold_pickup_days,
                     },
                 )?;
                 app.out.record(&rule)?;

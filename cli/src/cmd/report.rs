@@ -35,6 +35,9 @@ pub struct ReportArgs {
     pub to: Option<NaiveDate>,
     #[arg(long)]
     pub limit: Option<i64>,
+    /// holds: flag titles with more waiting holds per copy than this [default: 3]
+    #[arg(long)]
+    pub ratio: Option<f64>,
     /// top-rated: only books with at least this many reviews
     #[arg(long, default_value_t = 5)]
     pub min_reviews: i32,
@@ -54,6 +57,7 @@ pub fn run(app: &mut App, a: ReportArgs) -> anyhow::Result<ExitCode> {
         from: a.from,
         to: a.to,
         limit: a.limit,
+        ratio: a.ratio,
     };
     if a.kind == TOP_RATED {
         app.out.rows(libcore::reviews::top_rated(
@@ -89,6 +93,25 @@ pub fn run(app: &mut App, a: ReportArgs) -> anyhow::Result<ExitCode> {
         Kind::Inventory => crate::render::emit_rows(&mut app.out, |emit| {
             reports::inventory(&mut client, &ctx, &options, emit).map(|_| ())
         })?,
+        Kind::Holds => {
+            let mut waits = None;
+            crate::render::emit_rows(&mut app.out, |emit| {
+                waits = Some(reports::holds(&mut client, &ctx, &options, emit)?);
+                Ok(())
+            })?;
+            if let (Some(w), Format::Table) = (&waits, app.out.format()) {
+                app.out.record(w)?;
+            } else if let (Some(w), false) = (&waits, app.global.quiet) {
+                eprintln!(
+                    "holds ready {} to {}: {}, mean hours from placing to ready {}",
+                    w.from,
+                    w.to,
+                    w.holds_ready,
+                    w.mean_hours_to_ready
+                        .map_or_else(|| "-".to_string(), |h| format!("{h:.1}"))
+                );
+            }
+        }
         Kind::Risk => crate::render::emit_rows(&mut app.out, |emit| {
             reports::risk(&mut client, &ctx, &options, emit).map(|_| ())
         })?,
