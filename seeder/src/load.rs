@@ -10,6 +10,7 @@ use postgres::Transaction;
 
 /// Tables the seeder fills (or empties), children first.
 pub(crate) const SEEDED_TABLES: &[&str] = &[
+    "hold",
     "loan",
     "item",
     "account_entry",

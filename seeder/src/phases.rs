@@ -5,7 +5,7 @@
 //!    order, encoded in parallel, while the previous window streams out, counting as they
 //!    pass everything later tables need (fines, borrowers, reviews);
 //! 3. catalogue: books (with their borrow counts, ratings and copies on the shelf), their
-//!    items, and reviews;
+//!    items, the holds on them (which take some copies onto the hold shelf), and reviews;
 //! 4. rollup: the monthly circulation figures of complete months;
 //! 5. ledger: fines, payments and waivers, and the requests that produced them;
 //! 6. audit history: the recent months regenerated, not kept in memory.
@@ -243,6 +243,11 @@ fn catalogue(run: &mut Run<'_>, plan: &mut Plan, loans: &LoanOutcome) -> Result<
         book.rating_count += 1;
         book.rating_sum += i64::from(review.rating);
     }
+    let holds = plan.holds(&loans.shelves, &loans.open);
+    for &item in &holds.on_hold_shelf {
+        let b = plan.book_of_item(item) as usize;
+        plan.books[b].available_copies -= 1;
+    }
     run.table(
         "book",
         rows::BOOK_COLUMNS,
@@ -250,7 +255,9 @@ fn catalogue(run: &mut Run<'_>, plan: &mut Plan, loans: &LoanOutcome) -> Result<
         rows::encode_book,
         rows::book_record,
     )?;
-    let items = run.pool.install(|| plan.items(&loans.shelves));
+    let items = run
+        .pool
+        .install(|| plan.items(&loans.shelves, &holds.on_hold_shelf));
     run.table(
         "item",
         rows::ITEM_COLUMNS,
@@ -259,6 +266,13 @@ fn catalogue(run: &mut Run<'_>, plan: &mut Plan, loans: &LoanOutcome) -> Result<
         |i| rows::item_record(plan, i),
     )?;
     drop(items);
+    run.table(
+        "hold",
+        rows::HOLD_COLUMNS,
+        &holds.rows,
+        |b, h| rows::encode_hold(b, plan, h),
+        |h| rows::hold_record(plan, h),
+    )?;
     run.table(
         "review",
         rows::REVIEW_COLUMNS,

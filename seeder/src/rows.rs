@@ -5,7 +5,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::copy::RowEncoder;
 use crate::generate::{
-    AccountRow, AuditRow, BookRow, ItemRow, LoanRow, MemberRow, Plan, RequestRow, ReviewRow,
+    AccountRow, AuditRow, BookRow, HoldRow, ItemRow, LoanRow, MemberRow, Plan, RequestRow,
+    ReviewRow,
 };
 
 /// Column lists, in COPY order; also the CSV headers.
@@ -62,6 +63,20 @@ pub const ITEM_COLUMNS: &[&str] = &[
     "price_cents",
     "created_at",
     "status_changed_at",
+];
+/// Hold columns.
+pub const HOLD_COLUMNS: &[&str] = &[
+    "id",
+    "book_id",
+    "member_id",
+    "placed_at",
+    "status",
+    "item_id",
+    "ready_at",
+    "pickup_by",
+    "cancelled_at",
+    "fulfilled_at",
+    "expired_at",
 ];
 /// Ledger columns.
 pub const ACCOUNT_COLUMNS: &[&str] = &[
@@ -359,5 +374,51 @@ pub fn review_record(plan: &Plan, r: &ReviewRow) -> Vec<String> {
         r.text.clone().unwrap_or_default(),
         ts(r.created_at),
         ts(r.created_at),
+    ]
+}
+
+/// A hold's end time in the column its status names: cancelled, fulfilled, expired.
+fn hold_ends(h: &HoldRow) -> [Option<DateTime<Utc>>; 3] {
+    let at = |status| h.ended_at.filter(|_| h.status == status);
+    [at("cancelled"), at("fulfilled"), at("expired")]
+}
+
+/// Appends one hold.
+pub fn encode_hold(buf: &mut Vec<u8>, plan: &Plan, h: &HoldRow) {
+    let [cancelled, fulfilled, expired] = hold_ends(h);
+    let mut row = RowEncoder::new(buf, 11);
+    row.uuid(h.id)
+        .uuid(plan.books[h.book as usize].id)
+        .uuid(plan.members[h.member as usize].id)
+        .timestamptz(h.placed_at)
+        .text(h.status);
+    match h.item {
+        Some(item) => row.uuid(plan.item_id(item)),
+        None => row.null(),
+    };
+    row.opt_timestamptz(h.ready_at)
+        .opt_date(h.pickup_by)
+        .opt_timestamptz(cancelled)
+        .opt_timestamptz(fulfilled)
+        .opt_timestamptz(expired);
+}
+
+/// One hold as CSV.
+pub fn hold_record(plan: &Plan, h: &HoldRow) -> Vec<String> {
+    let [cancelled, fulfilled, expired] = hold_ends(h);
+    vec![
+        h.id.to_string(),
+        plan.books[h.book as usize].id.to_string(),
+        plan.members[h.member as usize].id.to_string(),
+        ts(h.placed_at),
+        h.status.to_string(),
+        h.item
+            .map(|i| plan.item_id(i).to_string())
+            .unwrap_or_default(),
+        opt_ts(h.ready_at),
+        h.pickup_by.map(|d| d.to_string()).unwrap_or_default(),
+        opt_ts(cancelled),
+        opt_ts(fulfilled),
+        opt_ts(expired),
     ]
 }
