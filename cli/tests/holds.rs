@@ -216,3 +216,108 @@ fn expiry_runs_alone_and_in_nightly_and_the_report_flags_titles_to_buy() {
     assert_eq!(nightly["holds_expired"], 0);
     Libctl::new(&tdb).args(["db", "check"]).run();
 }
+
+/// `holds expire` killed while it waits for a title's lock leaves every hold as it was; the
+/// rerun expires them.
+#[test]
+fn a_killed_expiry_changes_nothing_and_the_rerun_finishes_it() {
+    use libcore::circulation::{self, LoanRef};
+    use libcore::holds;
+    let tdb = TestDb::new();
+    let mut c = tdb.client();
+    let admin = admin(&mut c);
+    let past = |days: i64| libcore::actor::Ctx {
+        at: Some(chrono::Utc::now() - chrono::Duration::days(days)),
+        ..admin.clone()
+    };
+    let book = add_book(&mut c, 1, 1);
+    for email in ["m0@example.org", "m1@example.org"] {
+        libcore::members::add_member(
+            &mut c,
+            &past(60),
+            &libcore::members::NewMember {
+                name: email.into(),
+                email: email.into(),
+                phone: None,
+                role: Some("member".into()),
+                category: Some("public".into()),
+            },
+        )
+        .unwrap();
+    }
+    let loan = circulation::borrow(&mut c, &past(30), "m0@example.org", &book).unwrap();
+    let hold = holds::place(&mut c, &past(29), "m1@example.org", &book).unwrap();
+    circulation::return_loan(&mut c, &past(20), &LoanRef::Id(loan.id)).unwrap();
+    let status = |c: &mut postgres::Client| -> String {
+        c.query_one("SELECT status FROM hold WHERE id = $1", &[&hold.id])
+            .unwrap()
+            .get(0)
+    };
+    assert_eq!(status(&mut c), "ready");
+    // Another transaction holds the title's row: the expiry waits on it.
+    let mut blocker = tdb.client();
+    let mut tx = blocker.transaction().unwrap();
+    tx.execute("SELECT 1 FROM book WHERE isbn = $1 FOR UPDATE", &[&book])
+        .unwrap();
+    let today = chrono::Utc::now().date_naive().to_string();
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("libctl"))
+        .env("DATABASE_URL", &tdb.url)
+        .env_remove("LIBCTL_ACTOR")
+        .args(["holds", "expire", "--as-of", &today])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let waiting = |c: &mut postgres::Client| -> Option<i32> {
+        c.query_opt(
+            "SELECT pid FROM pg_stat_activity
+             WHERE datname = current_database() AND query LIKE '%holds_expire%'
+               AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .unwrap()
+        .map(|r| r.get(0))
+    };
+    let mut pid = None;
+    for _ in 0..200 {
+        pid = waiting(&mut c);
+        if pid.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let pid = pid.expect("the expiry reached the title's lock");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    tx.rollback().unwrap();
+    // The orphaned server session ends without a commit.
+    for _ in 0..200 {
+        let alive: bool = c
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)",
+                &[&pid],
+            )
+            .unwrap()
+            .get(0);
+        if !alive {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(status(&mut c), "ready", "a killed expiry changed nothing");
+    let expired: i64 = c
+        .query_one(
+            "SELECT count(*) FROM audit_log WHERE action = 'hold.expire'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(expired, 0);
+    let rerun = Libctl::new(&tdb)
+        .args(["holds", "expire", "--as-of", &today, "--format", "json"])
+        .run()
+        .json();
+    assert_eq!(rerun["expired"], 1);
+    assert_eq!(status(&mut c), "expired");
+    Libctl::new(&tdb).args(["db", "check"]).run();
+}
