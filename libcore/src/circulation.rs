@@ -549,6 +549,17 @@ pub(crate) fn borrow_in(
 /// Fulfils the hold a borrow serves, in the borrow's transaction (after its writes).
 fn fulfil(tx: &mut Transaction<'_>, ctx: &Ctx, planned: &PlannedBorrow) -> Result<()> {
     if let (Some(hold), Some(item)) = (planned.fulfils, planned.loan.item_id) {
+        let placed_at = hold_queue::placed_at(tx, hold)?;
+        if planned.loan.borrowed_at < placed_at {
+            return Err(Error::invalid(
+                "invalid_input",
+                format!(
+                    "a borrow at {} is before the member's hold on this title was placed \
+                     ({placed_at}); cancel the hold first",
+                    planned.loan.borrowed_at
+                ),
+            ));
+        }
         hold_queue::end(
             tx,
             ctx,
@@ -687,16 +698,19 @@ fn plan_borrow(
             format!("{title:?} is a reference book"),
         ));
     }
+    // On the open shelf, or on the hold shelf for this member: theirs to take.
+    let takeable = |item: &LockedItem| {
+        item.status == "available"
+            || (item.status == "on_hold_shelf" && item.held_for == Some(member_id))
+    };
     let item = match item {
-        Some(item) if item.status == "available" && now < item.status_changed_at => {
+        Some(item) if takeable(item) && now < item.status_changed_at => {
             if ctx.at.is_some() {
                 return Err(backdated_before_shelf(item, now));
             }
             item
         }
-        Some(item) if item.status == "available" => item,
-        // Held for this member: theirs to take.
-        Some(item) if item.status == "on_hold_shelf" && item.held_for == Some(member_id) => item,
+        Some(item) if takeable(item) => item,
         Some(item) if item.status == "on_hold_shelf" => {
             return Err(Error::refused(
                 Refusal::ItemOnHold,

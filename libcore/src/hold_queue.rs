@@ -113,6 +113,13 @@ pub fn end(
         .get(0))
 }
 
+/// When a hold was placed.
+pub fn placed_at(tx: &mut impl GenericClient, hold: Uuid) -> Result<DateTime<Utc>> {
+    Ok(tx
+        .query_one("SELECT placed_at FROM hold WHERE id = $1", &[&hold])?
+        .get(0))
+}
+
 /// Cancels every live hold of a member (who is leaving), title by title in id order.
 pub fn cancel_member_holds(
     tx: &mut impl GenericClient,

@@ -719,3 +719,23 @@ fn open_days_after_agrees_with_its_sql_twin_across_closed_days() {
         }
     }
 }
+
+#[test]
+fn a_held_copy_cannot_be_borrowed_backdated_to_before_it_reached_the_hold_shelf() {
+    let tdb = TestDb::new();
+    let mut c = tdb.client();
+    let ctx = admin(&mut c);
+    let book = add_book(&mut c, 1, 2);
+    let [m0, m1, m2] =
+        ["m0@x.org", "m1@x.org", "m2@x.org"].map(|e| member_since(&mut c, e, days_ago(60)));
+    circulation::borrow(&mut c, &at(&ctx, days_ago(30)), &m0, &book).unwrap();
+    let b = circulation::borrow(&mut c, &at(&ctx, days_ago(30)), &m2, &book).unwrap();
+    holds::place(&mut c, &at(&ctx, days_ago(20)), &m1, &book).unwrap();
+    circulation::return_loan(&mut c, &at(&ctx, days_ago(10)), &LoanRef::Id(b.id)).unwrap();
+    // Backdated to before the copy came back it would overlap m2's loan of it.
+    let err = circulation::borrow(&mut c, &at(&ctx, days_ago(15)), &m1, &book).unwrap_err();
+    assert_eq!(err.code(), "invalid_input");
+    let loan = circulation::borrow(&mut c, &at(&ctx, days_ago(8)), &m1, &book).unwrap();
+    assert_eq!(loan.item_id, b.item_id);
+    assert_invariants(&mut c);
+}
