@@ -333,3 +333,49 @@ fn members_cannot_manage_and_see_only_themselves() {
         .status(5)
         .run();
 }
+
+#[test]
+fn member_renew_extends_a_membership_and_refuses_a_closed_one() {
+    let tdb = TestDb::new();
+    let mut c = tdb.client();
+    let m = add_member(&mut c, "renew@example.org", "member");
+    let desk = add_member(&mut c, "desk@example.org", "librarian");
+    let before = Libctl::new(&tdb)
+        .actor(&desk)
+        .args(["member", "show", &m, "--format", "json"])
+        .run()
+        .json();
+    let renewed = Libctl::new(&tdb)
+        .actor(&desk)
+        .args([
+            "member",
+            "renew",
+            &m,
+            "--until",
+            "2099-12-31",
+            "--format",
+            "json",
+        ])
+        .run()
+        .json();
+    assert_ne!(renewed["expires_at"], before["expires_at"]);
+    assert!(renewed["expires_at"]
+        .as_str()
+        .unwrap()
+        .starts_with("2099-12-31T23:59:59"));
+    Libctl::new(&tdb)
+        .actor(&m)
+        .args(["member", "renew", &m])
+        .status(5)
+        .run();
+    Libctl::new(&tdb)
+        .actor(&desk)
+        .args(["member", "set-status", &m, "closed"])
+        .run();
+    Libctl::new(&tdb)
+        .actor(&desk)
+        .args(["member", "renew", &m])
+        .status(4)
+        .stderr_contains("error[member_not_active]")
+        .run();
+}

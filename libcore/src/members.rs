@@ -404,6 +404,76 @@ pub fn set_status(client: &mut Client, ctx: &Ctx, key: &str, status: &str) -> Re
     })
 }
 
+/// How long a membership runs when it is granted or renewed.
+pub const MEMBERSHIP_MONTHS: u32 = 12;
+
+/// Renews a membership (staff): to the end of `until` in library time, or by
+/// [`MEMBERSHIP_MONTHS`] from the later of now and the current expiry. A closed or pending
+/// member is refused (`member_not_active`); a suspended one keeps their status. A member back
+/// in good standing is served any copy on the shelf they wait for.
+pub fn renew(
+    client: &mut Client,
+    ctx: &Ctx,
+    key: &str,
+    until: Option<chrono::NaiveDate>,
+) -> Result<Member> {
+    let op = Operation::new(
+        "member.renew",
+        "member",
+        json!({ "member": key, "until": until }),
+    );
+    audit::run(client, ctx, &op, |tx| {
+        ctx.require(Capability::ManageMembers)?;
+        let before = find_member(tx, key)?;
+        tx.execute(
+            "SELECT 1 FROM member WHERE id = $1 FOR UPDATE",
+            &[&before.id],
+        )?;
+        let before = find_member(tx, &before.id.to_string())?;
+        if before.role != "member" {
+            require_may_grant(ctx, Role::Admin)?;
+        }
+        if matches!(before.status.as_str(), "closed" | "pending") {
+            return Err(Error::refused(
+                Refusal::MemberNotActive,
+                format!(
+                    "{} is {}: only an active or suspended membership is renewed",
+                    before.email, before.status
+                ),
+            ));
+        }
+        let now = ctx.now();
+        let from = before.expires_at.map_or(now, |e| e.max(now));
+        let expires_at = match until {
+            Some(day) => {
+                let end = crate::calendar::Calendar::load(tx)?.end_of_day(day);
+                if end <= from {
+                    return Err(Error::invalid(
+                        "invalid_input",
+                        format!(
+                            "--until {day} does not extend the membership, which runs to {from}"
+                        ),
+                    ));
+                }
+                end
+            }
+            None => from + Months::new(MEMBERSHIP_MONTHS),
+        };
+        let row = tx.query_one(
+            &format!("UPDATE member SET expires_at = $2 WHERE id = $1 RETURNING {MEMBER_COLUMNS}"),
+            &[&before.id, &expires_at],
+        )?;
+        let after = member_from_row(&row);
+        crate::hold_queue::retarget(tx, ctx, crate::hold_queue::Scope::Member(after.id))?;
+        Ok(Audited::new(
+            after.clone(),
+            after.id,
+            json!({ "before": { "expires_at": before.expires_at },
+                    "after": { "expires_at": after.expires_at } }),
+        ))
+    })
+}
+
 /// Creates the first admin if the library has none (`db init`). Returns it when created.
 pub fn bootstrap_admin(client: &mut Client, email: &str, name: &str) -> Result<Option<Member>> {
     let ctx = Ctx::system();

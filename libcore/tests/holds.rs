@@ -739,3 +739,51 @@ fn a_held_copy_cannot_be_borrowed_backdated_to_before_it_reached_the_hold_shelf(
     assert_eq!(loan.item_id, b.item_id);
     assert_invariants(&mut c);
 }
+
+#[test]
+fn renewing_an_expired_membership_serves_the_copy_the_member_waits_for() {
+    let tdb = TestDb::new();
+    let mut c = tdb.client();
+    let ctx = admin(&mut c);
+    let book = add_book(&mut c, 1, 1);
+    let [m0, m1] = ["m0@x.org", "m1@x.org"].map(|e| add_member(&mut c, e, "member"));
+    let loan = circulation::borrow(&mut c, &ctx, &m0, &book).unwrap();
+    let h = holds::place(&mut c, &ctx, &m1, &book).unwrap();
+    c.execute(
+        "UPDATE member SET expires_at = now() - interval '1 day' WHERE email = $1",
+        &[&m1],
+    )
+    .unwrap();
+    circulation::return_loan(&mut c, &ctx, &LoanRef::Id(loan.id)).unwrap();
+    assert_eq!(
+        hold(&mut c, h.id).status,
+        "waiting",
+        "an expired member is skipped"
+    );
+    let renewed = members::renew(&mut c, &ctx, &m1, None).unwrap();
+    let expires = renewed.expires_at.unwrap();
+    assert!(
+        expires > Utc::now() + Duration::days(360) && expires < Utc::now() + Duration::days(370)
+    );
+    assert_eq!(hold(&mut c, h.id).status, "ready");
+    // From the later of now and the current expiry; --until must extend it.
+    let again = members::renew(&mut c, &ctx, &m1, None).unwrap();
+    assert!(again.expires_at.unwrap() > expires + Duration::days(360));
+    let day = today(&mut c);
+    let err = members::renew(&mut c, &ctx, &m1, Some(day)).unwrap_err();
+    assert_eq!(err.code(), "invalid_input");
+    members::set_status(&mut c, &ctx, &m0, "closed").unwrap();
+    assert_eq!(
+        members::renew(&mut c, &ctx, &m0, None).unwrap_err().code(),
+        "member_not_active"
+    );
+    let as_m1 = ctx_of(&mut c, &m1);
+    assert_eq!(
+        members::renew(&mut c, &as_m1, &m1, None)
+            .unwrap_err()
+            .code(),
+        "permission_denied"
+    );
+    assert_eq!(audited(&mut c, "member.renew", "ok"), 2);
+    assert_invariants(&mut c);
+}

@@ -19,6 +19,17 @@ pub enum MemberCommand {
     Show(ShowArgs),
     /// Set a member's status: active, suspended or closed
     SetStatus(SetStatusArgs),
+    /// Extend a membership: by 12 months from the later of now and its expiry, or --until DATE
+    Renew(RenewArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RenewArgs {
+    /// Member id or email
+    pub member: String,
+    /// Renew to the end of this day (library time) instead
+    #[arg(long)]
+    pub until: Option<chrono::NaiveDate>,
 }
 
 #[derive(Debug, Args)]
@@ -106,6 +117,10 @@ pub fn run(app: &mut App, command: MemberCommand) -> anyhow::Result<ExitCode> {
             &a.member,
             &a.status,
         )?)?,
+        MemberCommand::Renew(a) => {
+            app.out
+                .record(&members::renew(&mut client, &ctx, &a.member, a.until)?)?
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
