@@ -313,6 +313,23 @@ fn a_killed_expiry_changes_nothing_and_the_rerun_finishes_it() {
         .unwrap()
         .get(0);
     assert_eq!(expired, 0);
+    let preview = Libctl::new(&tdb)
+        .args([
+            "holds",
+            "expire",
+            "--as-of",
+            &today,
+            "--dry-run",
+            "--format",
+            "json",
+        ])
+        .run()
+        .json();
+    assert_eq!(
+        (preview["expired"].clone(), preview["dry_run"].clone()),
+        (1.into(), true.into())
+    );
+    assert_eq!(status(&mut c), "ready", "a dry run keeps nothing");
     let rerun = Libctl::new(&tdb)
         .args(["holds", "expire", "--as-of", &today, "--format", "json"])
         .run()

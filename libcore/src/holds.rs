@@ -351,7 +351,7 @@ pub fn shelf(client: &mut Client, ctx: &Ctx, as_of: NaiveDate) -> Result<Vec<She
         .collect())
 }
 
-/// What an expiry run did.
+/// What an expiry run did (or, with `dry_run`, would do).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Expiry {
     /// The as-of date.
@@ -360,11 +360,22 @@ pub struct Expiry {
     pub expired: i32,
     /// Holds that became ready for the items passed on, or found on the shelf.
     pub made_ready: i32,
+    /// True when nothing was kept.
+    pub dry_run: bool,
 }
 
-/// `libctl holds expire --as-of D`: under the job lock; a re-run changes nothing.
-pub fn expire(client: &mut Client, ctx: &Ctx, as_of: NaiveDate) -> Result<Expiry> {
+/// `libctl holds expire --as-of D [--dry-run]`: under the job lock; a re-run changes nothing.
+/// With `dry_run` everything runs and is rolled back.
+pub fn expire(client: &mut Client, ctx: &Ctx, as_of: NaiveDate, dry_run: bool) -> Result<Expiry> {
     Calendar::load(client)?.require_not_future(as_of)?;
+    if dry_run {
+        ctx.require(Capability::Jobs)?;
+        let mut tx = client.transaction()?;
+        crate::fines::lock_jobs(&mut tx, "holds expire")?;
+        let done = expire_in(&mut tx, ctx, as_of);
+        tx.rollback()?;
+        return done.map(|d| Expiry { dry_run: true, ..d });
+    }
     let op = Operation::new("holds.expire", "hold", json!({ "as_of": as_of }));
     audit::run(client, ctx, &op, |tx| {
         ctx.require(Capability::Jobs)?;
@@ -388,5 +399,6 @@ pub(crate) fn expire_in(
         as_of,
         expired,
         made_ready,
+        dry_run: false,
     })
 }

@@ -379,7 +379,18 @@ fn expiry_catches_up_missed_nights_in_date_order_and_a_rerun_changes_nothing() {
     assert_eq!(h1_ready.status, "ready");
     let cal = libcore::calendar::Calendar::load(&mut c).unwrap();
     let as_of = today(&mut c);
-    let done = holds::expire(&mut c, &system(), as_of).unwrap();
+    let preview = holds::expire(&mut c, &system(), as_of, true).unwrap();
+    assert_eq!(
+        (preview.expired, preview.made_ready, preview.dry_run),
+        (3, 2, true)
+    );
+    assert_eq!(
+        hold(&mut c, h1.id).status,
+        "ready",
+        "a dry run keeps nothing"
+    );
+    assert_eq!(audited(&mut c, "hold.expire", "ok"), 0);
+    let done = holds::expire(&mut c, &system(), as_of, false).unwrap();
     // h1 expires after its last day, h2 becomes ready then and expires two days later, h3
     // likewise, and the copy ends on the shelf: every night replayed in order.
     assert_eq!((done.expired, done.made_ready), (3, 2));
@@ -400,7 +411,7 @@ fn expiry_catches_up_missed_nights_in_date_order_and_a_rerun_changes_nothing() {
         "available"
     );
     assert_invariants(&mut c);
-    let again = holds::expire(&mut c, &system(), as_of).unwrap();
+    let again = holds::expire(&mut c, &system(), as_of, false).unwrap();
     assert_eq!((again.expired, again.made_ready), (0, 0));
     assert_eq!(audited(&mut c, "hold.expire", "ok"), 3);
 }
@@ -421,7 +432,7 @@ fn a_hold_that_is_not_yet_due_stays_on_the_shelf_and_closed_days_extend_its_pick
     // Seven open days after today, skipping tomorrow.
     assert_eq!(h.pickup_by, Some(today(&mut c) + Days::new(8)));
     let day = today(&mut c);
-    let done = holds::expire(&mut c, &system(), day).unwrap();
+    let done = holds::expire(&mut c, &system(), day, false).unwrap();
     assert_eq!(done.expired, 0);
     assert_eq!(hold(&mut c, h.id).status, "ready");
     let shelf = holds::shelf(&mut c, &ctx, day).unwrap();

@@ -71,6 +71,9 @@ pub struct ExpireArgs {
     /// Expire holds whose last pickup day is before this date
     #[arg(long)]
     pub as_of: NaiveDate,
+    /// Run everything and roll it back: print what would expire
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 pub fn run_hold(app: &mut App, command: HoldCommand) -> anyhow::Result<ExitCode> {
@@ -98,7 +101,7 @@ pub fn run_holds(app: &mut App, a: HoldsArgs) -> anyhow::Result<ExitCode> {
         }
         Some(HoldsCommand::Expire(e)) => {
             app.out
-                .record(&holds::expire(&mut client, &ctx, e.as_of)?)?;
+                .record(&holds::expire(&mut client, &ctx, e.as_of, e.dry_run)?)?;
         }
         None => {
             let filter = HoldFilter {
