@@ -153,6 +153,20 @@ pub enum Copy<'a> {
     Item(&'a str),
 }
 
+/// The parts of a member's circulation rule (`policy::CirculationRule`) the desk's rules read,
+/// as `circulation_member` sends them.
+pub(crate) struct MemberRule {
+    pub(crate) category: String,
+    loan_days: i32,
+    max_active_loans: i32,
+    max_renewals: i32,
+    /// What a new loan snapshots.
+    fine_policy: FinePolicy,
+    block_fine_cents: i64,
+    block_overdue_days: i32,
+    pub(crate) max_holds: i32,
+}
+
 /// A member row locked for the rest of the transaction, with everything the rules need.
 pub(crate) struct LockedMember {
     pub(crate) id: Uuid,
@@ -160,7 +174,7 @@ pub(crate) struct LockedMember {
     pub(crate) status: String,
     pub(crate) created_at: DateTime<Utc>,
     pub(crate) expires_at: Option<DateTime<Utc>>,
-    pub(crate) rule: crate::policy::CirculationRule,
+    pub(crate) rule: MemberRule,
     credits_cents: i64,
     /// The fines stored on all the member's loans, open or returned.
     stored_fines_cents: i64,
@@ -292,18 +306,19 @@ pub(crate) fn lock_member(
         status: row.get(2),
         created_at: row.get(3),
         expires_at: row.get(4),
-        rule: crate::policy::CirculationRule {
+        rule: MemberRule {
             category: row.get(5),
             loan_days: row.get(6),
             max_active_loans: row.get(7),
             max_renewals: row.get(8),
-            fine_cents_per_day: row.get(9),
-            grace_days: row.get(10),
-            max_fine_cents_per_loan: row.get(11),
+            fine_policy: FinePolicy {
+                fine_cents_per_day: row.get(9),
+                grace_days: row.get(10),
+                max_fine_cents: row.get(11),
+            },
             block_fine_cents: row.get(12),
             block_overdue_days: row.get(13),
             max_holds: row.get(43),
-            hold_pickup_days: row.get(44),
         },
         credits_cents: row.get(14),
         stored_fines_cents: row.get(15),
@@ -440,7 +455,7 @@ pub(crate) fn require_not_blocked(member: &LockedMember, loans: &MemberLoans) ->
 
 /// How many days a loan of a book of `category` runs under `rule`: short-loan books go out
 /// for at most [`SHORT_LOAN_MAX_DAYS`].
-fn loan_days(rule: &crate::policy::CirculationRule, category: &str) -> i32 {
+fn loan_days(rule: &MemberRule, category: &str) -> i32 {
     if category == "short_loan" {
         rule.loan_days.min(SHORT_LOAN_MAX_DAYS)
     } else {
@@ -742,7 +757,7 @@ fn plan_borrow(
     let due_at = member
         .calendar
         .due_at(now, loan_days(&member.rule, category));
-    let policy = member.rule.fine_policy();
+    let policy = member.rule.fine_policy;
     let loan = Loan {
         id: ids::new_id(now),
         book_id,

@@ -34,6 +34,10 @@ pub struct CirculationRule {
     pub max_holds: i32,
     /// Open days a ready hold waits on the hold shelf.
     pub hold_pickup_days: i32,
+    /// A courtesy notice goes out when a loan falls due within this many days (0: none).
+    pub courtesy_days: i32,
+    /// A notice goes out when a membership lapses within this many days (0: none).
+    pub expiry_notice_days: i32,
 }
 
 impl CirculationRule {
@@ -50,7 +54,7 @@ impl CirculationRule {
 const RULE_COLUMNS: &str =
     "category, loan_days, max_active_loans, max_renewals, fine_cents_per_day, \
      grace_days, max_fine_cents_per_loan, block_fine_cents, block_overdue_days, \
-     max_holds, hold_pickup_days";
+     max_holds, hold_pickup_days, courtesy_days, expiry_notice_days";
 
 fn rule_from_row(r: &postgres::Row) -> CirculationRule {
     CirculationRule {
@@ -65,6 +69,8 @@ fn rule_from_row(r: &postgres::Row) -> CirculationRule {
         block_overdue_days: r.get(8),
         max_holds: r.get(9),
         hold_pickup_days: r.get(10),
+        courtesy_days: r.get(11),
+        expiry_notice_days: r.get(12),
     }
 }
 
@@ -135,6 +141,10 @@ pub struct RuleChange {
     pub max_holds: Option<i32>,
     /// New hold shelf time, in open days.
     pub hold_pickup_days: Option<i32>,
+    /// New courtesy notice lead, in days.
+    pub courtesy_days: Option<i32>,
+    /// New membership expiry notice lead, in days.
+    pub expiry_notice_days: Option<i32>,
 }
 
 /// The documented range of every rule value (README, "Policy and calendar"). Fines are
@@ -149,6 +159,8 @@ pub const RULE_RANGES: &[(&str, i64, i64)] = &[
     ("--max-fine-cents", 0, 10_000_000),
     ("--max-holds", 0, 1_000),
     ("--hold-pickup-days", 1, 365),
+    ("--courtesy-days", 0, 30),
+    ("--expiry-notice-days", 0, 365),
 ];
 
 impl RuleChange {
@@ -163,6 +175,8 @@ impl RuleChange {
             self.max_fine_cents_per_loan,
             self.max_holds.map(i64::from),
             self.hold_pickup_days.map(i64::from),
+            self.courtesy_days.map(i64::from),
+            self.expiry_notice_days.map(i64::from),
         ];
         for ((name, min, max), value) in RULE_RANGES.iter().zip(given) {
             if let Some(value) = value {
@@ -203,7 +217,9 @@ pub fn set_rule(client: &mut Client, ctx: &Ctx, change: &RuleChange) -> Result<C
                     grace_days = coalesce($6, grace_days),
                     max_fine_cents_per_loan = coalesce($7, max_fine_cents_per_loan),
                     max_holds = coalesce($8, max_holds),
-                    hold_pickup_days = coalesce($9, hold_pickup_days)
+                    hold_pickup_days = coalesce($9, hold_pickup_days),
+                    courtesy_days = coalesce($10, courtesy_days),
+                    expiry_notice_days = coalesce($11, expiry_notice_days)
                  WHERE category = $1 RETURNING {RULE_COLUMNS}"
             ),
             &[
@@ -216,6 +232,8 @@ pub fn set_rule(client: &mut Client, ctx: &Ctx, change: &RuleChange) -> Result<C
                 &change.max_fine_cents_per_loan,
                 &change.max_holds,
                 &change.hold_pickup_days,
+                &change.courtesy_days,
+                &change.expiry_notice_days,
             ],
         )?;
         let after = rule_from_row(&row);
@@ -289,12 +307,15 @@ pub fn replace_rules_in(tx: &mut impl GenericClient, rules: &[CirculationRule]) 
     for r in rules {
         tx.execute(
             "INSERT INTO circulation_rule (category, loan_days, max_active_loans, max_renewals, fine_cents_per_day,
-                                           grace_days, max_fine_cents_per_loan, block_fine_cents, block_overdue_days)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                                           grace_days, max_fine_cents_per_loan, block_fine_cents, block_overdue_days,
+                                           max_holds, hold_pickup_days, courtesy_days, expiry_notice_days)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
              ON CONFLICT (category) DO UPDATE SET loan_days = excluded.loan_days, max_active_loans = excluded.max_active_loans,
                  max_renewals = excluded.max_renewals, fine_cents_per_day = excluded.fine_cents_per_day,
                  grace_days = excluded.grace_days, max_fine_cents_per_loan = excluded.max_fine_cents_per_loan,
-                 block_fine_cents = excluded.block_fine_cents, block_overdue_days = excluded.block_overdue_days",
+                 block_fine_cents = excluded.block_fine_cents, block_overdue_days = excluded.block_overdue_days,
+                 max_holds = excluded.max_holds, hold_pickup_days = excluded.hold_pickup_days,
+                 courtesy_days = excluded.courtesy_days, expiry_notice_days = excluded.expiry_notice_days",
             &[
                 &r.category,
                 &r.loan_days,
@@ -305,6 +326,10 @@ pub fn replace_rules_in(tx: &mut impl GenericClient, rules: &[CirculationRule]) 
                 &r.max_fine_cents_per_loan,
                 &r.block_fine_cents,
                 &r.block_overdue_days,
+                &r.max_holds,
+                &r.hold_pickup_days,
+                &r.courtesy_days,
+                &r.expiry_notice_days,
             ],
         )?;
     }

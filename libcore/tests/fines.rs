@@ -169,7 +169,7 @@ fn notices_are_issued_once_per_level_and_catch_up_after_missed_nights() {
         .unwrap()
         .is_empty());
     let day1 = notices::generate(&mut c, &sys, due + Duration::days(1), &mut |_| Ok(())).unwrap();
-    assert_eq!(day1.iter().map(|n| n.level).collect::<Vec<_>>(), [1]);
+    assert_eq!(day1.iter().map(|n| n.level).collect::<Vec<_>>(), [Some(1)]);
     assert!(
         notices::generate(&mut c, &sys, due + Duration::days(2), &mut |_| Ok(()))
             .unwrap()
@@ -180,9 +180,9 @@ fn notices_are_issued_once_per_level_and_catch_up_after_missed_nights() {
         notices::generate(&mut c, &sys, due + Duration::days(16), &mut |_| Ok(())).unwrap();
     assert_eq!(
         caught_up.iter().map(|n| n.level).collect::<Vec<_>>(),
-        [2, 3]
+        [Some(2), Some(3)]
     );
-    assert_eq!(caught_up[1].overdue_days, 16);
+    assert_eq!(caught_up[1].overdue_days, Some(16));
     assert!(
         notices::generate(&mut c, &sys, due + Duration::days(17), &mut |_| Ok(()))
             .unwrap()
@@ -359,4 +359,88 @@ fn the_borrow_block_counts_each_fine_once_and_credits_payments() {
     fines::pay(&mut c, &ctx, "both@example.org", 1).unwrap();
     circulation::borrow(&mut c, &tomorrow, "both@example.org", &books[3]).unwrap();
     assert_invariants(&mut c);
+}
+
+#[test]
+fn courtesy_and_membership_expiry_notices_go_out_once_per_due_date_and_expiry_date() {
+    let tdb = TestDb::new();
+    let mut c = tdb.client();
+    let sys = system();
+    // Borrowed 13 days ago for 14: due tomorrow, within the public category's 2 courtesy days.
+    let loan = overdue_loan(&mut c, "soon@example.org", 1, 13);
+    let cal = libcore::calendar::Calendar::load(&mut c).unwrap();
+    let due = cal.local_date(loan.due_at);
+    let today = cal.local_date(Utc::now());
+    assert_eq!(due, today + Duration::days(1));
+    let kinds = |n: &[notices::Notice]| -> Vec<(String, Option<uuid::Uuid>)> {
+        let mut k: Vec<_> = n.iter().map(|n| (n.kind.clone(), n.loan_id)).collect();
+        k.sort();
+        k
+    };
+    let early = notices::generate(&mut c, &sys, due - Duration::days(3), &mut |_| Ok(())).unwrap();
+    assert!(early.is_empty(), "{early:?}");
+    let first = notices::generate(&mut c, &sys, due - Duration::days(2), &mut |_| Ok(())).unwrap();
+    assert_eq!(kinds(&first), [("courtesy".to_string(), Some(loan.id))]);
+    assert_eq!(first[0].due_at, Some(loan.due_at));
+    // Once per due date, whatever the runs; a membership lapsing within 30 days, once too.
+    c.execute(
+        "UPDATE member SET expires_at = $2 WHERE email = $1",
+        &[
+            &"soon@example.org",
+            &cal.end_of_day(today + Duration::days(10)),
+        ],
+    )
+    .unwrap();
+    let second = notices::generate(&mut c, &sys, today, &mut |_| Ok(())).unwrap();
+    assert_eq!(kinds(&second), [("membership_expiring".to_string(), None)]);
+    assert_eq!(second[0].expires_on, Some(today + Duration::days(10)));
+    assert!(notices::generate(&mut c, &sys, today, &mut |_| Ok(()))
+        .unwrap()
+        .is_empty());
+    // A new due date (a renewal) earns a new courtesy notice when it comes near.
+    c.execute(
+        "UPDATE loan SET due_at = due_at + interval '1 day' WHERE id = $1",
+        &[&loan.id],
+    )
+    .unwrap();
+    let third = notices::generate(&mut c, &sys, today, &mut |_| Ok(())).unwrap();
+    assert_eq!(kinds(&third), [("courtesy".to_string(), Some(loan.id))]);
+    // The day's notices are handed over again by export, every kind.
+    assert_eq!(notices::export(&mut c, &sys, today).unwrap().len(), 2);
+    // The lead follows the category's rule, and 0 turns a kind off.
+    let admin = admin(&mut c);
+    let set = |c: &mut Client, courtesy: i32, expiry: i32| {
+        libcore::policy::set_rule(
+            c,
+            &admin,
+            &libcore::policy::RuleChange {
+                category: "public".into(),
+                courtesy_days: Some(courtesy),
+                expiry_notice_days: Some(expiry),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    };
+    let shift_due = |c: &mut Client| {
+        c.execute(
+            "UPDATE loan SET due_at = due_at + interval '1 day' WHERE id = $1",
+            &[&loan.id],
+        )
+        .unwrap();
+    };
+    set(&mut c, 5, 30);
+    shift_due(&mut c); // due in 3 days: inside 5
+    let wider = notices::generate(&mut c, &sys, today, &mut |_| Ok(())).unwrap();
+    assert_eq!(kinds(&wider), [("courtesy".to_string(), Some(loan.id))]);
+    set(&mut c, 0, 0);
+    shift_due(&mut c); // due in 4 days: inside 5, but courtesy is off
+    c.execute(
+        "UPDATE member SET expires_at = expires_at + interval '1 day' WHERE email = $1",
+        &[&"soon@example.org"],
+    )
+    .unwrap();
+    assert!(notices::generate(&mut c, &sys, today, &mut |_| Ok(()))
+        .unwrap()
+        .is_empty());
 }

@@ -369,6 +369,8 @@ pub fn scenario_rules() -> Vec<CirculationRule> {
                 block_overdue_days: 30,
                 max_holds: 5,
                 hold_pickup_days: 7,
+                courtesy_days: 2,
+                expiry_notice_days: 30,
             }
         };
     vec![

@@ -104,11 +104,15 @@ CREATE TABLE circulation_rule (
     block_fine_cents bigint NOT NULL DEFAULT 1000,
     block_overdue_days integer NOT NULL DEFAULT 30,
     max_holds integer NOT NULL DEFAULT 5,
-    hold_pickup_days integer NOT NULL DEFAULT 7
+    hold_pickup_days integer NOT NULL DEFAULT 7,
+    courtesy_days integer NOT NULL DEFAULT 2,
+    expiry_notice_days integer NOT NULL DEFAULT 30
 );
 ALTER TABLE circulation_rule ADD CONSTRAINT circulation_rule_block_fine_cents_check CHECK ((block_fine_cents >= 0));
 ALTER TABLE circulation_rule ADD CONSTRAINT circulation_rule_block_overdue_days_check CHECK ((block_overdue_days >= 0));
 ALTER TABLE circulation_rule ADD CONSTRAINT circulation_rule_category_check CHECK ((category ~ '^[a-z][a-z0-9_]{0,31}$'::text));
+ALTER TABLE circulation_rule ADD CONSTRAINT circulation_rule_courtesy_days_check CHECK (((courtesy_days >= 0) AND (courtesy_days <= 30)));
+ALTER TABLE circulation_rule ADD CONSTRAINT circulation_rule_expiry_notice_days_check CHECK (((expiry_notice_days >= 0) AND (expiry_notice_days <= 365)));
 ALTER TABLE circulation_rule ADD CONSTRAINT circulation_rule_fine_cents_per_day_check CHECK ((fine_cents_per_day >= 0));
 ALTER TABLE circulation_rule ADD CONSTRAINT circulation_rule_grace_days_check CHECK ((grace_days >= 0));
 ALTER TABLE circulation_rule ADD CONSTRAINT circulation_rule_hold_pickup_days_check CHECK (((hold_pickup_days >= 1) AND (hold_pickup_days <= 365)));
@@ -254,17 +258,20 @@ CREATE TABLE notice (
     fine_cents bigint,
     created_at timestamp with time zone NOT NULL,
     kind text NOT NULL DEFAULT 'overdue'::text,
-    hold_id uuid
+    hold_id uuid,
+    key_date date
 );
 ALTER TABLE notice ADD CONSTRAINT notice_hold_id_fkey FOREIGN KEY (hold_id) REFERENCES hold(id);
-ALTER TABLE notice ADD CONSTRAINT notice_kind_key CHECK ((((kind = 'overdue'::text) AND (loan_id IS NOT NULL) AND (level IS NOT NULL) AND (overdue_days IS NOT NULL) AND (fine_cents IS NOT NULL) AND (hold_id IS NULL)) OR ((kind = 'hold_ready'::text) AND (hold_id IS NOT NULL) AND (loan_id IS NULL) AND (level IS NULL))));
-ALTER TABLE notice ADD CONSTRAINT notice_kind_known CHECK ((kind = ANY (ARRAY['overdue'::text, 'hold_ready'::text])));
+ALTER TABLE notice ADD CONSTRAINT notice_kind_key CHECK ((((kind = 'overdue'::text) AND (loan_id IS NOT NULL) AND (level IS NOT NULL) AND (overdue_days IS NOT NULL) AND (fine_cents IS NOT NULL) AND (hold_id IS NULL)) OR ((kind = 'hold_ready'::text) AND (hold_id IS NOT NULL) AND (loan_id IS NULL) AND (level IS NULL)) OR ((kind = 'courtesy'::text) AND (loan_id IS NOT NULL) AND (key_date IS NOT NULL) AND (level IS NULL) AND (hold_id IS NULL)) OR ((kind = 'membership_expiring'::text) AND (key_date IS NOT NULL) AND (loan_id IS NULL) AND (level IS NULL) AND (hold_id IS NULL))));
+ALTER TABLE notice ADD CONSTRAINT notice_kind_known CHECK ((kind = ANY (ARRAY['overdue'::text, 'hold_ready'::text, 'courtesy'::text, 'membership_expiring'::text])));
 ALTER TABLE notice ADD CONSTRAINT notice_level_check CHECK (((level >= 1) AND (level <= 3)));
 ALTER TABLE notice ADD CONSTRAINT notice_loan_id_fkey FOREIGN KEY (loan_id) REFERENCES loan(id);
 ALTER TABLE notice ADD CONSTRAINT notice_loan_level_key UNIQUE (loan_id, level);
 ALTER TABLE notice ADD CONSTRAINT notice_member_id_fkey FOREIGN KEY (member_id) REFERENCES member(id);
 ALTER TABLE notice ADD CONSTRAINT notice_pkey PRIMARY KEY (id);
 CREATE INDEX notice_member_idx ON public.notice USING btree (member_id);
+CREATE UNIQUE INDEX notice_one_courtesy ON public.notice USING btree (loan_id, key_date) WHERE (kind = 'courtesy'::text);
+CREATE UNIQUE INDEX notice_one_expiry ON public.notice USING btree (member_id, key_date) WHERE (kind = 'membership_expiring'::text);
 CREATE UNIQUE INDEX notice_one_per_hold ON public.notice USING btree (hold_id) WHERE (kind = 'hold_ready'::text);
 
 CREATE TABLE rate_limit_policy (

@@ -40,6 +40,12 @@ pub struct SetArgs {
     /// Open days a ready hold waits on the hold shelf
     #[arg(long, requires = "category")]
     pub hold_pickup_days: Option<i32>,
+    /// Days before a loan's due date its courtesy notice goes out (0: none)
+    #[arg(long, requires = "category")]
+    pub courtesy_days: Option<i32>,
+    /// Days before a membership lapses its notice goes out (0: none)
+    #[arg(long, requires = "category")]
+    pub expiry_notice_days: Option<i32>,
     /// IANA time zone of the library, e.g. Europe/Berlin
     #[arg(long)]
     pub timezone: Option<String>,
@@ -111,6 +117,8 @@ pub fn run(app: &mut App, command: PolicyCommand) -> anyhow::Result<ExitCode> {
                         max_fine_cents_per_loan: a.max_fine_cents,
                         max_holds: a.max_holds,
                         hold_pickup_days: a.hold_pickup_days,
+                        courtesy_days: a.courtesy_days,
+                        expiry_notice_days: a.expiry_notice_days,
                     },
                 )?;
                 app.out.record(&rule)?;
