@@ -302,9 +302,10 @@ BEGIN
     END LOOP;
 END $$;
 
--- circulation_member also reads the member's live hold on the title (locked after the book,
--- before the item) and, for a scanned item, the member its ready hold is for. A borrow by
--- title takes the member's held item when they have one. It counts the member's live holds.
+-- circulation_member also reads, under the book's lock (which every change to a title's holds
+-- takes first), the member's live hold on the title and, for a scanned item, the member its
+-- ready hold is for. A borrow by title takes the member's held item when they have one. It
+-- counts the member's live holds for a hold placement.
 DROP FUNCTION circulation_member(uuid, uuid, uuid, uuid, text, text, text, text[], timestamptz,
                                  double precision, text[]);
 DROP TYPE circulation_member_row;
@@ -322,8 +323,8 @@ CREATE TYPE circulation_member_row AS (
                book_category text, book_available_copies integer, book_title text,
                book_id uuid, loan_item_id uuid, loan_item_barcode text,
                item_id uuid, item_barcode text, item_status text, item_status_changed_at timestamptz,
-               hold_id uuid, hold_status text, hold_item_id uuid, item_held_for uuid,
-               max_holds integer, hold_pickup_days integer, live_holds bigint,
+               hold_id uuid, hold_status text, hold_placed_at timestamptz, item_held_for uuid,
+               max_holds integer, live_holds bigint,
                read_row boolean, allowed boolean, stale boolean
 );
 
@@ -344,6 +345,7 @@ DECLARE
     v_hold_id uuid;
     v_hold_status text;
     v_hold_item uuid;
+    v_hold_placed timestamptz;
     v_held_for uuid;
     v_stamp uuid;
     v_timezone text;
@@ -374,7 +376,8 @@ BEGIN
         INTO v_book_category, v_book_available, v_book_title
         FROM book b WHERE b.id = p_book FOR UPDATE;
         -- Under the book's lock the title's holds and items hold still.
-        SELECT h.id, h.status, h.item_id INTO v_hold_id, v_hold_status, v_hold_item
+        SELECT h.id, h.status, h.item_id, h.placed_at
+        INTO v_hold_id, v_hold_status, v_hold_item, v_hold_placed
         FROM hold h
         WHERE h.member_id = p_member AND h.book_id = p_book AND h.status IN ('waiting', 'ready');
         IF p_barcode IS NOT NULL THEN
@@ -419,8 +422,8 @@ BEGIN
                v_book_category, v_book_available, v_book_title,
                p_book, l.item_id, li.barcode,
                v_item_id, v_item_barcode, v_item_status, v_item_changed,
-               v_hold_id, v_hold_status, v_hold_item, v_held_for,
-               r.max_holds, r.hold_pickup_days,
+               v_hold_id, v_hold_status, v_hold_placed, v_held_for,
+               r.max_holds,
                CASE WHEN p_book IS NULL THEN NULL ELSE
                    (SELECT count(*) FROM hold h
                     WHERE h.member_id = p_member AND h.status IN ('waiting', 'ready')) END,

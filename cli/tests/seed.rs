@@ -12,6 +12,7 @@ const TABLES: &[&str] = &[
     "item",
     "member",
     "loan",
+    "hold",
     "account_entry",
     "audit_log",
     "closed_day",
@@ -57,6 +58,19 @@ fn same_seed_same_data_whatever_the_jobs_and_csv_matches_the_load() {
     assert!((2_000..2_700).contains(&loans), "about 2.3k loans: {loans}");
     assert!(s1["peak_rss_mib"].as_f64().unwrap() > 0.0);
     Libctl::new(&one).args(["db", "check"]).run();
+    // Holds of every status: waiting on titles with every copy out, ready on the hold shelf,
+    // and the history (db check above holds them to the hold invariants).
+    let statuses: Vec<String> = one
+        .client()
+        .query("SELECT DISTINCT status FROM hold ORDER BY 1", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        statuses,
+        ["cancelled", "expired", "fulfilled", "ready", "waiting"]
+    );
 
     // --csv writes the same rows: load them into a third database and compare.
     let dir = tempfile::tempdir().unwrap();
@@ -84,6 +98,7 @@ fn same_seed_same_data_whatever_the_jobs_and_csv_matches_the_load() {
         "book",
         "item",
         "loan",
+        "hold",
         "account_entry",
         "audit_log",
     ] {

@@ -216,6 +216,7 @@ pub(crate) struct LockedItem {
 pub(crate) struct OwnHold {
     pub(crate) id: Uuid,
     pub(crate) status: String,
+    placed_at: DateTime<Utc>,
 }
 
 /// One open loan of a locked member.
@@ -338,9 +339,10 @@ pub(crate) fn lock_member(
             own_hold: row.get::<_, Option<Uuid>>(39).map(|id| OwnHold {
                 id,
                 status: row.get(40),
+                placed_at: row.get(41),
             }),
         }),
-        live_holds: row.get(45),
+        live_holds: row.get(44),
     })
 }
 
@@ -564,17 +566,6 @@ pub(crate) fn borrow_in(
 /// Fulfils the hold a borrow serves, in the borrow's transaction (after its writes).
 fn fulfil(tx: &mut Transaction<'_>, ctx: &Ctx, planned: &PlannedBorrow) -> Result<()> {
     if let (Some(hold), Some(item)) = (planned.fulfils, planned.loan.item_id) {
-        let placed_at = hold_queue::placed_at(tx, hold)?;
-        if planned.loan.borrowed_at < placed_at {
-            return Err(Error::invalid(
-                "invalid_input",
-                format!(
-                    "a borrow at {} is before the member's hold on this title was placed \
-                     ({placed_at}); cancel the hold first",
-                    planned.loan.borrowed_at
-                ),
-            ));
-        }
         hold_queue::end(
             tx,
             ctx,
@@ -775,7 +766,17 @@ fn plan_borrow(
         hold: None,
     };
     // Whatever copy the member takes, their hold on the title is served by it (a ready hold's
-    // other item then passes on).
+    // other item then passes on); a borrow backdated to before the hold was placed cannot be.
+    if let Some(hold) = own_hold.as_ref().filter(|h| now < h.placed_at) {
+        return Err(Error::invalid(
+            "invalid_input",
+            format!(
+                "a borrow at {now} is before the member's hold on this title was placed \
+                 ({}); cancel the hold first",
+                hold.placed_at
+            ),
+        ));
+    }
     let fulfils = own_hold.as_ref().map(|h| h.id);
     Ok(PlannedBorrow {
         loan,
@@ -1047,11 +1048,7 @@ pub fn list_loans(
     limit: i64,
     cursor: Option<&str>,
 ) -> Result<Page<Loan>> {
-    let member_id = match &filter.member {
-        Some(m) => Some(members::find_member(client, m)?.id),
-        None if !ctx.actor.role.is_staff() && ctx.actor.member_id.is_some() => ctx.actor.member_id,
-        None => None,
-    };
+    let member_id = members::listing_scope(client, ctx, filter.member.as_deref())?;
     match member_id {
         Some(id) => ctx.require_self_or(id, Capability::ManageMembers)?,
         None => ctx.require(Capability::Reports)?,

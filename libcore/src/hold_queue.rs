@@ -74,6 +74,26 @@ pub fn retarget(tx: &mut impl GenericClient, ctx: &Ctx, scope: Scope) -> Result<
         .get(0))
 }
 
+/// [`retarget`] over several titles in one round trip, in id order (the order titles are
+/// locked in everywhere).
+pub fn retarget_titles(tx: &mut impl GenericClient, ctx: &Ctx, books: &[Uuid]) -> Result<i64> {
+    let mut books = books.to_vec();
+    books.sort_unstable();
+    books.dedup();
+    Ok(tx
+        .query_one(
+            "SELECT coalesce(sum(holds_retarget(b, NULL, $2, $3, $4)), 0)::bigint
+             FROM unnest($1::uuid[]) AS b",
+            &[
+                &books,
+                &ctx.now(),
+                &ctx.actor.name,
+                &ctx.actor.role.as_str(),
+            ],
+        )?
+        .get(0))
+}
+
 /// How a live hold ends through [`end`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ending<'a> {
@@ -110,13 +130,6 @@ pub fn end(
                 &ctx.actor.role.as_str(),
             ],
         )?
-        .get(0))
-}
-
-/// When a hold was placed.
-pub fn placed_at(tx: &mut impl GenericClient, hold: Uuid) -> Result<DateTime<Utc>> {
-    Ok(tx
-        .query_one("SELECT placed_at FROM hold WHERE id = $1", &[&hold])?
         .get(0))
 }
 

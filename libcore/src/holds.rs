@@ -235,11 +235,7 @@ pub fn list(
     limit: i64,
     cursor: Option<&str>,
 ) -> Result<Page<Hold>> {
-    let member_id = match &filter.member {
-        Some(m) => Some(members::find_member(client, m)?.id),
-        None if !ctx.actor.role.is_staff() && ctx.actor.member_id.is_some() => ctx.actor.member_id,
-        None => None,
-    };
+    let member_id = members::listing_scope(client, ctx, filter.member.as_deref())?;
     match member_id {
         Some(id) => ctx.require_self_or(id, Capability::CirculateForOthers)?,
         None => ctx.require(Capability::CirculateForOthers)?,

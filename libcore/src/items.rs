@@ -200,16 +200,6 @@ fn lock_books(tx: &mut Transaction<'_>, ids: &[Uuid]) -> Result<()> {
     Ok(())
 }
 
-/// Gives copies now on the shelf of these (locked) titles to their waiting holds; returns how
-/// many holds became ready.
-fn serve_waiting_holds(tx: &mut Transaction<'_>, ctx: &Ctx, books: &[Uuid]) -> Result<i32> {
-    let mut served = 0;
-    for book in books {
-        served += crate::hold_queue::retarget(tx, ctx, crate::hold_queue::Scope::Title(*book))?;
-    }
-    Ok(served)
-}
-
 fn reread(tx: &mut Transaction<'_>, id: Uuid) -> Result<Item> {
     Ok(tx
         .query_one(
@@ -229,7 +219,7 @@ pub fn add(client: &mut Client, ctx: &Ctx, new: &NewItem) -> Result<Item> {
         lock_books(tx, &[book_id])?;
         let item = insert_items(tx, &[(book_id, valid)], ctx.now())?.remove(0);
         // A new copy of a title members wait for goes to the first of them.
-        let item = if serve_waiting_holds(tx, ctx, &[book_id])? > 0 {
+        let item = if crate::hold_queue::retarget_titles(tx, ctx, &[book_id])? > 0 {
             reread(tx, item.id)?
         } else {
             item
@@ -322,7 +312,7 @@ pub fn import(client: &mut Client, ctx: &Ctx, input: impl Read) -> Result<Import
         book_ids.dedup();
         lock_books(tx, &book_ids)?;
         let inserted = insert_items(tx, &items, ctx.now())?;
-        serve_waiting_holds(tx, ctx, &book_ids)?;
+        crate::hold_queue::retarget_titles(tx, ctx, &book_ids)?;
         let summary = ImportSummary {
             entity: "item",
             imported: inserted.len() as u64,
@@ -519,12 +509,13 @@ pub fn set_status(
             )
             .map(|r| item_from_row(&r))?;
         // Found again: a member waiting for the title gets it.
-        let after =
-            if after.status == "available" && serve_waiting_holds(tx, ctx, &[after.book_id])? > 0 {
-                reread(tx, after.id)?
-            } else {
-                after
-            };
+        let after = if after.status == "available"
+            && crate::hold_queue::retarget_titles(tx, ctx, &[after.book_id])? > 0
+        {
+            reread(tx, after.id)?
+        } else {
+            after
+        };
         Ok(Audited::new(
             after.clone(),
             after.id,

@@ -404,6 +404,21 @@ pub fn set_status(client: &mut Client, ctx: &Ctx, key: &str, status: &str) -> Re
     })
 }
 
+/// Whose rows a listing shows: the member named (id or email), or, when none is named, the
+/// acting member if they are not staff (a member lists their own); `None` for the whole
+/// library. The caller checks the permission for what it found.
+pub(crate) fn listing_scope(
+    client: &mut impl GenericClient,
+    ctx: &Ctx,
+    member: Option<&str>,
+) -> Result<Option<Uuid>> {
+    Ok(match member {
+        Some(m) => Some(find_member(client, m)?.id),
+        None if !ctx.actor.role.is_staff() => ctx.actor.member_id,
+        None => None,
+    })
+}
+
 /// How long a membership runs when it is granted or renewed.
 pub const MEMBERSHIP_MONTHS: u32 = 12;
 

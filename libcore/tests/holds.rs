@@ -323,6 +323,17 @@ fn a_new_copy_of_a_title_members_wait_for_goes_to_the_first_of_them() {
     assert_eq!(item.status, "on_hold_shelf");
     assert_eq!(hold(&mut c, h.id).item_id, Some(item.id));
     assert_invariants(&mut c);
+    // Imported copies of two titles members wait for: each goes to its title's first hold.
+    let other = add_book(&mut c, 2, 1);
+    circulation::borrow(&mut c, &ctx, &m0, &other).unwrap();
+    let h2 = holds::place(&mut c, &ctx, &m1, &other).unwrap();
+    let m2 = add_member(&mut c, "m2@x.org", "member");
+    let h3 = holds::place(&mut c, &ctx, &m2, &book).unwrap();
+    let csv = format!("isbn,barcode\n{book},IMPORT-1\n{other},IMPORT-2\n");
+    items::import(&mut c, &ctx, csv.as_bytes()).unwrap();
+    assert_eq!(hold(&mut c, h3.id).barcode.as_deref(), Some("IMPORT-1"));
+    assert_eq!(hold(&mut c, h2.id).barcode.as_deref(), Some("IMPORT-2"));
+    assert_invariants(&mut c);
 }
 
 #[test]
@@ -797,4 +808,152 @@ fn renewing_an_expired_membership_serves_the_copy_the_member_waits_for() {
     );
     assert_eq!(audited(&mut c, "member.renew", "ok"), 2);
     assert_invariants(&mut c);
+}
+
+#[test]
+fn the_morning_list_clears_holds_past_their_pickup_day_and_says_where_each_copy_goes() {
+    let tdb = TestDb::new();
+    let mut c = tdb.client();
+    let ctx = admin(&mut c);
+    let [one, two] = [add_book(&mut c, 1, 1), add_book(&mut c, 2, 1)];
+    let [m0, m1, m2, m3] = ["m0@x.org", "m1@x.org", "m2@x.org", "m3@x.org"]
+        .map(|e| member_since(&mut c, e, days_ago(60)));
+    libcore::policy::set_rule(
+        &mut c,
+        &ctx,
+        &libcore::policy::RuleChange {
+            category: "public".into(),
+            hold_pickup_days: Some(1),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    // Title one: m1's copy waits past its last day, and nobody is next. Title two: m2's does,
+    // and m3 is next in line.
+    let a = circulation::borrow(&mut c, &at(&ctx, days_ago(10)), &m0, &one).unwrap();
+    let b = circulation::borrow(&mut c, &at(&ctx, days_ago(10)), &m0, &two).unwrap();
+    holds::place(&mut c, &at(&ctx, days_ago(9)), &m1, &one).unwrap();
+    holds::place(&mut c, &at(&ctx, days_ago(9)), &m2, &two).unwrap();
+    holds::place(&mut c, &at(&ctx, days_ago(8)), &m3, &two).unwrap();
+    for loan in [&a, &b] {
+        circulation::return_loan(&mut c, &at(&ctx, days_ago(3)), &LoanRef::Id(loan.id)).unwrap();
+    }
+    let day = today(&mut c);
+    let lines = |c: &mut Client| -> Vec<(&'static str, String, Option<String>)> {
+        let mut l: Vec<_> = holds::shelf(c, &ctx, day)
+            .unwrap()
+            .into_iter()
+            .map(|l| (l.action, l.member_email, l.next))
+            .collect();
+        l.sort();
+        l
+    };
+    // Before the nightly: both still ready, past their last day.
+    assert_eq!(
+        lines(&mut c),
+        [
+            ("clear", m1.clone(), Some("expire".to_string())),
+            ("clear", m2.clone(), Some("expire".to_string())),
+        ]
+    );
+    let done = holds::expire(&mut c, &system(), day, false).unwrap();
+    assert_eq!((done.expired, done.made_ready), (2, 1));
+    // After it (the holds expired at the start of yesterday): title one's copy goes back to
+    // the stacks; title two's stays on the hold shelf, now shelved for m3.
+    assert_eq!(
+        lines(&mut c),
+        [
+            ("clear", m1.clone(), Some("stacks".to_string())),
+            ("clear", m2.clone(), Some("hold shelf".to_string())),
+            ("shelve", m3.clone(), None),
+        ]
+    );
+    assert_invariants(&mut c);
+}
+
+#[test]
+fn a_ready_hold_naming_another_titles_copy_is_caught_by_db_check() {
+    let tdb = TestDb::new();
+    let mut c = tdb.client();
+    let ctx = admin(&mut c);
+    let [one, two] = [add_book(&mut c, 1, 1), add_book(&mut c, 2, 1)];
+    let [m0, m1] = ["m0@x.org", "m1@x.org"].map(|e| add_member(&mut c, e, "member"));
+    let loan = circulation::borrow(&mut c, &ctx, &m0, &one).unwrap();
+    let h = holds::place(&mut c, &ctx, &m1, &one).unwrap();
+    circulation::return_loan(&mut c, &ctx, &LoanRef::Id(loan.id)).unwrap();
+    assert_invariants(&mut c);
+    // The key that forbids it is dropped first: db check is the second line of defence.
+    c.batch_execute("ALTER TABLE hold DROP CONSTRAINT hold_item_of_book")
+        .unwrap();
+    let other = items::list(
+        &mut c,
+        &items::ItemFilter {
+            book: Some(two.clone()),
+            ..Default::default()
+        },
+        10,
+        None,
+    )
+    .unwrap()
+    .items
+    .remove(0);
+    c.execute(
+        "UPDATE item SET status = 'available' WHERE id = (SELECT item_id FROM hold WHERE id = $1)",
+        &[&h.id],
+    )
+    .unwrap();
+    c.execute(
+        "UPDATE item SET status = 'on_hold_shelf' WHERE id = $1",
+        &[&other.id],
+    )
+    .unwrap();
+    c.execute(
+        "UPDATE hold SET item_id = $2 WHERE id = $1",
+        &[&h.id, &other.id],
+    )
+    .unwrap();
+    c.batch_execute(
+        "UPDATE book b SET available_copies = (SELECT count(*) FROM item i
+                                               WHERE i.book_id = b.id AND i.status = 'available')",
+    )
+    .unwrap();
+    let failing: Vec<String> = libcore::db::check(&mut c)
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.violations > 0)
+        .map(|r| r.invariant)
+        .collect();
+    assert!(
+        failing.contains(&"a ready hold's item belongs to its title".to_string()),
+        "{failing:?}"
+    );
+}
+
+#[test]
+fn report_holds_gives_the_mean_time_from_placing_to_ready() {
+    let tdb = TestDb::new();
+    let mut c = tdb.client();
+    let ctx = admin(&mut c);
+    let book = add_book(&mut c, 1, 1);
+    let [m0, m1] = ["m0@x.org", "m1@x.org"].map(|e| member_since(&mut c, e, days_ago(60)));
+    let placed = Utc::now() - Duration::hours(50);
+    let ready = placed + Duration::hours(30);
+    let loan = circulation::borrow(&mut c, &at(&ctx, days_ago(5)), &m0, &book).unwrap();
+    holds::place(&mut c, &at(&ctx, placed), &m1, &book).unwrap();
+    circulation::return_loan(&mut c, &at(&ctx, ready), &LoanRef::Id(loan.id)).unwrap();
+    let mut rows = Vec::new();
+    let waits = libcore::reports::holds(
+        &mut c,
+        &ctx,
+        &libcore::reports::ReportOptions::default(),
+        &mut |r| {
+            rows.push(r);
+            Ok(())
+        },
+    )
+    .unwrap();
+    assert!(rows.is_empty(), "nobody waits any more: {rows:?}");
+    assert_eq!(waits.holds_ready, 1);
+    let hours = waits.mean_hours_to_ready.unwrap();
+    assert!((hours - 30.0).abs() < 1e-6, "{hours}");
 }

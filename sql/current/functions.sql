@@ -44,10 +44,9 @@ CREATE TYPE circulation_member_row AS (
     item_status_changed_at timestamp with time zone,
     hold_id uuid,
     hold_status text,
-    hold_item_id uuid,
+    hold_placed_at timestamp with time zone,
     item_held_for uuid,
     max_holds integer,
-    hold_pickup_days integer,
     live_holds bigint,
     read_row boolean,
     allowed boolean,
@@ -108,6 +107,7 @@ DECLARE
     v_hold_id uuid;
     v_hold_status text;
     v_hold_item uuid;
+    v_hold_placed timestamptz;
     v_held_for uuid;
     v_stamp uuid;
     v_timezone text;
@@ -138,7 +138,8 @@ BEGIN
         INTO v_book_category, v_book_available, v_book_title
         FROM book b WHERE b.id = p_book FOR UPDATE;
         -- Under the book's lock the title's holds and items hold still.
-        SELECT h.id, h.status, h.item_id INTO v_hold_id, v_hold_status, v_hold_item
+        SELECT h.id, h.status, h.item_id, h.placed_at
+        INTO v_hold_id, v_hold_status, v_hold_item, v_hold_placed
         FROM hold h
         WHERE h.member_id = p_member AND h.book_id = p_book AND h.status IN ('waiting', 'ready');
         IF p_barcode IS NOT NULL THEN
@@ -183,8 +184,8 @@ BEGIN
                v_book_category, v_book_available, v_book_title,
                p_book, l.item_id, li.barcode,
                v_item_id, v_item_barcode, v_item_status, v_item_changed,
-               v_hold_id, v_hold_status, v_hold_item, v_held_for,
-               r.max_holds, r.hold_pickup_days,
+               v_hold_id, v_hold_status, v_hold_placed, v_held_for,
+               r.max_holds,
                CASE WHEN p_book IS NULL THEN NULL ELSE
                    (SELECT count(*) FROM hold h
                     WHERE h.member_id = p_member AND h.status IN ('waiting', 'ready')) END,

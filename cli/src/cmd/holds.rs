@@ -92,10 +92,7 @@ pub fn run_holds(app: &mut App, a: HoldsArgs) -> anyhow::Result<ExitCode> {
         Some(HoldsCommand::Shelf(s)) => {
             let as_of = match s.as_of {
                 Some(day) => day,
-                None => {
-                    let calendar = libcore::calendar::Calendar::load(&mut client)?;
-                    calendar.local_date(ctx.now())
-                }
+                None => super::jobs::today(app, &mut client)?,
             };
             app.out.rows(holds::shelf(&mut client, &ctx, as_of)?)?;
         }

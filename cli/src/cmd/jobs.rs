@@ -78,7 +78,8 @@ pub struct NightlyArgs {
     pub notices_out: Option<PathBuf>,
 }
 
-fn today(app: &App, client: &mut libcore::Client) -> anyhow::Result<NaiveDate> {
+/// Today in library time (or the day of `--at`).
+pub(crate) fn today(app: &App, client: &mut libcore::Client) -> anyhow::Result<NaiveDate> {
     let calendar = libcore::calendar::Calendar::load(client)?;
     Ok(calendar.local_date(app.global.at.unwrap_or_else(chrono::Utc::now)))
 }

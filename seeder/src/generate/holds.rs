@@ -111,12 +111,6 @@ impl Plan {
         let mut live = Live::default();
         let mut rows = Vec::new();
         let mut on_hold_shelf = HashSet::new();
-        let mut hold = |rng: &mut rand_chacha::ChaCha8Rng, row: HoldRow| {
-            rows.push(HoldRow {
-                id: id_from_parts(row.placed_at, rng.random()),
-                ..row
-            });
-        };
 
         // Copies back on the shelf in the last days: some were trapped for a member.
         let recent = (end - Duration::days(i64::from(PICKUP_DAYS) - 2)).timestamp_micros();
@@ -139,20 +133,17 @@ impl Plan {
                 };
                 live.add(member, b);
                 on_hold_shelf.insert(item);
-                hold(
-                    &mut rng,
-                    HoldRow {
-                        id: Uuid::nil(),
-                        book: b,
-                        member,
-                        placed_at,
-                        status: "ready",
-                        item: Some(item),
-                        ready_at: Some(ready_at),
-                        pickup_by: Some(self.pickup_by(ready_at)),
-                        ended_at: None,
-                    },
-                );
+                rows.push(HoldRow {
+                    id: id_from_parts(placed_at, rng.random()),
+                    book: b,
+                    member,
+                    placed_at,
+                    status: "ready",
+                    item: Some(item),
+                    ready_at: Some(ready_at),
+                    pickup_by: Some(self.pickup_by(ready_at)),
+                    ended_at: None,
+                });
                 break;
             }
         }
@@ -182,20 +173,17 @@ impl Plan {
                     continue;
                 };
                 live.add(member, b);
-                hold(
-                    &mut rng,
-                    HoldRow {
-                        id: Uuid::nil(),
-                        book: b,
-                        member,
-                        placed_at,
-                        status: "waiting",
-                        item: None,
-                        ready_at: None,
-                        pickup_by: None,
-                        ended_at: None,
-                    },
-                );
+                rows.push(HoldRow {
+                    id: id_from_parts(placed_at, rng.random()),
+                    book: b,
+                    member,
+                    placed_at,
+                    status: "waiting",
+                    item: None,
+                    ready_at: None,
+                    pickup_by: None,
+                    ended_at: None,
+                });
             }
         }
 
@@ -210,20 +198,17 @@ impl Plan {
             if placed_at < member_since {
                 continue;
             }
-            hold(
-                &mut rng,
-                HoldRow {
-                    id: Uuid::nil(),
-                    book: loan.book,
-                    member: loan.member,
-                    placed_at,
-                    status: "fulfilled",
-                    item: Some(loan.item),
-                    ready_at: Some(ready_at),
-                    pickup_by: Some(self.pickup_by(ready_at)),
-                    ended_at: Some(loan.borrowed_at),
-                },
-            );
+            rows.push(HoldRow {
+                id: id_from_parts(placed_at, rng.random()),
+                book: loan.book,
+                member: loan.member,
+                placed_at,
+                status: "fulfilled",
+                item: Some(loan.item),
+                ready_at: Some(ready_at),
+                pickup_by: Some(self.pickup_by(ready_at)),
+                ended_at: Some(loan.borrowed_at),
+            });
         }
 
         // Holds that ended without a loan, over the last year: cancelled while waiting, or
@@ -250,7 +235,7 @@ impl Plan {
             let m = m as u32;
             let row = if rng.random_bool(0.5) {
                 HoldRow {
-                    id: Uuid::nil(),
+                    id: id_from_parts(placed_at, rng.random()),
                     book: b,
                     member: m,
                     placed_at,
@@ -266,7 +251,7 @@ impl Plan {
                 let ready_at = placed_at + Duration::hours(rng.random_range(1..24 * 20));
                 let pickup_by = self.pickup_by(ready_at);
                 HoldRow {
-                    id: Uuid::nil(),
+                    id: id_from_parts(placed_at, rng.random()),
                     book: b,
                     member: m,
                     placed_at,
@@ -277,7 +262,7 @@ impl Plan {
                     ended_at: Some(self.calendar.end_of_day(pickup_by) + Duration::seconds(1)),
                 }
             };
-            hold(&mut rng, row);
+            rows.push(row);
         }
         Holds {
             rows,
