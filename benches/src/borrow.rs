@@ -424,7 +424,7 @@ mod bare {
             self.by_id(&mut tx, "SELECT 1 FROM book WHERE id = $1 FOR UPDATE", book)?;
             let returned = self.query(
                 &mut tx,
-                "UPDATE loan SET returned_at = clock_timestamp() WHERE id = $1 AND returned_at IS NULL RETURNING item_id",
+                "UPDATE loan SET returned_at = clock_timestamp(), end_state = 'returned' WHERE id = $1 AND returned_at IS NULL RETURNING item_id",
                 &[(&loan, Type::UUID)],
             )?;
             if let Some(item) = returned.first().map(|r| r.get::<_, Uuid>(0)) {
@@ -604,7 +604,7 @@ fn give_back_killed_runs(
         0
     } else {
         tx.execute(
-            "WITH back AS (UPDATE loan SET returned_at = greatest(now(), borrowed_at)
+            "WITH back AS (UPDATE loan SET returned_at = greatest(now(), borrowed_at), end_state = 'returned'
                            WHERE id = ANY($1) RETURNING book_id, item_id, returned_at),
                   shelved AS (UPDATE item i SET status = 'available', status_changed_at = back.returned_at
                               FROM back WHERE i.id = back.item_id)

@@ -16,6 +16,7 @@ mod hardening;
 mod holds;
 mod identity;
 mod items;
+mod nightly;
 mod output;
 mod reports;
 mod reviews;

@@ -33,8 +33,10 @@ pub struct Request {
     pub status: String,
     /// The member it is about.
     pub member_id: Uuid,
-    /// Override: the book.
+    /// Override of a borrow: the book.
     pub book_id: Option<Uuid>,
+    /// Override of a claim returned past `max_claims_returned`: the loan.
+    pub loan_id: Option<Uuid>,
     /// Waiver: the amount.
     pub amount_cents: Option<i64>,
     /// Correction: `name`, `email` or `phone`.
@@ -59,7 +61,7 @@ pub struct Request {
 
 const REQUEST_COLUMNS: &str =
     "id, kind, status, member_id, book_id, amount_cents, field, value, reason, \
-     filed_by, filed_at, decided_by, decided_at, decision_note, result";
+     filed_by, filed_at, decided_by, decided_at, decision_note, result, loan_id";
 
 fn request_from_row(r: &postgres::Row) -> Request {
     Request {
@@ -78,6 +80,7 @@ fn request_from_row(r: &postgres::Row) -> Request {
         decided_at: r.get(12),
         decision_note: r.get(13),
         result: r.get(14),
+        loan_id: r.get(15),
     }
 }
 
@@ -90,12 +93,15 @@ pub enum NewRequest {
         /// Applicant.
         applicant: NewMember,
     },
-    /// Borrow despite the loan limit or a block.
+    /// Borrow despite the loan limit or a block (a book), or claim a return past the member's
+    /// limit of claims (a loan).
     Override {
         /// Member id or email.
         member: String,
-        /// Book id or ISBN.
-        book: String,
+        /// Book id or ISBN, to borrow.
+        book: Option<String>,
+        /// The loan to close as claimed returned.
+        loan: Option<Uuid>,
         /// Why.
         reason: String,
     },
@@ -150,6 +156,7 @@ pub fn file(client: &mut Client, ctx: &Ctx, new: &NewRequest) -> Result<Request>
     let op = Operation::new("request.file", "request", json!(new));
     audit::run(client, ctx, &op, |tx| {
         let now = ctx.now();
+        let mut loan_id = None;
         let (member_id, book_id, amount, field, value, reason) = match new {
             NewRequest::Membership { applicant } => {
                 let valid = members::validate_member(&NewMember {
@@ -164,14 +171,36 @@ pub fn file(client: &mut Client, ctx: &Ctx, new: &NewRequest) -> Result<Request>
             NewRequest::Override {
                 member,
                 book,
+                loan,
                 reason,
             } => {
                 let member_id = members::find_member(tx, member)?.id;
                 ctx.require_self_or(member_id, Capability::CirculateForOthers)?;
-                let book_id = catalog::find_book(tx, book)?.id;
+                let book_id = match (book, loan) {
+                    (Some(book), None) => Some(catalog::find_book(tx, book)?.id),
+                    (None, Some(loan)) => {
+                        let of_member = tx
+                            .query_opt(
+                                "SELECT 1 FROM loan WHERE id = $1 AND member_id = $2",
+                                &[loan, &member_id],
+                            )?
+                            .is_some();
+                        if !of_member {
+                            return Err(Error::not_found("loan", format!("{loan} of {member}")));
+                        }
+                        loan_id = Some(*loan);
+                        None
+                    }
+                    _ => {
+                        return Err(Error::invalid(
+                            "invalid_input",
+                            "an override names a book (to borrow) or a loan (to claim returned)",
+                        ))
+                    }
+                };
                 (
                     member_id,
-                    Some(book_id),
+                    book_id,
                     None,
                     None,
                     None,
@@ -216,10 +245,10 @@ pub fn file(client: &mut Client, ctx: &Ctx, new: &NewRequest) -> Result<Request>
         };
         let row = tx.query_one(
             &format!(
-                "INSERT INTO request (id, kind, member_id, book_id, amount_cents, field, value, reason, filed_by, filed_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {REQUEST_COLUMNS}"
+                "INSERT INTO request (id, kind, member_id, book_id, amount_cents, field, value, reason, filed_by, filed_at, loan_id)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {REQUEST_COLUMNS}"
             ),
-            &[&ids::new_id(now), &kind, &member_id, &book_id, &amount, &field, &value, &reason, &ctx.actor.name, &now],
+            &[&ids::new_id(now), &kind, &member_id, &book_id, &amount, &field, &value, &reason, &ctx.actor.name, &now, &loan_id],
         )?;
         let request = request_from_row(&row);
         Ok(Audited::new(
@@ -287,6 +316,11 @@ fn apply(tx: &mut Transaction<'_>, ctx: &Ctx, request: &Request) -> Result<Value
             Ok(
                 json!({ "member_id": request.member_id, "status": "active", "expires_at": expires_at }),
             )
+        }
+        "override" if request.loan_id.is_some() => {
+            let loan_id = request.loan_id.expect("checked by the guard");
+            let claim = crate::lost::claim_returned_in(tx, loan_id, now, true)?;
+            Ok(json!({ "claim": claim }))
         }
         "override" => {
             let book_id = request

@@ -52,6 +52,14 @@ impl<'a> RowEncoder<'a> {
         self.raw(v.as_bytes())
     }
 
+    /// Nullable `uuid`.
+    pub fn opt_uuid(&mut self, v: Option<Uuid>) -> &mut Self {
+        match v {
+            Some(v) => self.uuid(v),
+            None => self.null(),
+        }
+    }
+
     /// `text`.
     pub fn text(&mut self, v: &str) -> &mut Self {
         self.raw(v.as_bytes())

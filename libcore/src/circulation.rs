@@ -76,6 +76,12 @@ pub struct Loan {
     /// On a return: the hold its item was trapped for, so the desk shelves it for pickup.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hold: Option<Trapped>,
+    /// How it ended: `returned`, `lost` or `claims_returned`; `None` while open.
+    pub end_state: Option<String>,
+    /// On a return of an item its loan had ended lost or claimed returned: what finding it
+    /// did (the loan itself keeps its end).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub found: Option<crate::lost::Found>,
 }
 
 impl Loan {
@@ -93,7 +99,7 @@ impl Loan {
 macro_rules! loan_columns {
     () => {
         "id, book_id, member_id, borrowed_at, due_at, returned_at, renewals, \
-         fine_cents, fine_cents_per_day, grace_days, max_fine_cents, item_id"
+         fine_cents, fine_cents_per_day, grace_days, max_fine_cents, item_id, end_state"
     };
 }
 
@@ -119,30 +125,14 @@ pub(crate) fn loan_from_row(r: &postgres::Row) -> Loan {
         grace_days: r.get(9),
         max_fine_cents: r.get(10),
         item_id: r.get(11),
-        barcode: if r.len() > 12 { r.get(12) } else { None },
+        end_state: r.get(12),
+        barcode: if r.len() > 13 { r.get(13) } else { None },
         hold: None,
+        found: None,
     }
 }
 
-/// How a command names a loan.
-#[derive(Debug, Clone, serde::Serialize)]
-#[serde(untagged)]
-pub enum LoanRef {
-    /// By loan id.
-    Id(Uuid),
-    /// The open loan of this book by this member.
-    MemberBook {
-        /// Member id or email.
-        member: String,
-        /// Book id or ISBN.
-        book: String,
-    },
-    /// The open loan of the item with this barcode, as scanned at the desk.
-    Item {
-        /// The barcode.
-        item: String,
-    },
-}
+pub use crate::loan_ref::LoanRef;
 
 /// Which copy a borrow takes.
 #[derive(Debug, Clone, Copy)]
@@ -175,9 +165,9 @@ pub(crate) struct LockedMember {
     pub(crate) created_at: DateTime<Utc>,
     pub(crate) expires_at: Option<DateTime<Utc>>,
     pub(crate) rule: MemberRule,
-    credits_cents: i64,
-    /// The fines stored on all the member's loans, open or returned.
-    stored_fines_cents: i64,
+    /// The member's balance as stored (`member_balance_cents`): fines on their loans and the
+    /// ledger, before open loans are assessed up to now.
+    stored_balance_cents: i64,
     /// The library calendar: read with the member, or kept by the connection (V15).
     calendar: Arc<Calendar>,
     /// Open loans, read after the lock.
@@ -321,8 +311,7 @@ pub(crate) fn lock_member(
             block_overdue_days: row.get(13),
             max_holds: row.get(43),
         },
-        credits_cents: row.get(14),
-        stored_fines_cents: row.get(15),
+        stored_balance_cents: row.get(14),
         calendar,
         loans,
         book: row.get::<_, Option<String>>(29).map(|category| LockedBook {
@@ -401,7 +390,7 @@ pub(crate) fn member_loans(member: &LockedMember, now: DateTime<Utc>) -> MemberL
     // fine and its fine as of `now` (the nightly job may not have run yet).
     let mut loans = MemberLoans {
         open_book_ids: Vec::new(),
-        outstanding_cents: member.stored_fines_cents - member.credits_cents,
+        outstanding_cents: member.stored_balance_cents,
         max_overdue_days: 0,
     };
     for loan in &member.loans {
@@ -764,6 +753,8 @@ fn plan_borrow(
         item_id: Some(item.id),
         barcode: Some(item.barcode.clone()),
         hold: None,
+        end_state: None,
+        found: None,
     };
     // Whatever copy the member takes, their hold on the title is served by it (a ready hold's
     // other item then passes on); a borrow backdated to before the hold was placed cannot be.
@@ -889,6 +880,24 @@ pub fn return_loan(connection: &mut impl Connection, ctx: &Ctx, loan: &LoanRef) 
     let op = Operation::new("loan.return", "loan", json!({ "loan": loan }));
     audit::run_on(connection, ctx, &op, |tx, mut statements, gate| {
         let (member, loan_id) = lock_member_of(tx, statements.as_deref_mut(), gate, ctx, loan)?;
+        if member.open_loan(loan_id).is_err() {
+            // The item of a loan that ended lost or claimed returned, back at the desk.
+            if let Some(found) = crate::lost::found_in(tx, ctx, loan_id, ctx.now())? {
+                let row = tx.query_one(
+                    &format!("SELECT {LOAN_COLUMNS_WITH_BARCODE} FROM loan WHERE id = $1"),
+                    &[&loan_id],
+                )?;
+                let loan = Loan {
+                    found: Some(found.clone()),
+                    ..loan_from_row(&row)
+                };
+                return Ok(Audited::new(
+                    loan,
+                    loan_id,
+                    json!({ "item": found.barcode, "found": found }),
+                ));
+            }
+        }
         let current = member.open_loan(loan_id)?;
         let now = ctx.now();
         // Live, a loan that another client's clock started "after" this host's now ends no
@@ -943,6 +952,8 @@ pub fn return_loan(connection: &mut impl Connection, ctx: &Ctx, loan: &LoanRef) 
             item_id: current.item_id,
             barcode: current.barcode.clone(),
             hold: Trapped::from_row(&rows[0], 0),
+            end_state: Some("returned".to_string()),
+            found: None,
         }))
     })
 }
@@ -1011,6 +1022,133 @@ pub fn renew(connection: &mut impl Connection, ctx: &Ctx, loan: &LoanRef) -> Res
             ..loan_from_row(&rows[0])
         }))
     })
+}
+
+/// What the nightly's auto-renewal step did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct AutoRenewals {
+    /// Loans renewed.
+    pub renewed: i64,
+    /// Loans that could not be (each member told why).
+    pub failed: i64,
+}
+
+/// Loans one auto-renewal transaction handles.
+const AUTO_RENEW_BATCH: usize = 200;
+
+/// Why a desk renewal of `current` would be refused at `at`, as a refusal code.
+fn renewal_refusal(
+    tx: &mut Transaction<'_>,
+    member: &LockedMember,
+    current: &StandingLoan,
+    at: DateTime<Utc>,
+) -> Result<Option<&'static str>> {
+    if current.renewals >= member.rule.max_renewals {
+        return Ok(Some(Refusal::RenewalLimitReached.as_str()));
+    }
+    let loans = member_loans(member, at);
+    for check in [
+        require_active(member, at),
+        require_not_blocked(member, &loans),
+    ] {
+        if let Err(Error::Refused { reason, .. }) = check {
+            return Ok(Some(reason.as_str()));
+        }
+        check?;
+    }
+    let unserved: i64 = tx.query_one(&*UNSERVED_HOLDS, &[&current.book_id])?.get(0);
+    Ok((unserved > 0).then_some(Refusal::RenewalBlockedByHold.as_str()))
+}
+
+/// The nightly's auto-renewal as of `as_of`: every open loan whose category has `auto_renew`,
+/// due on `as_of` or the day after, is renewed from its due date when a desk renewal would be
+/// allowed at the end of `as_of`; otherwise the member gets an `auto_renew_failed` notice with
+/// the refusal code, once per loan and due date. An `auto_renewed` notice, unique per loan
+/// and due date, is written in the renewal's transaction, so no run renews a loan twice for
+/// one due date. Each loan is handled under its member's lock, [`AUTO_RENEW_BATCH`] per
+/// transaction.
+pub(crate) fn auto_renew_in<C: crate::joblock::Batches>(
+    c: &mut C,
+    ctx: &Ctx,
+    as_of: NaiveDate,
+) -> Result<AutoRenewals> {
+    let calendar = Calendar::load(c)?;
+    let from = calendar.end_of_day(as_of.pred_opt().unwrap_or(as_of));
+    let until = calendar.end_of_day(as_of.succ_opt().unwrap_or(as_of));
+    let at = calendar.end_of_day(as_of).min(ctx.now());
+    let due: Vec<(Uuid, Uuid)> = c
+        .query(
+            "SELECT l.id, l.member_id FROM loan l
+             JOIN member m ON m.id = l.member_id
+             JOIN circulation_rule r ON r.category = m.category
+             WHERE l.returned_at IS NULL AND r.auto_renew AND l.due_at > $1 AND l.due_at <= $2
+             ORDER BY l.id",
+            &[&from, &until],
+        )?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let mut done = AutoRenewals::default();
+    for batch in due.chunks(AUTO_RENEW_BATCH) {
+        let mut tx = c.batch()?;
+        for &(loan_id, member_id) in batch {
+            let member = lock_member(&mut tx, None, None, Whose::Member(member_id), None, None)?;
+            let Ok(current) = member.open_loan(loan_id) else {
+                continue; // returned meanwhile
+            };
+            if current.due_at <= from || current.due_at > until {
+                continue; // renewed meanwhile
+            }
+            let due_on = calendar.local_date(current.due_at);
+            if let Some(reason) = renewal_refusal(&mut tx, &member, current, at)? {
+                let notice = tx.execute(
+                    "INSERT INTO notice (id, kind, loan_id, member_id, issued_on, key_date, reason, created_at,
+                                         pending_handover)
+                     VALUES ($1, 'auto_renew_failed', $2, $3, $4, $5, $6, $7, true)
+                     ON CONFLICT (loan_id, key_date) WHERE kind = 'auto_renew_failed' DO NOTHING",
+                    &[&ids::new_id(at), &loan_id, &member_id, &as_of, &due_on, &reason, &at],
+                )?;
+                if notice == 1 {
+                    done.failed += 1;
+                }
+                continue;
+            }
+            let renewing = tx.execute(
+                "INSERT INTO notice (id, kind, loan_id, member_id, issued_on, key_date, created_at,
+                                     pending_handover)
+                 VALUES ($1, 'auto_renewed', $2, $3, $4, $5, $6, true)
+                 ON CONFLICT (loan_id, key_date) WHERE kind = 'auto_renewed' DO NOTHING",
+                &[&ids::new_id(at), &loan_id, &member_id, &as_of, &due_on, &at],
+            )?;
+            if renewing == 0 {
+                continue; // renewed for this due date already
+            }
+            let due_at = calendar.due_at(
+                current.due_at,
+                loan_days(&member.rule, &current.book_category),
+            );
+            tx.execute(
+                "UPDATE loan SET due_at = $2, renewals = renewals + 1 WHERE id = $1",
+                &[&loan_id, &due_at],
+            )?;
+            audit::record(
+                &mut tx,
+                ctx,
+                &audit::Entry {
+                    action: "loan.auto_renew",
+                    entity_type: "loan",
+                    entity_id: Some(loan_id.to_string()),
+                    outcome: "ok",
+                    details: json!({ "item": current.barcode,
+                                     "before": { "due_at": current.due_at, "renewals": current.renewals },
+                                     "after": { "due_at": due_at, "renewals": current.renewals + 1 } }),
+                },
+            )?;
+            done.renewed += 1;
+        }
+        tx.commit()?;
+    }
+    Ok(done)
 }
 
 /// Waiting holds on a title beyond the copies on its shelf: a renewal would keep one of

@@ -33,6 +33,7 @@ pub const TABLES: &[&str] = &[
     "recommendation",
     "member_login",
     "audit_seal",
+    "nightly_run",
 ];
 
 /// Every data table any schema version has had, in load order, with the migration that
@@ -58,6 +59,7 @@ pub const TABLE_HISTORY: &[(&str, i32, Option<i32>)] = &[
     ("recommendation", 6, None),
     ("member_login", 17, None),
     ("audit_seal", 18, None),
+    ("nightly_run", 23, None),
 ];
 
 /// The data tables of schema version `version`, in load order.
@@ -549,12 +551,35 @@ const INVARIANTS: &[Invariant] = &[
               WHERE b.rating_count <> coalesce(r.n, 0) OR b.rating_sum <> coalesce(r.s, 0)",
     },
     Invariant {
-        name: "ledger balances add up (payments and waivers never exceed fines)",
-        sql: "SELECT format('member %s: fines %s, payments and waivers %s', c.member_id, coalesce(f.total, 0), c.total)
-              FROM (SELECT member_id, sum(amount_cents) AS total FROM account_entry GROUP BY member_id) c
+        name: "payments and waivers never exceed the charges (fines, replacements, fees)",
+        sql: "SELECT format('member %s: charges %s, payments and waivers %s', c.member_id, coalesce(f.total, 0) + c.charged, c.credited)
+              FROM (SELECT member_id,
+                           sum(amount_cents) FILTER (WHERE kind IN ('lost_item', 'processing_fee')) AS charged,
+                           coalesce(sum(amount_cents) FILTER (WHERE kind IN ('payment', 'waiver')), 0) AS credited
+                    FROM account_entry GROUP BY member_id) c
               LEFT JOIN (SELECT member_id, sum(fine_cents) AS total FROM loan WHERE fine_cents > 0 GROUP BY member_id) f
                 ON f.member_id = c.member_id
-              WHERE c.total > coalesce(f.total, 0)",
+              WHERE c.credited > coalesce(f.total, 0) + coalesce(c.charged, 0)",
+    },
+    Invariant {
+        name: "replacement charges and fees belong to loans that ended lost, refunds to their charge",
+        sql: "SELECT format('account entry %s (%s) of loan %s: the loan ended %s', a.id, a.kind, a.loan_id, coalesce(l.end_state, 'open'))
+              FROM account_entry a JOIN loan l ON l.id = a.loan_id
+              WHERE a.kind IN ('lost_item', 'processing_fee', 'refund')
+                AND (l.end_state IS DISTINCT FROM 'lost' OR l.member_id <> a.member_id)
+              UNION ALL
+              SELECT format('refund %s of loan %s: %s cents, more than its replacement charge of %s', r.id, r.loan_id, r.amount_cents, coalesce(c.amount_cents, 0))
+              FROM account_entry r
+              LEFT JOIN account_entry c ON c.loan_id = r.loan_id AND c.kind = 'lost_item'
+              WHERE r.kind = 'refund' AND r.amount_cents > coalesce(c.amount_cents, 0)",
+    },
+    Invariant {
+        name: "a lost item's latest loan ended lost",
+        sql: "SELECT format('item %s is lost, but its latest loan %s ended %s', i.barcode, l.id, coalesce(l.end_state, 'open'))
+              FROM item i
+              LEFT JOIN LATERAL (SELECT id, end_state FROM loan WHERE item_id = i.id
+                                 ORDER BY borrowed_at DESC LIMIT 1) l ON true
+              WHERE i.status = 'lost' AND l.end_state IS DISTINCT FROM 'lost'",
     },
 ];
 

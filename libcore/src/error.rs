@@ -76,6 +76,10 @@ pub enum Refusal {
     RenewalBlockedByHold,
     /// The hold is no longer waiting or ready.
     HoldNotLive,
+    /// The member has made `max_claims_returned` claims; the next needs an override.
+    ClaimsLimitReached,
+    /// A lost-items run would mark more items than `--max-items` allows.
+    TooManyItems,
 }
 
 impl Refusal {
@@ -115,6 +119,8 @@ impl Refusal {
             Refusal::AlreadyOnLoan => "already_on_loan",
             Refusal::RenewalBlockedByHold => "renewal_blocked_by_hold",
             Refusal::HoldNotLive => "hold_not_live",
+            Refusal::ClaimsLimitReached => "claims_limit_reached",
+            Refusal::TooManyItems => "too_many_items",
         }
     }
 }

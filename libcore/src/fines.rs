@@ -115,23 +115,10 @@ mod tests {
     }
 }
 
-/// Advisory-lock key of the nightly jobs (accrue, notices, nightly): one at a time.
-pub const JOB_LOCK_KEY: i64 = 0x4C49_4243_544C; // "LIBCTL"
+pub use crate::joblock::JOB_LOCK_KEY;
 
-/// Takes the job lock for the rest of the transaction, or refuses with `job_already_running`.
-pub(crate) fn lock_jobs(tx: &mut impl GenericClient, job: &str) -> Result<()> {
-    let got: bool = tx
-        .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&JOB_LOCK_KEY])?
-        .get(0);
-    if got {
-        Ok(())
-    } else {
-        Err(crate::Error::refused(
-            crate::Refusal::JobAlreadyRunning,
-            format!("another fines/notices/nightly run holds the job lock; {job} did nothing"),
-        ))
-    }
-}
+/// Loans one accrual transaction assesses.
+const ACCRUAL_BATCH: usize = 5_000;
 
 /// What an accrual did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -142,51 +129,76 @@ pub struct Accrual {
     pub loans_assessed: i64,
     /// Sum of their assessed fines.
     pub fines_cents: i64,
+    /// True when nothing was kept.
+    pub dry_run: bool,
 }
 
 /// Recomputes (never increments) the fine of every open overdue loan as of the end of `as_of`,
-/// set-based. A loan already assessed for a later date is left alone, so running an older date
-/// after a newer one never lowers a fine, and returned loans are frozen.
-pub(crate) fn accrue_in(tx: &mut impl GenericClient, as_of: chrono::NaiveDate) -> Result<Accrual> {
-    let calendar = Calendar::load(tx)?;
+/// [`ACCRUAL_BATCH`] loans per transaction, so the desk's returns of those loans never wait
+/// long. A loan already assessed for a later date is left alone, so running an older date
+/// after a newer one never lowers a fine, and a loan returned meanwhile is skipped (its
+/// return froze its fine). Idempotent: a re-run computes the same fines.
+pub(crate) fn accrue_batched<C: crate::joblock::Batches>(
+    c: &mut C,
+    as_of: chrono::NaiveDate,
+) -> Result<Accrual> {
+    let calendar = Calendar::load(c)?;
     let end = calendar.end_of_day(as_of);
-    let row = tx.query_one(
-        "WITH assessed AS (
-             UPDATE loan SET
-                 fine_cents = fine_cents(fine_cents_per_day, grace_days, max_fine_cents,
-                                         overdue_days(due_at, $1, library_timezone())),
-                 fine_assessed_on = $2
-             WHERE returned_at IS NULL AND due_at < $1
-               AND (fine_assessed_on IS NULL OR fine_assessed_on <= $2)
-             RETURNING fine_cents)
-         SELECT count(*), coalesce(sum(fine_cents), 0)::bigint FROM assessed",
-        &[&end, &as_of],
-    )?;
-    Ok(Accrual {
+    let overdue: Vec<Uuid> = c
+        .query(
+            "SELECT id FROM loan WHERE returned_at IS NULL AND due_at < $1 ORDER BY id",
+            &[&end],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut accrual = Accrual {
         as_of,
-        loans_assessed: row.get(0),
-        fines_cents: row.get(1),
-    })
+        loans_assessed: 0,
+        fines_cents: 0,
+        dry_run: false,
+    };
+    for batch in overdue.chunks(ACCRUAL_BATCH) {
+        let mut tx = c.batch()?;
+        let row = tx.query_one(
+            "WITH assessed AS (
+                 UPDATE loan SET
+                     fine_cents = fine_cents(fine_cents_per_day, grace_days, max_fine_cents,
+                                             overdue_days(due_at, $1, library_timezone())),
+                     fine_assessed_on = $2
+                 WHERE id = ANY($3) AND returned_at IS NULL
+                   AND (fine_assessed_on IS NULL OR fine_assessed_on <= $2)
+                 RETURNING fine_cents)
+             SELECT count(*), coalesce(sum(fine_cents), 0)::bigint FROM assessed",
+            &[&end, &as_of, &batch],
+        )?;
+        tx.commit()?;
+        accrual.loans_assessed += row.get::<_, i64>(0);
+        accrual.fines_cents += row.get::<_, i64>(1);
+    }
+    Ok(accrual)
 }
 
-/// `libctl fines accrue --as-of DATE`: the nightly assessment, under the job lock.
+/// `libctl fines accrue --as-of DATE [--dry-run]`: the nightly's assessment step on its own,
+/// under the job lock. With `dry_run` it runs in one transaction that is rolled back.
 pub fn accrue(
     client: &mut postgres::Client,
     ctx: &crate::actor::Ctx,
     as_of: chrono::NaiveDate,
+    dry_run: bool,
 ) -> Result<Accrual> {
-    use crate::audit::{self, Audited, Operation};
-    let op = Operation::new(
-        "fines.accrue",
-        "loan",
-        serde_json::json!({ "as_of": as_of }),
-    );
+    ctx.require(crate::actor::Capability::Jobs)?;
     Calendar::load(client)?.require_not_future(as_of)?;
-    audit::run(client, ctx, &op, |tx| {
-        ctx.require(crate::actor::Capability::Jobs)?;
-        lock_jobs(tx, "fines accrue")?;
-        let accrual = accrue_in(tx, as_of)?;
-        Ok(Audited::new(accrual, as_of, serde_json::json!(accrual)))
+    crate::joblock::with_job_lock(client, "fines accrue", |client| {
+        if dry_run {
+            let mut tx = client.transaction()?;
+            let accrual = accrue_batched(&mut tx, as_of);
+            tx.rollback()?;
+            return accrual.map(|a| Accrual { dry_run: true, ..a });
+        }
+        let accrual = accrue_batched(client, as_of)?;
+        crate::joblock::record_step(client, ctx, "fines.accrue", as_of, &accrual)?;
+        Ok(accrual)
     })
 }
 
@@ -221,7 +233,11 @@ pub struct Account {
     pub payments_cents: i64,
     /// Sum of waivers.
     pub waivers_cents: i64,
-    /// Fines minus payments minus waivers.
+    /// Every ledger entry, oldest first: fines (by due date), charges and credits.
+    pub entries: Vec<crate::ledger::Entry>,
+    /// The entries summed by kind; every kind is present.
+    pub by_kind: std::collections::BTreeMap<String, i64>,
+    /// What the member owes (negative: what the library owes them), by the one rule.
     pub balance_cents: i64,
 }
 
@@ -265,21 +281,23 @@ pub fn account(
             fine_assessed_on: r.get(5),
         })
         .collect::<Vec<_>>();
-    let credits = client.query_one(
-        "SELECT coalesce(sum(amount_cents) FILTER (WHERE kind = 'payment'), 0)::bigint,
-                coalesce(sum(amount_cents) FILTER (WHERE kind = 'waiver'), 0)::bigint
-         FROM account_entry WHERE member_id = $1",
-        &[&member.id],
-    )?;
-    let payments_cents: i64 = credits.get(0);
-    let waivers_cents: i64 = credits.get(1);
-    let fines: i64 = loans.iter().map(|l| l.fine_cents).sum();
+    let entries = crate::ledger::entries(client, member.id)?;
+    let mut by_kind: std::collections::BTreeMap<String, i64> = crate::ledger::CHARGES
+        .iter()
+        .chain(crate::ledger::CREDITS)
+        .map(|k| (k.to_string(), 0))
+        .collect();
+    for e in &entries {
+        *by_kind.entry(e.kind.clone()).or_default() += e.amount_cents;
+    }
     Ok(Account {
         member: member.clone(),
         loans,
-        payments_cents,
-        waivers_cents,
-        balance_cents: fines - payments_cents - waivers_cents,
+        payments_cents: by_kind["payment"],
+        waivers_cents: by_kind["waiver"],
+        balance_cents: crate::ledger::balance(client, member.id)?,
+        entries,
+        by_kind,
     })
 }
 
@@ -317,7 +335,8 @@ pub struct LedgerEntry {
     pub balance_cents: i64,
 }
 
-/// Writes a payment or waiver for at most the member's outstanding balance, assessing their
+/// Writes a payment or waiver for at most the member's outstanding balance (by the one rule,
+/// [`crate::ledger::balance`]), assessing their
 /// open loans to now first. Callers hold the member lock. A member the credit brings back
 /// under the block threshold is served any copy on the shelf they wait for.
 pub(crate) fn credit_in(
@@ -332,14 +351,7 @@ pub(crate) fn credit_in(
     crate::validate::amount_cents("--amount-cents", amount_cents)?;
     let calendar = Calendar::load(tx)?;
     assess_member(tx, member_id, now, &calendar)?;
-    let balance: i64 = tx
-        .query_one(
-            "SELECT ((SELECT coalesce(sum(fine_cents), 0) FROM loan WHERE member_id = $1 AND fine_cents > 0)
-                  - (SELECT coalesce(sum(amount_cents), 0) FROM account_entry WHERE member_id = $1))::bigint",
-            &[&member_id],
-        )?
-        .get::<_, Option<i64>>(0)
-        .unwrap_or(0);
+    let balance = crate::ledger::balance(tx, member_id)?;
     if amount_cents > balance {
         let reason = if kind == "payment" {
             crate::Refusal::PaymentExceedsBalance

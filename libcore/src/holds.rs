@@ -367,7 +367,7 @@ pub fn expire(client: &mut Client, ctx: &Ctx, as_of: NaiveDate, dry_run: bool) -
     if dry_run {
         ctx.require(Capability::Jobs)?;
         let mut tx = client.transaction()?;
-        crate::fines::lock_jobs(&mut tx, "holds expire")?;
+        crate::joblock::lock_jobs(&mut tx, "holds expire")?;
         let done = expire_in(&mut tx, ctx, as_of);
         tx.rollback()?;
         return done.map(|d| Expiry { dry_run: true, ..d });
@@ -375,7 +375,7 @@ pub fn expire(client: &mut Client, ctx: &Ctx, as_of: NaiveDate, dry_run: bool) -
     let op = Operation::new("holds.expire", "hold", json!({ "as_of": as_of }));
     audit::run(client, ctx, &op, |tx| {
         ctx.require(Capability::Jobs)?;
-        crate::fines::lock_jobs(tx, "holds expire")?;
+        crate::joblock::lock_jobs(tx, "holds expire")?;
         let done = expire_in(tx, ctx, as_of)?;
         Ok(Audited::without_entity(
             done,

@@ -1,34 +1,159 @@
-//! The nightly job (SPEC §6, §16): fines accrue → holds expire → notices generate → rollup
-//! refresh, in one
-//! transaction under the job advisory lock, so two overlapping runs cannot both work
-//! (the second exits 4, `job_already_running`) and a failed run changes nothing.
+//! The nightly pipeline (SPEC §6, §16). `libctl nightly --as-of D` runs, in this order and
+//! under one advisory lock held by its session:
+//!
+//! 1. `expire_requests`: membership applications pending over 30 days;
+//! 2. `auto_renew`: loans falling due whose category renews them;
+//! 3. `accrue_fines`: the fine of every open overdue loan;
+//! 4. `lost`: loans overdue past their category's `lost_after_days`;
+//! 5. `expire_holds`: ready holds past their pickup day;
+//! 6. `notices`: overdue, courtesy and membership notices, handed over with those the steps
+//!    before wrote (auto-renewal, lost bills) and left pending;
+//! 7. `rollup`: the monthly rollup and the audit seal.
+//!
+//! Not one transaction: the steps that touch loans (2–4) commit in batches, each under the
+//! member locks the desk takes, so a night over millions of loans never holds the desk for
+//! long. Every step is idempotent, so a run killed anywhere is finished by a re-run; a step
+//! that fails stops the pipeline and the steps before it stay done. A night that finished
+//! is recorded in `nightly_run`; the next run first catches up every night after the last
+//! finished one, in date order, each exactly as that night's run would have done it.
 
 use std::time::Instant;
 
 use chrono::NaiveDate;
-use postgres::Client;
+use postgres::{Client, GenericClient};
 use serde_json::json;
 
 use crate::actor::{Capability, Ctx};
-use crate::audit::{self, Audited, Operation};
-use crate::error::Result;
-use crate::fines::{self, Accrual};
+use crate::audit::{self, Operation};
+use crate::calendar::Calendar;
+use crate::error::{Error, Result};
 use crate::notices::{self, Notice};
 
 /// Membership applications pending longer than this many days expire in the nightly run.
 pub const MEMBERSHIP_REQUEST_DAYS: i64 = 30;
 
-/// What a nightly run did (or, with `--dry-run`, would do).
+/// The steps, in the order they run.
+pub const STEPS: [Step; 7] = [
+    Step::ExpireRequests,
+    Step::AutoRenew,
+    Step::AccrueFines,
+    Step::Lost,
+    Step::ExpireHolds,
+    Step::Notices,
+    Step::Rollup,
+];
+
+/// One step of the pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// Expire pending membership applications.
+    ExpireRequests,
+    /// Renew loans falling due.
+    AutoRenew,
+    /// Assess fines.
+    AccrueFines,
+    /// Declare long-overdue loans lost.
+    Lost,
+    /// Expire ready holds past pickup.
+    ExpireHolds,
+    /// Issue notices.
+    Notices,
+    /// Refresh the rollup and seal the audit log.
+    Rollup,
+}
+
+impl Step {
+    /// The step's name in summaries and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::ExpireRequests => "expire_requests",
+            Step::AutoRenew => "auto_renew",
+            Step::AccrueFines => "accrue_fines",
+            Step::Lost => "lost",
+            Step::ExpireHolds => "expire_holds",
+            Step::Notices => "notices",
+            Step::Rollup => "rollup",
+        }
+    }
+
+    /// The step named `name` (`nightly --step`).
+    pub fn parse(name: &str) -> Result<Step> {
+        STEPS
+            .into_iter()
+            .find(|s| s.as_str() == name.replace('-', "_"))
+            .ok_or_else(|| {
+                Error::invalid(
+                    "invalid_input",
+                    format!(
+                        "unknown step {name:?}; the steps are {}",
+                        STEPS.map(|s| s.as_str()).join(", ")
+                    ),
+                )
+            })
+    }
+}
+
+pub use crate::joblock::JOB_LOCK_KEY;
+use crate::joblock::{record_step, with_job_lock, Batches};
+
+/// Options of a nightly run.
+#[derive(Debug, Clone, Copy)]
+pub struct NightlyOptions {
+    /// Run everything in one transaction and roll it back.
+    pub dry_run: bool,
+    /// The lost step refuses (`too_many_items`) to mark more than this many items in a night.
+    pub max_lost_items: i64,
+    /// Run only this step (for the one night of `as_of`, no catch-up).
+    pub only: Option<Step>,
+}
+
+impl Default for NightlyOptions {
+    fn default() -> Self {
+        NightlyOptions {
+            dry_run: false,
+            max_lost_items: crate::lost::DEFAULT_MAX_ITEMS,
+            only: None,
+        }
+    }
+}
+
+/// One step's run on one night.
 #[derive(Debug, Clone, serde::Serialize)]
+pub struct StepRun {
+    /// The step.
+    pub step: Step,
+    /// The night.
+    pub day: NaiveDate,
+    /// Rows it changed (its main count; see [`Nightly`] for the rest).
+    pub count: i64,
+    /// Seconds it took.
+    pub seconds: f64,
+}
+
+/// What a nightly run did (or, with `--dry-run`, would do), summed over the nights it ran.
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Nightly {
     /// The as-of date.
     pub as_of: NaiveDate,
     /// True when nothing was kept.
     pub dry_run: bool,
+    /// The nights run, oldest first: the missed ones, then `as_of`.
+    pub days: Vec<NaiveDate>,
+    /// Membership applications expired after 30 days pending.
+    pub requests_expired: u64,
+    /// Loans renewed automatically.
+    pub loans_renewed: i64,
+    /// Loans that could not be, with a notice saying why.
+    pub auto_renew_failed: i64,
     /// Open overdue loans assessed.
     pub loans_assessed: i64,
     /// Their fines.
     pub fines_cents: i64,
+    /// Loans declared lost.
+    pub loans_lost: i64,
+    /// Their replacement charges and processing fees.
+    pub lost_charges_cents: i64,
     /// Ready holds past their pickup day that expired.
     pub holds_expired: i32,
     /// Holds that became ready for the items those holds passed on (or found on the shelf).
@@ -37,12 +162,12 @@ pub struct Nightly {
     pub notices_issued: usize,
     /// Months of the rollup refreshed.
     pub months_refreshed: usize,
-    /// Membership applications expired after 30 days pending.
-    pub requests_expired: u64,
     /// Days of the audit log sealed by this run.
     pub days_sealed: usize,
     /// The newest seal after the run: a copy to keep outside the database.
     pub last_seal: Option<crate::history::Seal>,
+    /// Each step on each night.
+    pub steps: Vec<StepRun>,
     /// Seconds the run took.
     pub duration_seconds: f64,
     /// The notices, for the mail merge.
@@ -50,82 +175,233 @@ pub struct Nightly {
     pub notices: Vec<Notice>,
 }
 
-fn run_steps(
-    tx: &mut postgres::Transaction<'_>,
-    ctx: &Ctx,
-    as_of: NaiveDate,
-    dry_run: bool,
-    started: Instant,
-) -> Result<Nightly> {
-    ctx.require(Capability::Jobs)?;
-    fines::lock_jobs(tx, "nightly")?;
-    let Accrual {
-        loans_assessed,
-        fines_cents,
-        ..
-    } = fines::accrue_in(tx, as_of)?;
-    let holds = crate::holds::expire_in(tx, ctx, as_of)?;
-    let notices = notices::generate_in(tx, as_of, ctx.now())?;
-    let months_refreshed = crate::reports::refresh_rollup_in(tx, as_of, None)?;
-    let end_of_day = crate::calendar::Calendar::load(tx)?.end_of_day(as_of);
-    let requests_expired =
-        crate::approvals::expire_in(tx, end_of_day, MEMBERSHIP_REQUEST_DAYS, &ctx.actor.name)?;
-    let days_sealed = crate::history::seal_in(tx, as_of)?.len();
-    let last_seal = crate::history::newest(tx)?;
-    Ok(Nightly {
-        as_of,
-        dry_run,
-        loans_assessed,
-        fines_cents,
-        holds_expired: holds.expired,
-        holds_made_ready: holds.made_ready,
-        notices_issued: notices.len(),
-        months_refreshed,
-        requests_expired,
-        days_sealed,
-        last_seal,
-        duration_seconds: started.elapsed().as_secs_f64(),
-        notices,
+/// The nights a run as of `as_of` covers: every night after the last finished one, up to
+/// `as_of`; just `as_of` when none has finished yet or `as_of` is not after it.
+fn nights(client: &mut impl GenericClient, as_of: NaiveDate) -> Result<Vec<NaiveDate>> {
+    let last: Option<NaiveDate> = client
+        .query_one("SELECT max(day) FROM nightly_run", &[])?
+        .get(0);
+    Ok(match last {
+        Some(last) if last < as_of => last
+            .iter_days()
+            .skip(1)
+            .take_while(|d| *d <= as_of)
+            .collect(),
+        _ => vec![as_of],
     })
 }
 
-/// Runs the nightly job as of `as_of`. With `dry_run` everything runs and is rolled back.
+/// Runs one step of one night on `c` and adds what it did to `run`.
+fn run_step<C: Batches>(
+    c: &mut C,
+    ctx: &Ctx,
+    step: Step,
+    day: NaiveDate,
+    options: &NightlyOptions,
+    deliver: &mut dyn FnMut(&[Notice]) -> Result<()>,
+    run: &mut Nightly,
+) -> Result<()> {
+    let started = Instant::now();
+    let end_of_day = Calendar::load(c)?.end_of_day(day);
+    let count = match step {
+        Step::ExpireRequests => {
+            let mut tx = c.batch()?;
+            let n = crate::approvals::expire_in(
+                &mut tx,
+                end_of_day,
+                MEMBERSHIP_REQUEST_DAYS,
+                &ctx.actor.name,
+            )?;
+            tx.commit()?;
+            run.requests_expired += n;
+            n as i64
+        }
+        Step::AutoRenew => {
+            let done = crate::circulation::auto_renew_in(c, ctx, day)?;
+            run.loans_renewed += done.renewed;
+            run.auto_renew_failed += done.failed;
+            done.renewed
+        }
+        Step::AccrueFines => {
+            let done = crate::fines::accrue_batched(c, day)?;
+            run.loans_assessed += done.loans_assessed;
+            run.fines_cents += done.fines_cents;
+            done.loans_assessed
+        }
+        Step::Lost => {
+            let done = crate::lost::auto_in(c, ctx, day, options.max_lost_items)?;
+            run.loans_lost += done.declared as i64;
+            run.lost_charges_cents += done.replacement_cents + done.processing_fee_cents;
+            done.declared as i64
+        }
+        Step::ExpireHolds => {
+            let mut tx = c.batch()?;
+            let done = crate::holds::expire_in(&mut tx, ctx, day)?;
+            tx.commit()?;
+            run.holds_expired += done.expired;
+            run.holds_made_ready += done.made_ready;
+            i64::from(done.expired)
+        }
+        Step::Notices => {
+            let mut tx = c.batch()?;
+            let issued = notices::generate_in(&mut tx, day, ctx.now())?;
+            run.notices.extend(issued.iter().cloned());
+            // Handed over before the commit: a notice that cannot be delivered is not issued.
+            deliver(&run.notices)?;
+            tx.commit()?;
+            run.notices_issued += issued.len();
+            issued.len() as i64
+        }
+        Step::Rollup => {
+            let mut tx = c.batch()?;
+            let months = crate::reports::refresh_rollup_in(&mut tx, day, None)?;
+            let sealed = crate::history::seal_in(&mut tx, day)?.len();
+            run.last_seal = crate::history::newest(&mut tx)?;
+            tx.commit()?;
+            run.months_refreshed = run.months_refreshed.max(months);
+            run.days_sealed += sealed;
+            months as i64
+        }
+    };
+    run.steps.push(StepRun {
+        step,
+        day,
+        count,
+        seconds: started.elapsed().as_secs_f64(),
+    });
+    Ok(())
+}
+
+/// Runs the nights of a pipeline on `c`: a client (each batch commits) or the transaction of
+/// a dry run.
+fn run_nights<C: Batches>(
+    c: &mut C,
+    ctx: &Ctx,
+    as_of: NaiveDate,
+    options: &NightlyOptions,
+    deliver: &mut dyn FnMut(&[Notice]) -> Result<()>,
+    run: &mut Nightly,
+) -> Result<()> {
+    let steps: Vec<Step> = match options.only {
+        Some(step) => vec![step],
+        None => STEPS.to_vec(),
+    };
+    run.days = match options.only {
+        Some(_) => vec![as_of],
+        None => nights(c, as_of)?,
+    };
+    for day in run.days.clone() {
+        for &step in &steps {
+            run_step(c, ctx, step, day, options, deliver, run)?;
+        }
+        if options.only.is_none() {
+            let summary = json!(run
+                .steps
+                .iter()
+                .filter(|s| s.day == day)
+                .collect::<Vec<_>>());
+            c.execute(
+                "INSERT INTO nightly_run (day, finished_at, summary) VALUES ($1, clock_timestamp(), $2)
+                 ON CONFLICT (day) DO UPDATE SET finished_at = excluded.finished_at,
+                                                 summary = excluded.summary",
+                &[&day, &summary],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs the nightly pipeline as of `as_of` (see the module's doc), catching up missed nights.
 ///
-/// `deliver` receives the notices issued, inside the run's transaction and before its commit:
-/// when it fails (the notices file cannot be written), the whole run rolls back and nothing is
-/// issued, so no notice is ever committed without having been handed over.
+/// `deliver` receives all the notices issued so far by the run, inside each night's notices
+/// transaction and before its commit: when it fails (the notices file cannot be written), that
+/// step fails and its notices are not issued.
+pub fn nightly_with(
+    client: &mut Client,
+    ctx: &Ctx,
+    as_of: NaiveDate,
+    options: &NightlyOptions,
+    deliver: &mut dyn FnMut(&[Notice]) -> Result<()>,
+) -> Result<Nightly> {
+    let started = Instant::now();
+    ctx.require(Capability::Jobs)?;
+    Calendar::load(client)?.require_not_future(as_of)?;
+    let mut run = Nightly {
+        as_of,
+        dry_run: options.dry_run,
+        ..Nightly::default()
+    };
+    let op = Operation::new("nightly.run", "job", json!({ "as_of": as_of }));
+    let outcome = with_job_lock(client, "nightly", |client| {
+        if options.dry_run {
+            let mut tx = client.transaction()?;
+            let done = run_nights(&mut tx, ctx, as_of, options, deliver, &mut run);
+            tx.rollback()?;
+            return done;
+        }
+        run_nights(client, ctx, as_of, options, deliver, &mut run)
+    });
+    run.duration_seconds = started.elapsed().as_secs_f64();
+    match outcome {
+        Ok(()) => {
+            if !options.dry_run {
+                record_step(client, ctx, "nightly.run", as_of, &summary(&run))?;
+            }
+            Ok(run)
+        }
+        Err(error) => {
+            audit::record_failure(client, ctx, &op, &error);
+            Err(error)
+        }
+    }
+}
+
+/// Runs the whole nightly pipeline as of `as_of`; with `dry_run` everything runs in one
+/// transaction that is rolled back.
 pub fn nightly(
     client: &mut Client,
     ctx: &Ctx,
     as_of: NaiveDate,
     dry_run: bool,
-    deliver: &mut dyn FnMut(&[notices::Notice]) -> Result<()>,
+    deliver: &mut dyn FnMut(&[Notice]) -> Result<()>,
 ) -> Result<Nightly> {
-    let started = Instant::now();
-    crate::calendar::Calendar::load(client)?.require_not_future(as_of)?;
-    if dry_run {
-        let mut tx = client.transaction()?;
-        let result = run_steps(&mut tx, ctx, as_of, true, started);
-        tx.rollback()?;
-        return result;
-    }
-    let op = Operation::new("nightly.run", "job", json!({ "as_of": as_of }));
-    audit::run(client, ctx, &op, |tx| {
-        let done = run_steps(tx, ctx, as_of, false, started)?;
-        deliver(&done.notices)?;
-        let details = json!({
-            "loans_assessed": done.loans_assessed,
-            "fines_cents": done.fines_cents,
-            "holds_expired": done.holds_expired,
-            "holds_made_ready": done.holds_made_ready,
-            "notices_issued": done.notices_issued,
-            "months_refreshed": done.months_refreshed,
-            "requests_expired": done.requests_expired,
-            "days_sealed": done.days_sealed,
-            "last_seal": done.last_seal.as_ref().map(|s| json!({ "day": s.day, "digest": s.digest })),
-        });
-        Ok(Audited::new(done, as_of, details))
+    nightly_with(
+        client,
+        ctx,
+        as_of,
+        &NightlyOptions {
+            dry_run,
+            ..NightlyOptions::default()
+        },
+        deliver,
+    )
+}
+
+/// The audit row's details of a run.
+fn summary(run: &Nightly) -> serde_json::Value {
+    json!({
+        "days": run.days,
+        "requests_expired": run.requests_expired,
+        "loans_renewed": run.loans_renewed,
+        "auto_renew_failed": run.auto_renew_failed,
+        "loans_assessed": run.loans_assessed,
+        "fines_cents": run.fines_cents,
+        "loans_lost": run.loans_lost,
+        "lost_charges_cents": run.lost_charges_cents,
+        "holds_expired": run.holds_expired,
+        "holds_made_ready": run.holds_made_ready,
+        "notices_issued": run.notices_issued,
+        "months_refreshed": run.months_refreshed,
+        "days_sealed": run.days_sealed,
+        "last_seal": run.last_seal.as_ref().map(|s| json!({ "day": s.day, "digest": s.digest })),
     })
+}
+
+/// Appends one gauge in Prometheus text format.
+fn gauge(out: &mut String, name: &str, help: &str, value: f64) {
+    out.push_str(&format!(
+        "# HELP libctl_nightly_{name} {help}\n# TYPE libctl_nightly_{name} gauge\nlibctl_nightly_{name} {value}\n"
+    ));
 }
 
 /// Prometheus text-format metrics of a run for node_exporter's textfile collector. A failed
@@ -136,45 +412,77 @@ pub fn prometheus_metrics(
     now_unix: f64,
 ) -> String {
     let mut out = String::new();
-    let mut metric = |name: &str, help: &str, kind: &str, value: f64| {
-        out.push_str(&format!("# HELP libctl_nightly_{name} {help}\n# TYPE libctl_nightly_{name} {kind}\nlibctl_nightly_{name} {value}\n"));
-    };
-    metric(
+    gauge(
+        &mut out,
         "success",
         "1 if the last nightly run succeeded, 0 if it failed.",
-        "gauge",
         if run.is_some() { 1.0 } else { 0.0 },
     );
     if let Some(r) = run {
-        metric(
+        gauge(
+            &mut out,
             "loans_assessed",
             "Open overdue loans whose fine was assessed by the last run.",
-            "gauge",
             r.loans_assessed as f64,
         );
-        metric(
+        gauge(
+            &mut out,
             "fines_total_cents",
             "Sum of the fines assessed by the last run, in cents.",
-            "gauge",
             r.fines_cents as f64,
         );
-        metric(
+        gauge(
+            &mut out,
             "holds_expired",
             "Ready holds past their pickup day expired by the last run.",
-            "gauge",
             f64::from(r.holds_expired),
         );
-        metric(
+        gauge(
+            &mut out,
             "notices_issued",
-            "Overdue notices issued by the last run.",
-            "gauge",
+            "Notices issued by the last run.",
             r.notices_issued as f64,
         );
-        metric(
+        gauge(
+            &mut out,
             "duration_seconds",
             "Duration of the last run.",
-            "gauge",
             r.duration_seconds,
+        );
+    }
+    if let Some(r) = run {
+        // One series per step, summed over the nights the run covered.
+        out.push_str("# HELP libctl_nightly_step_rows Rows each step of the last run changed.\n# TYPE libctl_nightly_step_rows gauge\n");
+        for step in STEPS {
+            let rows: i64 = r
+                .steps
+                .iter()
+                .filter(|s| s.step == step)
+                .map(|s| s.count)
+                .sum();
+            out.push_str(&format!(
+                "libctl_nightly_step_rows{{step=\"{}\"}} {rows}\n",
+                step.as_str()
+            ));
+        }
+        out.push_str("# HELP libctl_nightly_step_seconds Seconds each step of the last run took.\n# TYPE libctl_nightly_step_seconds gauge\n");
+        for step in STEPS {
+            let seconds: f64 = r
+                .steps
+                .iter()
+                .filter(|s| s.step == step)
+                .map(|s| s.seconds)
+                .sum();
+            out.push_str(&format!(
+                "libctl_nightly_step_seconds{{step=\"{}\"}} {seconds}\n",
+                step.as_str()
+            ));
+        }
+        gauge(
+            &mut out,
+            "nights",
+            "Nights the last run covered (more than 1 after missed nights).",
+            r.days.len() as f64,
         );
     }
     let last = if run.is_some() {
@@ -183,10 +491,10 @@ pub fn prometheus_metrics(
         previous_last_success
     };
     if let Some(last) = last {
-        metric(
+        gauge(
+            &mut out,
             "last_success_timestamp_seconds",
             "Unix time of the last successful run.",
-            "gauge",
             last,
         );
     }
@@ -223,8 +531,13 @@ mod tests {
                 holds_made_ready: 1,
                 notices_issued: 2,
                 months_refreshed: 1,
-                requests_expired: 0,
                 days_sealed: 1,
+                steps: vec![StepRun {
+                    step: Step::Lost,
+                    day: NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
+                    count: 4,
+                    seconds: 0.25,
+                }],
                 last_seal: Some(crate::history::Seal {
                     day: NaiveDate::from_ymd_opt(2025, 12, 31).unwrap(),
                     rows: 4,
@@ -233,13 +546,16 @@ mod tests {
                     resealed: false,
                 }),
                 duration_seconds: 0.5,
-                notices: Vec::new(),
+                ..Nightly::default()
             }),
             None,
             1_700_000_000.0,
         );
         assert!(ok.contains("libctl_nightly_success 1\n"));
         assert!(ok.contains("libctl_nightly_fines_total_cents 700\n"));
+        assert!(ok.contains("libctl_nightly_step_rows{step=\"lost\"} 4\n"));
+        assert!(ok.contains("libctl_nightly_step_rows{step=\"auto_renew\"} 0\n"));
+        assert!(ok.contains("libctl_nightly_step_seconds{step=\"lost\"} 0.25\n"));
         assert!(ok.contains(&format!(
             "libctl_audit_seal_info{{day=\"2025-12-31\",digest=\"{}\"}} 1\n",
             "ab".repeat(32)

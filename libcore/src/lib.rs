@@ -28,7 +28,10 @@
 //! - [`circulation`]: borrow, return, renew.
 //! - [`approvals`]: requests decided by a second person.
 //! - [`calendar`], [`fines`], [`policy`]: due dates, fines and the rules behind them.
-//! - [`notices`], [`jobs`]: overdue notices and the nightly job.
+//! - [`ledger`]: what members owe and pay, as typed entries, and the one balance rule.
+//! - [`lost`]: lost items, claims returned, and lost items found again.
+//! - [`holds`], [`hold_queue`]: holds, and the queue that traps returned copies for them.
+//! - [`notices`], [`jobs`]: notices and the nightly pipeline.
 //! - [`playground`]: whether a database is a seeded playground or a library, for the commands
 //!   that replace or churn everything.
 //! - [`reports`]: read-only, streaming reports.
@@ -37,6 +40,7 @@
 //! - [`binary_copy`]: PostgreSQL's binary COPY format, written by the seeder and counted by backups.
 //! - [`backup`]: consistent parallel backups, verification, retention.
 //! - [`restore`]: a backup becomes the target whole, or the target stays as it was.
+//! - [`loan_ref`]: how a command names a loan.
 //! - [`error`]: one error type with stable codes and exit codes.
 #![warn(missing_docs)]
 
@@ -61,8 +65,12 @@ pub mod holds;
 pub mod ids;
 mod import;
 pub mod items;
+mod joblock;
 pub mod jobs;
+pub mod ledger;
+pub mod loan_ref;
 pub mod logins;
+pub mod lost;
 pub mod members;
 pub mod notices;
 pub mod page;

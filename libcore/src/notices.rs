@@ -6,8 +6,10 @@
 //!   (member, expiry date).
 //!
 //! A run issues every notice that has come due by its as-of date and is still relevant, so a
-//! missed night is caught up by the next one. (`hold_ready` notices are written by the
-//! transaction that traps a hold, `hold_queue`.)
+//! missed night is caught up by the next one. Other kinds are written by the transaction that
+//! does what they tell: `hold_ready` by the one that traps a hold (`hold_queue`),
+//! `auto_renewed` and `auto_renew_failed` (once per loan and due date) by the nightly's
+//! auto-renewal, `lost_billed` (once per loan) by the one that declares a loan lost.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use postgres::GenericClient;
@@ -48,6 +50,8 @@ pub struct Notice {
     pub fine_cents: Option<i64>,
     /// The day the membership lapses (`membership_expiring`).
     pub expires_on: Option<NaiveDate>,
+    /// Why an auto-renewal failed (`auto_renew_failed`: a refusal code).
+    pub reason: Option<String>,
     /// The run's as-of date.
     pub issued_on: NaiveDate,
 }
@@ -88,19 +92,22 @@ pub struct NoticeLine {
     pub fine_cents: Option<i64>,
     /// The day the membership lapses.
     pub expires_on: Option<NaiveDate>,
+    /// Why an auto-renewal failed.
+    pub reason: Option<String>,
 }
 
 /// The notices a run hands over, in the order of their letters.
 const NOTICE_SELECT: &str =
     "SELECT n.kind, n.member_id, m.name, m.email, m.phone, n.loan_id, b.title, b.isbn, l.due_at,
         n.level, n.overdue_days, n.fine_cents,
-        CASE WHEN n.kind = 'membership_expiring' THEN n.key_date END, n.issued_on
+        CASE WHEN n.kind = 'membership_expiring' THEN n.key_date END, n.issued_on, n.reason
  FROM notice n JOIN member m ON m.id = n.member_id
       LEFT JOIN loan l ON l.id = n.loan_id LEFT JOIN book b ON b.id = l.book_id";
 const NOTICE_ORDER: &str = "ORDER BY m.email, n.loan_id NULLS LAST, n.kind, n.level";
 
-/// Issues every notice due by the end of `as_of` that was not issued before. Returns the new
-/// ones, ordered by member, loan, kind and level.
+/// Issues every notice due by the end of `as_of` that was not issued before, and hands over
+/// those the nightly's other steps wrote that are still pending. Returns them all, ordered by
+/// member, loan, kind and level.
 pub(crate) fn generate_in(
     tx: &mut impl GenericClient,
     as_of: NaiveDate,
@@ -167,6 +174,17 @@ pub(crate) fn generate_in(
         .iter()
         .map(|r| r.get::<_, Uuid>(0)),
     );
+    // The notices the nightly's other steps wrote (auto-renewal, lost bills), waiting to be
+    // handed over with these.
+    issued.extend(
+        tx.query(
+            "UPDATE notice SET pending_handover = false
+             WHERE pending_handover AND issued_on <= $1 RETURNING id",
+            &[&as_of],
+        )?
+        .iter()
+        .map(|r| r.get::<_, Uuid>(0)),
+    );
     let rows = tx.query(
         &format!("{NOTICE_SELECT} WHERE n.id = ANY($1) {NOTICE_ORDER}"),
         &[&issued],
@@ -201,6 +219,7 @@ pub fn group_by_member(notices: &[Notice]) -> Vec<MemberNotices> {
                 overdue_days: n.overdue_days,
                 fine_cents: n.fine_cents,
                 expires_on: n.expires_on,
+                reason: n.reason.clone(),
             });
     }
     letters
@@ -222,7 +241,7 @@ pub fn generate(
     crate::calendar::Calendar::load(client)?.require_not_future(as_of)?;
     audit::run(client, ctx, &op, |tx| {
         ctx.require(crate::actor::Capability::Jobs)?;
-        crate::fines::lock_jobs(tx, "notices generate")?;
+        crate::joblock::lock_jobs(tx, "notices generate")?;
         let notices = generate_in(tx, as_of, ctx.now())?;
         // Handed over before the commit: a notice that cannot be delivered is not issued.
         deliver(&notices)?;
@@ -270,5 +289,6 @@ fn notice_from_row(r: &postgres::Row) -> Notice {
         fine_cents: r.get(11),
         expires_on: r.get(12),
         issued_on: r.get(13),
+        reason: r.get(14),
     }
 }

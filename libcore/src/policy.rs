@@ -38,6 +38,16 @@ pub struct CirculationRule {
     pub courtesy_days: i32,
     /// A notice goes out when a membership lapses within this many days (0: none).
     pub expiry_notice_days: i32,
+    /// A loan overdue by more than this many days is declared lost by the nightly (0: never).
+    pub lost_after_days: i32,
+    /// Charged with a lost item's replacement price.
+    pub processing_fee_cents: i64,
+    /// Whether a lost item that comes back refunds its replacement charge (never the fee).
+    pub lost_refund_on_return: bool,
+    /// Claims of a return a member may make before the next needs an override.
+    pub max_claims_returned: i32,
+    /// Whether the nightly renews loans falling due, when a desk renewal would be allowed.
+    pub auto_renew: bool,
 }
 
 impl CirculationRule {
@@ -54,7 +64,8 @@ impl CirculationRule {
 const RULE_COLUMNS: &str =
     "category, loan_days, max_active_loans, max_renewals, fine_cents_per_day, \
      grace_days, max_fine_cents_per_loan, block_fine_cents, block_overdue_days, \
-     max_holds, hold_pickup_days, courtesy_days, expiry_notice_days";
+     max_holds, hold_pickup_days, courtesy_days, expiry_notice_days, lost_after_days, \
+     processing_fee_cents, lost_refund_on_return, max_claims_returned, auto_renew";
 
 fn rule_from_row(r: &postgres::Row) -> CirculationRule {
     CirculationRule {
@@ -71,6 +82,11 @@ fn rule_from_row(r: &postgres::Row) -> CirculationRule {
         hold_pickup_days: r.get(10),
         courtesy_days: r.get(11),
         expiry_notice_days: r.get(12),
+        lost_after_days: r.get(13),
+        processing_fee_cents: r.get(14),
+        lost_refund_on_return: r.get(15),
+        max_claims_returned: r.get(16),
+        auto_renew: r.get(17),
     }
 }
 
@@ -104,6 +120,8 @@ pub struct Policy {
     pub timezone: String,
     /// The prefix of generated item barcodes.
     pub item_barcode_prefix: String,
+    /// The replacement price of a lost item without its own.
+    pub default_replacement_cents: i64,
     /// Rules by category.
     pub rules: Vec<CirculationRule>,
 }
@@ -115,6 +133,7 @@ pub fn show(client: &mut impl GenericClient) -> Result<Policy> {
             .name()
             .to_string(),
         item_barcode_prefix: item_barcode_prefix(client)?,
+        default_replacement_cents: default_replacement_cents(client)?,
         rules: rules(client)?,
     })
 }
@@ -145,6 +164,16 @@ pub struct RuleChange {
     pub courtesy_days: Option<i32>,
     /// New membership expiry notice lead, in days.
     pub expiry_notice_days: Option<i32>,
+    /// New days overdue before a loan is declared lost (0: never).
+    pub lost_after_days: Option<i32>,
+    /// New processing fee of a lost item.
+    pub processing_fee_cents: Option<i64>,
+    /// Whether a returned lost item refunds its replacement charge.
+    pub lost_refund_on_return: Option<bool>,
+    /// New limit of claims returned.
+    pub max_claims_returned: Option<i32>,
+    /// Whether the nightly renews loans falling due.
+    pub auto_renew: Option<bool>,
 }
 
 /// The documented range of every rule value (README, "Policy and calendar"). Fines are
@@ -161,6 +190,9 @@ pub const RULE_RANGES: &[(&str, i64, i64)] = &[
     ("--hold-pickup-days", 1, 365),
     ("--courtesy-days", 0, 30),
     ("--expiry-notice-days", 0, 365),
+    ("--lost-after-days", 0, 3_650),
+    ("--processing-fee-cents", 0, 10_000_000),
+    ("--max-claims-returned", 0, 100),
 ];
 
 impl RuleChange {
@@ -177,6 +209,9 @@ impl RuleChange {
             self.hold_pickup_days.map(i64::from),
             self.courtesy_days.map(i64::from),
             self.expiry_notice_days.map(i64::from),
+            self.lost_after_days.map(i64::from),
+            self.processing_fee_cents,
+            self.max_claims_returned.map(i64::from),
         ];
         for ((name, min, max), value) in RULE_RANGES.iter().zip(given) {
             if let Some(value) = value {
@@ -219,7 +254,12 @@ pub fn set_rule(client: &mut Client, ctx: &Ctx, change: &RuleChange) -> Result<C
                     max_holds = coalesce($8, max_holds),
                     hold_pickup_days = coalesce($9, hold_pickup_days),
                     courtesy_days = coalesce($10, courtesy_days),
-                    expiry_notice_days = coalesce($11, expiry_notice_days)
+                    expiry_notice_days = coalesce($11, expiry_notice_days),
+                    lost_after_days = coalesce($12, lost_after_days),
+                    processing_fee_cents = coalesce($13, processing_fee_cents),
+                    lost_refund_on_return = coalesce($14, lost_refund_on_return),
+                    max_claims_returned = coalesce($15, max_claims_returned),
+                    auto_renew = coalesce($16, auto_renew)
                  WHERE category = $1 RETURNING {RULE_COLUMNS}"
             ),
             &[
@@ -234,6 +274,11 @@ pub fn set_rule(client: &mut Client, ctx: &Ctx, change: &RuleChange) -> Result<C
                 &change.hold_pickup_days,
                 &change.courtesy_days,
                 &change.expiry_notice_days,
+                &change.lost_after_days,
+                &change.processing_fee_cents,
+                &change.lost_refund_on_return,
+                &change.max_claims_returned,
+                &change.auto_renew,
             ],
         )?;
         let after = rule_from_row(&row);
@@ -263,6 +308,45 @@ pub fn set_timezone(client: &mut Client, ctx: &Ctx, name: &str) -> Result<String
             tz.name().to_string(),
             "timezone",
             json!({ "before": before.name(), "after": tz.name() }),
+        ))
+    })
+}
+
+/// The replacement price charged for a lost item without a price of its own (V23).
+pub fn default_replacement_cents(client: &mut impl GenericClient) -> Result<i64> {
+    let value: Option<String> = client
+        .query_opt(
+            "SELECT value FROM library_setting WHERE key = 'default_replacement_cents'",
+            &[],
+        )?
+        .map(|r| r.get(0));
+    value
+        .as_deref()
+        .unwrap_or("2500")
+        .parse()
+        .map_err(|_| Error::Internal("default_replacement_cents is not a whole number".into()))
+}
+
+/// Sets the replacement price of items without one (admin only), 0 to 100,000.00.
+pub fn set_default_replacement_cents(client: &mut Client, ctx: &Ctx, cents: i64) -> Result<i64> {
+    let op = Operation::new(
+        "policy.set_default_replacement_cents",
+        "library_setting",
+        json!({ "default_replacement_cents": cents }),
+    );
+    audit::run(client, ctx, &op, |tx| {
+        ctx.require(Capability::Administer)?;
+        crate::validate::in_range("--default-replacement-cents", cents, 0, 10_000_000)?;
+        let before = default_replacement_cents(tx)?;
+        tx.execute(
+            "INSERT INTO library_setting (key, value) VALUES ('default_replacement_cents', $1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            &[&cents.to_string()],
+        )?;
+        Ok(Audited::new(
+            cents,
+            "default_replacement_cents",
+            json!({ "before": before, "after": cents }),
         ))
     })
 }
@@ -308,14 +392,19 @@ pub fn replace_rules_in(tx: &mut impl GenericClient, rules: &[CirculationRule]) 
         tx.execute(
             "INSERT INTO circulation_rule (category, loan_days, max_active_loans, max_renewals, fine_cents_per_day,
                                            grace_days, max_fine_cents_per_loan, block_fine_cents, block_overdue_days,
-                                           max_holds, hold_pickup_days, courtesy_days, expiry_notice_days)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                                           max_holds, hold_pickup_days, courtesy_days, expiry_notice_days,
+                                           lost_after_days, processing_fee_cents, lost_refund_on_return,
+                                           max_claims_returned, auto_renew)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
              ON CONFLICT (category) DO UPDATE SET loan_days = excluded.loan_days, max_active_loans = excluded.max_active_loans,
                  max_renewals = excluded.max_renewals, fine_cents_per_day = excluded.fine_cents_per_day,
                  grace_days = excluded.grace_days, max_fine_cents_per_loan = excluded.max_fine_cents_per_loan,
                  block_fine_cents = excluded.block_fine_cents, block_overdue_days = excluded.block_overdue_days,
                  max_holds = excluded.max_holds, hold_pickup_days = excluded.hold_pickup_days,
-                 courtesy_days = excluded.courtesy_days, expiry_notice_days = excluded.expiry_notice_days",
+                 courtesy_days = excluded.courtesy_days, expiry_notice_days = excluded.expiry_notice_days,
+                 lost_after_days = excluded.lost_after_days, processing_fee_cents = excluded.processing_fee_cents,
+                 lost_refund_on_return = excluded.lost_refund_on_return,
+                 max_claims_returned = excluded.max_claims_returned, auto_renew = excluded.auto_renew",
             &[
                 &r.category,
                 &r.loan_days,
@@ -330,6 +419,11 @@ pub fn replace_rules_in(tx: &mut impl GenericClient, rules: &[CirculationRule]) 
                 &r.hold_pickup_days,
                 &r.courtesy_days,
                 &r.expiry_notice_days,
+                &r.lost_after_days,
+                &r.processing_fee_cents,
+                &r.lost_refund_on_return,
+                &r.max_claims_returned,
+                &r.auto_renew,
             ],
         )?;
     }

@@ -257,7 +257,7 @@ pub fn summary(client: &mut Client, ctx: &Ctx, options: &ReportOptions) -> Resul
                 (SELECT coalesce(sum(fine_cents), 0)::bigint FROM loan WHERE fine_cents > 0)
                   - (SELECT coalesce(sum(fine_cents), 0)::bigint FROM open)
                   + (SELECT coalesce(sum(greatest(live_fine, fine_cents)), 0)::bigint FROM open)
-                  - (SELECT coalesce(sum(amount_cents), 0)::bigint FROM account_entry)",
+                  + (SELECT coalesce(sum(ledger_signed_cents(kind, amount_cents)), 0)::bigint FROM account_entry)",
         &[&f.as_of],
     )?;
     let copies: i64 = row.get(1);
@@ -382,9 +382,10 @@ pub struct FinesRow {
     pub name: String,
     /// Email.
     pub email: String,
-    /// Fines charged (frozen, assessed, and accrued to the report time).
+    /// Everything charged: fines (frozen, assessed, and accrued to the report time),
+    /// replacement charges and processing fees.
     pub fines_cents: i64,
-    /// Payments and waivers.
+    /// Payments, waivers and refunds.
     pub credits_cents: i64,
     /// What they owe.
     pub balance_cents: i64,
@@ -404,14 +405,20 @@ pub fn fines(
     stream(
         client,
         "WITH charged AS (
-             SELECT member_id, sum(fine_cents) AS cents FROM loan WHERE fine_cents > 0 GROUP BY member_id
+             SELECT member_id, sum(cents) AS cents
+             FROM (SELECT member_id, fine_cents AS cents FROM loan WHERE fine_cents > 0
+                   UNION ALL
+                   SELECT member_id, amount_cents FROM account_entry
+                   WHERE ledger_signed_cents(kind, amount_cents) > 0) c
+             GROUP BY member_id
          ), accruing AS (
              SELECT member_id,
                     sum(greatest(fine_cents(fine_cents_per_day, grace_days, max_fine_cents,
                                             overdue_days(due_at, $1, library_timezone())), fine_cents) - fine_cents) AS cents
              FROM loan WHERE returned_at IS NULL AND due_at < $1 GROUP BY member_id
          ), credited AS (
-             SELECT member_id, sum(amount_cents) AS cents FROM account_entry GROUP BY member_id
+             SELECT member_id, sum(amount_cents) AS cents FROM account_entry
+             WHERE ledger_signed_cents(kind, amount_cents) < 0 GROUP BY member_id
          ), owed AS (
              SELECT coalesce(c.member_id, a.member_id) AS member_id,
                     coalesce(c.cents, 0) + coalesce(a.cents, 0) AS fines
@@ -591,7 +598,7 @@ pub struct TrendRow {
     pub month: NaiveDate,
     /// Loans borrowed.
     pub loans: i64,
-    /// Loans returned.
+    /// Loans returned (not those that ended lost or claimed returned).
     pub returns: i64,
     /// Distinct borrowers.
     pub active_members: i64,
@@ -636,6 +643,7 @@ fn compute_months(
              SELECT date_trunc('month', returned_at AT TIME ZONE library_timezone())::date AS month,
                     count(*) AS returns, count(*) FILTER (WHERE returned_at > due_at) AS late
              FROM loan WHERE id BETWEEN $4 AND $5 AND returned_at >= $6 AND returned_at < $7
+               AND end_state = 'returned'
              GROUP BY 1
          )
          SELECT m.month, coalesce(b.loans, 0), coalesce(r.returns, 0), coalesce(b.members, 0), coalesce(r.late, 0)

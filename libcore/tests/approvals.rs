@@ -194,7 +194,8 @@ fn an_override_borrows_past_the_limit_but_not_past_the_shelf() {
         &member,
         &NewRequest::Override {
             member: m.clone(),
-            book: wanted.clone(),
+            book: Some(wanted.clone()),
+            loan: None,
             reason: "thesis".into(),
         },
     )

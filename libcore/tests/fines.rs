@@ -126,18 +126,18 @@ fn accrue_recomputes_never_increments_and_never_goes_back() {
     let loan = overdue_loan(&mut c, "late@example.org", 1, 20);
     let due = loan.due_at.date_naive();
     let sys = system();
-    let first = fines::accrue(&mut c, &sys, due + Duration::days(5)).unwrap();
+    let first = fines::accrue(&mut c, &sys, due + Duration::days(5), false).unwrap();
     assert_eq!((first.loans_assessed, first.fines_cents), (1, 500));
     assert_eq!(stored_fine(&mut c, loan.id), 500);
-    fines::accrue(&mut c, &sys, due + Duration::days(5)).unwrap();
+    fines::accrue(&mut c, &sys, due + Duration::days(5), false).unwrap();
     assert_eq!(
         stored_fine(&mut c, loan.id),
         500,
         "twice gives the same state"
     );
-    fines::accrue(&mut c, &sys, due + Duration::days(6)).unwrap();
+    fines::accrue(&mut c, &sys, due + Duration::days(6), false).unwrap();
     assert_eq!(stored_fine(&mut c, loan.id), 600);
-    let back = fines::accrue(&mut c, &sys, due + Duration::days(2)).unwrap();
+    let back = fines::accrue(&mut c, &sys, due + Duration::days(2), false).unwrap();
     assert_eq!(
         back.loans_assessed, 0,
         "an older date leaves a newer assessment alone"
@@ -146,15 +146,15 @@ fn accrue_recomputes_never_increments_and_never_goes_back() {
     // The return freezes the fine as of the return; accrual no longer touches it.
     let ctx = admin(&mut c);
     let returned = circulation::return_loan(&mut c, &ctx, &LoanRef::Id(loan.id)).unwrap();
-    fines::accrue(&mut c, &sys, Utc::now().date_naive()).unwrap();
+    fines::accrue(&mut c, &sys, Utc::now().date_naive(), false).unwrap();
     assert_eq!(stored_fine(&mut c, loan.id), returned.fine_cents);
     // An as-of after today is refused before anything is locked or written.
     let tomorrow = Utc::now().date_naive() + Duration::days(2);
-    let err = fines::accrue(&mut c, &sys, tomorrow).unwrap_err();
+    let err = fines::accrue(&mut c, &sys, tomorrow, false).unwrap_err();
     assert_eq!((err.code(), err.exit_code()), ("future_as_of", 7));
     assert_invariants(&mut c);
     let member = ctx_of(&mut c, "late@example.org");
-    let members_cannot = fines::accrue(&mut c, &member, due).unwrap_err();
+    let members_cannot = fines::accrue(&mut c, &member, due, false).unwrap_err();
     assert_eq!(members_cannot.exit_code(), 5);
 }
 
@@ -348,7 +348,7 @@ fn the_borrow_block_counts_each_fine_once_and_credits_payments() {
     let open = circulation::borrow(&mut c, &back_then, "both@example.org", &books[0]).unwrap();
     let sys = Ctx::system();
     let yesterday = (Utc::now() - Duration::days(1)).date_naive();
-    fines::accrue(&mut c, &sys, yesterday).unwrap();
+    fines::accrue(&mut c, &sys, yesterday, false).unwrap();
     assert_eq!(stored_fine(&mut c, open.id), 200);
     circulation::borrow(&mut c, &ctx, "both@example.org", &books[1]).unwrap();
     // A fourth day late (as of tomorrow): 600 + 400 = 1000, at the threshold.

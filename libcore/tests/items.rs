@@ -292,9 +292,9 @@ fn db_check_finds_overlapping_loans_of_one_item() {
             // A returned loan of the item, inside the period of its open loan.
             c.execute(
                 "INSERT INTO loan (id, book_id, member_id, borrowed_at, due_at, returned_at,
-                                   fine_cents_per_day, grace_days, max_fine_cents, item_id)
+                                   fine_cents_per_day, grace_days, max_fine_cents, item_id, end_state)
                  SELECT gen_random_uuid(), book_id, member_id, borrowed_at + interval '1 minute',
-                        due_at, borrowed_at + interval '2 minutes', 0, 0, 0, item_id
+                        due_at, borrowed_at + interval '2 minutes', 0, 0, 0, item_id, 'returned'
                  FROM loan WHERE returned_at IS NULL",
                 &[],
             )

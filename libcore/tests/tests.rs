@@ -10,6 +10,8 @@ mod history;
 mod holds;
 mod imports;
 mod items;
+mod lost;
+mod nightly;
 mod ratelimit;
 mod reviews;
 mod schema;

@@ -139,6 +139,42 @@ pub struct LoanRow {
     pub item: u32,
     /// Random bits for deterministic re-draws when the loan fits no item.
     pub redraw_seed: u64,
+    /// Renewals (1 when the nightly renewed it automatically).
+    pub renewals: i32,
+    /// How a returned loan ended; for `lost` and `claims_returned`, `returned_at` is when it
+    /// was declared so and [`LoanRow::back_at`] when the item came back.
+    pub end_state: &'static str,
+    /// When the item of a lost or claimed loan was found (back at the desk).
+    pub found_at: Option<DateTime<Utc>>,
+}
+
+impl LoanRow {
+    /// When the item was physically back: its return, or its finding after a loss or claim.
+    pub fn back_at(&self) -> Option<DateTime<Utc>> {
+        self.found_at.or(self.returned_at)
+    }
+}
+
+/// Share (per 10,000) of late returns that come back only after 61–110 days: the nightly
+/// declared them lost first, and they were found when they came back.
+const LONG_OVERDUE_PER_10K: u32 = 150;
+/// Share (per 10,000) of late returns the member claimed to have returned a few days after the
+/// due date; the item turned up when it came back.
+const CLAIMED_PER_10K: u32 = 50;
+
+/// A loan of the history declared lost, and found again.
+#[derive(Debug, Clone)]
+pub struct LostRecord {
+    /// Index into the members.
+    pub member: u32,
+    /// The loan.
+    pub loan: Uuid,
+    /// The item (index).
+    pub item: u32,
+    /// When the nightly declared it lost.
+    pub lost_at: DateTime<Utc>,
+    /// When the item came back.
+    pub found_at: DateTime<Utc>,
 }
 
 /// The item of a loan not (yet) assigned one.
@@ -228,15 +264,17 @@ pub struct ReviewRow {
     pub created_at: DateTime<Utc>,
 }
 
-/// A payment or waiver.
+/// A ledger entry.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AccountRow {
     /// Primary key.
     pub id: Uuid,
     /// Index into the members.
     pub member: u32,
-    /// `payment` or `waiver`.
+    /// `payment`, `waiver`, `lost_item`, `processing_fee` or `refund`.
     pub kind: &'static str,
+    /// The loan of a lost-item charge, fee or refund.
+    pub loan: Option<Uuid>,
     /// Amount.
     pub amount_cents: i64,
     /// When.
@@ -371,6 +409,11 @@ pub fn scenario_rules() -> Vec<CirculationRule> {
                 hold_pickup_days: 7,
                 courtesy_days: 2,
                 expiry_notice_days: 30,
+                lost_after_days: 60,
+                processing_fee_cents: 500,
+                lost_refund_on_return: true,
+                max_claims_returned: 3,
+                auto_renew: category == "staff",
             }
         };
     vec![
@@ -829,7 +872,12 @@ impl Plan {
                 }
                 let loan_days = self.loan_days(member, book);
                 let due_at = self.calendar.due_at(borrowed_at, loan_days);
-                let (after, late) = model::return_after_days(&mut rng, loan_days);
+                let (mut after, late) = model::return_after_days(&mut rng, loan_days);
+                // Fates drawn from the loan's id bits, so the rest of the stream is unchanged.
+                let fate = ((id_bits >> 96) as u32) % 10_000;
+                if late && fate < LONG_OVERDUE_PER_10K {
+                    after = i64::from(loan_days) + 61 + ((id_bits >> 64) as i64 & 0xFFFF) % 50;
+                }
                 let return_day = if late {
                     self.calendar.local_date(due_at)
                         + Days::new((after - i64::from(loan_days)) as u64)
@@ -855,11 +903,46 @@ impl Plan {
                     self_service,
                     item: NO_ITEM,
                     redraw_seed,
+                    renewals: 0,
+                    end_state: "returned",
+                    found_at: None,
                 };
+                let rule = self.rule_of(member);
+                if late && fate < LONG_OVERDUE_PER_10K && rule.lost_after_days > 0 {
+                    // Declared lost by the night the loan passed lost_after_days overdue.
+                    let lost_at = self
+                        .calendar
+                        .local_date(due_at)
+                        .iter_days()
+                        .map(|d| self.calendar.end_of_day(d))
+                        .find(|t| self.calendar.overdue_days(due_at, *t) > rule.lost_after_days)
+                        .expect("some night passes lost_after_days");
+                    if lost_at < returned_at && returned_at < end_instant {
+                        loan.end_state = "lost";
+                        loan.found_at = Some(returned_at);
+                        loan.returned_at = Some(lost_at);
+                    }
+                } else if late && fate < LONG_OVERDUE_PER_10K + CLAIMED_PER_10K {
+                    let claimed_at = due_at + chrono::Duration::days(2);
+                    if claimed_at < returned_at && returned_at < end_instant {
+                        loan.end_state = "claims_returned";
+                        loan.found_at = Some(returned_at);
+                        loan.returned_at = Some(claimed_at);
+                    }
+                } else if late && rule.auto_renew && rule.max_renewals > 0 {
+                    // Out on its due date: the nightly renewed it from that date.
+                    loan.due_at = self.calendar.due_at(due_at, loan_days);
+                    loan.renewals = 1;
+                }
+                let (due_at, returned_at) = (loan.due_at, loan.returned_at.expect("set above"));
                 if returned_at < end_instant {
                     loan.fine_cents =
                         fines::fine_cents(&policy, due_at, returned_at, &self.calendar);
-                    loan.fine_assessed_on = Some(return_day);
+                    loan.fine_assessed_on = Some(if loan.found_at.is_some() {
+                        self.calendar.local_date(returned_at)
+                    } else {
+                        return_day
+                    });
                     if rng.random::<f64>() < REVIEW_SHARE {
                         let written =
                             returned_at + chrono::Duration::minutes(rng.random_range(30..60 * 72));
@@ -986,10 +1069,7 @@ impl Plan {
         let mut rng = rng_for(self.seed, ADMIT_STREAM ^ loan.redraw_seed);
         let days = self.loan_days(loan.member, loan.book);
         let from = loan.borrowed_at.timestamp_micros();
-        let until = loan
-            .returned_at
-            .expect("a returned loan")
-            .timestamp_micros();
+        let until = loan.back_at().expect("a returned loan").timestamp_micros();
         for attempt in 0..8 {
             if attempt > 0 {
                 let Some(b) = model::sample_prefix(&mut rng, &self.book_weights, self.books.len())
@@ -1044,6 +1124,7 @@ impl Plan {
                 .due_at(loan.borrowed_at, self.loan_days(loan.member, loan.book));
             loan.policy = self.rule_of(loan.member).fine_policy();
             loan.returned_at = None;
+            loan.renewals = 0;
             loan.fine_cents =
                 fines::fine_cents(&loan.policy, loan.due_at, as_of_end, &self.calendar);
             loan.fine_assessed_on = Some(self.calendar.local_date(as_of_end));
@@ -1144,6 +1225,7 @@ impl Plan {
                         id: id_from_parts(created_at, bits),
                         member,
                         kind,
+                        loan: None,
                         amount_cents,
                         created_at,
                     });
@@ -1155,6 +1237,40 @@ impl Plan {
                 } else if x < 0.95 {
                     push("waiver", (*owed).min(500), paid_at, rng.random());
                 }
+            }
+        }
+        rows
+    }
+
+    /// The ledger of the loans declared lost: the replacement price and the processing fee
+    /// when declared, and the replacement refunded when the item was found (each keyed by
+    /// its loan, as libcore writes them).
+    pub fn lost_ledger(
+        &self,
+        lost: &[LostRecord],
+        price_of: impl Fn(u32) -> i64,
+    ) -> Vec<AccountRow> {
+        let mut rows = Vec::new();
+        for l in lost {
+            let rule = self.rule_of(l.member);
+            let bits = l.loan.as_u128();
+            let mut push = |kind, amount_cents: i64, created_at: DateTime<Utc>, salt: u128| {
+                if amount_cents > 0 {
+                    rows.push(AccountRow {
+                        id: id_from_parts(created_at, bits ^ salt),
+                        member: l.member,
+                        kind,
+                        loan: Some(l.loan),
+                        amount_cents,
+                        created_at,
+                    });
+                }
+            };
+            let price = price_of(l.item);
+            push("lost_item", price, l.lost_at, 1);
+            push("processing_fee", rule.processing_fee_cents, l.lost_at, 2);
+            if rule.lost_refund_on_return {
+                push("refund", price, l.found_at, 3);
             }
         }
         rows
@@ -1193,7 +1309,11 @@ impl Plan {
             at: t,
             actor,
             actor_role: role,
-            action: "loan.return",
+            action: match loan.end_state {
+                "lost" => "loan.lost",
+                "claims_returned" => "loan.claim_returned",
+                _ => "loan.return",
+            },
             entity_type: "loan",
             entity_id: Some(loan.id),
             outcome: "ok",
@@ -1405,12 +1525,22 @@ mod tests {
             "regular/casual per member {regular_vs_casual}"
         );
 
-        // 12 % ± 1.5 of returned loans come back late.
+        // 12 % ± 1.5 of returned loans come back after their first due date (the ones the
+        // nightly renewed automatically among them), a few so late they were declared lost,
+        // and a few claimed returned.
         let returned: Vec<&LoanRow> = loans.iter().filter(|l| l.returned_at.is_some()).collect();
         let late = returned
             .iter()
-            .filter(|l| l.returned_at.unwrap() > l.due_at)
+            .filter(|l| l.renewals > 0 || l.back_at().unwrap() > l.due_at)
             .count() as f64;
+        let ended = |state: &str| returned.iter().filter(|l| l.end_state == state).count();
+        assert!(
+            ended("lost") > 0 && ended("claims_returned") > 0,
+            "lost {}, claimed {}",
+            ended("lost"),
+            ended("claims_returned")
+        );
+        assert!(returned.iter().any(|l| l.renewals == 1));
         let rate = late / returned.len() as f64;
         assert!((rate - 0.12).abs() <= 0.015, "late rate {rate}");
 

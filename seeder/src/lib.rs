@@ -283,6 +283,15 @@ pub fn write_csv(
         "max_fine_cents_per_loan",
         "block_fine_cents",
         "block_overdue_days",
+        "max_holds",
+        "hold_pickup_days",
+        "courtesy_days",
+        "expiry_notice_days",
+        "lost_after_days",
+        "processing_fee_cents",
+        "lost_refund_on_return",
+        "max_claims_returned",
+        "auto_renew",
     ];
     let mut records = vec![header.iter().map(|s| s.to_string()).collect::<Vec<_>>()];
     records.extend(rules.iter().map(|r| {
@@ -296,6 +305,15 @@ pub fn write_csv(
             r.max_fine_cents_per_loan.to_string(),
             r.block_fine_cents.to_string(),
             r.block_overdue_days.to_string(),
+            r.max_holds.to_string(),
+            r.hold_pickup_days.to_string(),
+            r.courtesy_days.to_string(),
+            r.expiry_notice_days.to_string(),
+            r.lost_after_days.to_string(),
+            r.processing_fee_cents.to_string(),
+            r.lost_refund_on_return.to_string(),
+            r.max_claims_returned.to_string(),
+            r.auto_renew.to_string(),
         ]
     }));
     for record in records {

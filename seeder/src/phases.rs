@@ -10,7 +10,7 @@
 //! 5. ledger: fines, payments and waivers, and the requests that produced them;
 //! 6. audit history: the recent months regenerated, not kept in memory.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use libcore::{Error, Result};
@@ -42,9 +42,9 @@ pub(crate) fn generate_into(
     };
     calendar_and_people(&mut run, &mut plan)?;
     let loans = loans(&mut run, &mut plan)?;
-    catalogue(&mut run, &mut plan, &loans)?;
+    let lost_prices = catalogue(&mut run, &mut plan, &loans)?;
+    let ledger = ledger(&mut run, &plan, &loans, &lost_prices)?;
     rollup(&mut run, &plan, loans.rollup)?;
-    let ledger = ledger(&mut run, &plan, &loans.fines_by_member)?;
     audit_history(&mut run, &plan, loans.open, &loans.lent_items, &ledger)?;
     Ok(run.tables)
 }
@@ -131,6 +131,8 @@ struct LoanOutcome {
     shelves: Shelves,
     /// The items of the returned loans of the months that get audit rows, as lent.
     lent_items: BTreeMap<usize, Vec<u32>>,
+    /// The loans declared lost (and found again).
+    lost: Vec<generate::LostRecord>,
 }
 
 /// Phase 2: every loan. Months are generated in parallel windows on a producer thread, lent
@@ -145,6 +147,7 @@ fn loans(run: &mut Run<'_>, plan: &mut Plan) -> Result<LoanOutcome> {
         open: Vec::new(),
         shelves: Shelves::new(plan),
         lent_items: BTreeMap::new(),
+        lost: Vec::new(),
     };
     let mut reviewed: HashSet<(u32, u32)> = HashSet::new();
     let mut admitted = Vec::new();
@@ -202,6 +205,7 @@ fn loans(run: &mut Run<'_>, plan: &mut Plan) -> Result<LoanOutcome> {
                 entry.1 = entry.1.max(Some(at));
             }
             admitted.extend(month.open);
+            outcome.lost.extend(month.lost);
             for book in month.books_borrowed {
                 outcome.times_borrowed[book as usize] += 1;
             }
@@ -234,7 +238,7 @@ fn loans(run: &mut Run<'_>, plan: &mut Plan) -> Result<LoanOutcome> {
 }
 
 /// Phase 3: books, now that their borrow counts and ratings are known, and the reviews.
-fn catalogue(run: &mut Run<'_>, plan: &mut Plan, loans: &LoanOutcome) -> Result<()> {
+fn catalogue(run: &mut Run<'_>, plan: &mut Plan, loans: &LoanOutcome) -> Result<HashMap<u32, i64>> {
     for (book, n) in plan.books.iter_mut().zip(&loans.times_borrowed) {
         book.times_borrowed = *n;
     }
@@ -265,6 +269,11 @@ fn catalogue(run: &mut Run<'_>, plan: &mut Plan, loans: &LoanOutcome) -> Result<
         |b, i| rows::encode_item(b, plan, i),
         |i| rows::item_record(plan, i),
     )?;
+    let lost_prices = loans
+        .lost
+        .iter()
+        .map(|l| (l.item, items[l.item as usize].price_cents))
+        .collect();
     drop(items);
     run.table(
         "hold",
@@ -279,7 +288,8 @@ fn catalogue(run: &mut Run<'_>, plan: &mut Plan, loans: &LoanOutcome) -> Result<
         &loans.reviews,
         |b, r| rows::encode_review(b, plan, r),
         |r| rows::review_record(plan, r),
-    )
+    )?;
+    Ok(lost_prices)
 }
 
 /// Phase 4: the monthly rollup of complete months; the current month is computed live.
@@ -321,10 +331,13 @@ fn rollup(run: &mut Run<'_>, plan: &Plan, rollup: Rollup) -> Result<()> {
 fn ledger(
     run: &mut Run<'_>,
     plan: &Plan,
-    fines_by_member: &[(i64, Option<DateTime<Utc>>)],
+    loans: &LoanOutcome,
+    lost_prices: &HashMap<u32, i64>,
 ) -> Result<Vec<AccountRow>> {
-    let ledger = plan.ledger(fines_by_member);
+    let fines_by_member = &loans.fines_by_member;
+    let mut ledger = plan.ledger(fines_by_member);
     let requests = plan.requests(&ledger, fines_by_member);
+    ledger.extend(plan.lost_ledger(&loans.lost, |item| lost_prices[&item]));
     run.table(
         "request",
         rows::REQUEST_COLUMNS,
@@ -404,7 +417,7 @@ fn audit_history(
     extra.extend(
         ledger
             .iter()
-            .filter(|a| Some(a.created_at) >= audit_start)
+            .filter(|a| Some(a.created_at) >= audit_start && a.loan.is_none())
             .map(|a| AuditRow {
                 id: libcore::ids::id_from_parts(a.created_at, a.id.as_u128() ^ 1),
                 at: a.created_at,
@@ -465,6 +478,8 @@ struct EncodedMonth {
     reviews: Vec<generate::ReviewRow>,
     /// The book of every returned loan, for `times_borrowed`.
     books_borrowed: Vec<u32>,
+    /// The loans declared lost.
+    lost: Vec<generate::LostRecord>,
 }
 
 /// The monthly rollup, counted while the loans stream past.
@@ -541,9 +556,22 @@ fn encode_month(plan: &Plan, encoding: Encoding, month: Month) -> EncodedMonth {
     let mut borrowers: Vec<u32> = month.returned.iter().map(|l| l.member).collect();
     borrowers.sort_unstable();
     borrowers.dedup();
+    let lost = month
+        .returned
+        .iter()
+        .filter(|l| l.end_state == "lost")
+        .map(|l| generate::LostRecord {
+            member: l.member,
+            loan: l.id,
+            item: l.item,
+            lost_at: l.returned_at.expect("declared lost"),
+            found_at: l.found_at.expect("found"),
+        })
+        .collect();
     let returns = month
         .returned
         .iter()
+        .filter(|l| l.end_state == "returned")
         .map(|l| {
             let back = l.returned_at.expect("returned");
             (month_of(back), back > l.due_at)
@@ -559,6 +587,7 @@ fn encode_month(plan: &Plan, encoding: Encoding, month: Month) -> EncodedMonth {
         returns,
         reviews: month.reviews,
         books_borrowed,
+        lost,
     }
 }
 

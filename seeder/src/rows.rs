@@ -51,6 +51,7 @@ pub const LOAN_COLUMNS: &[&str] = &[
     "fine_cents",
     "fine_assessed_on",
     "item_id",
+    "end_state",
 ];
 /// Item columns.
 pub const ITEM_COLUMNS: &[&str] = &[
@@ -86,6 +87,7 @@ pub const ACCOUNT_COLUMNS: &[&str] = &[
     "amount_cents",
     "created_at",
     "note",
+    "loan_id",
 ];
 /// Audit columns.
 pub const AUDIT_COLUMNS: &[&str] = &[
@@ -175,20 +177,21 @@ pub fn member_record(m: &MemberRow) -> Vec<String> {
 
 /// Appends one loan.
 pub fn encode_loan(buf: &mut Vec<u8>, plan: &Plan, l: &LoanRow) {
-    RowEncoder::new(buf, 13)
+    RowEncoder::new(buf, 14)
         .uuid(l.id)
         .uuid(plan.books[l.book as usize].id)
         .uuid(plan.members[l.member as usize].id)
         .timestamptz(l.borrowed_at)
         .timestamptz(l.due_at)
         .opt_timestamptz(l.returned_at)
-        .int4(0)
+        .int4(l.renewals)
         .int8(l.policy.fine_cents_per_day)
         .int4(l.policy.grace_days)
         .int8(l.policy.max_fine_cents)
         .int8(l.fine_cents)
         .opt_date(l.fine_assessed_on)
-        .uuid(plan.item_id(l.item));
+        .uuid(plan.item_id(l.item))
+        .opt_text(l.returned_at.map(|_| l.end_state));
 }
 
 /// Appends one item.
@@ -229,7 +232,7 @@ pub fn loan_record(plan: &Plan, l: &LoanRow) -> Vec<String> {
         ts(l.borrowed_at),
         ts(l.due_at),
         opt_ts(l.returned_at),
-        "0".into(),
+        l.renewals.to_string(),
         l.policy.fine_cents_per_day.to_string(),
         l.policy.grace_days.to_string(),
         l.policy.max_fine_cents.to_string(),
@@ -238,18 +241,22 @@ pub fn loan_record(plan: &Plan, l: &LoanRow) -> Vec<String> {
             .map(|d| d.to_string())
             .unwrap_or_default(),
         plan.item_id(l.item).to_string(),
+        l.returned_at
+            .map(|_| l.end_state.to_string())
+            .unwrap_or_default(),
     ]
 }
 
 /// Appends one ledger entry.
 pub fn encode_account(buf: &mut Vec<u8>, plan: &Plan, a: &AccountRow) {
-    RowEncoder::new(buf, 6)
+    RowEncoder::new(buf, 7)
         .uuid(a.id)
         .uuid(plan.members[a.member as usize].id)
         .text(a.kind)
         .int8(a.amount_cents)
         .timestamptz(a.created_at)
-        .null();
+        .null()
+        .opt_uuid(a.loan);
 }
 
 /// One ledger entry as CSV.
@@ -261,6 +268,7 @@ pub fn account_record(plan: &Plan, a: &AccountRow) -> Vec<String> {
         a.amount_cents.to_string(),
         ts(a.created_at),
         String::new(),
+        a.loan.map(|l| l.to_string()).unwrap_or_default(),
     ]
 }
 

@@ -17,7 +17,7 @@ CREATE TYPE circulation_member_row AS (
     max_fine_cents_per_loan bigint,
     block_fine_cents bigint,
     block_overdue_days integer,
-    credits_cents bigint,
+    balance_cents bigint,
     stored_fines_cents bigint,
     timezone text,
     closed_days date[],
@@ -174,10 +174,9 @@ BEGIN
                r.category, r.loan_days, r.max_active_loans, r.max_renewals,
                r.fine_cents_per_day, r.grace_days, r.max_fine_cents_per_loan,
                r.block_fine_cents, r.block_overdue_days,
-               (SELECT coalesce(sum(a.amount_cents), 0)::bigint
-                FROM account_entry a WHERE a.member_id = p_member),
-               (SELECT coalesce(sum(f.fine_cents), 0)::bigint
-                FROM loan f WHERE f.member_id = p_member AND f.fine_cents > 0),
+               member_balance_cents(p_member),
+               -- stored_fines_cents: unused since V23, the balance above includes them.
+               NULL::bigint,
                v_timezone, v_closed_days, v_stamp,
                l.id, l.book_id, l.borrowed_at, l.due_at, l.fine_cents,
                l.fine_cents_per_day, l.grace_days, l.max_fine_cents, l.renewals, lb.category,
@@ -424,6 +423,15 @@ AS $function$
 $function$
 ;
 
+CREATE OR REPLACE FUNCTION public.ledger_signed_cents(p_kind text, p_amount bigint)
+ RETURNS bigint
+ LANGUAGE sql
+ IMMUTABLE PARALLEL SAFE
+AS $function$
+    SELECT CASE WHEN p_kind IN ('lost_item', 'processing_fee') THEN p_amount ELSE -p_amount END
+$function$
+;
+
 CREATE OR REPLACE FUNCTION public.libctl_apply_privileges()
  RETURNS void
  LANGUAGE plpgsql
@@ -603,7 +611,8 @@ DECLARE
     v_member  uuid;
     v_trapped hold_trapped;
 BEGIN
-    UPDATE loan SET returned_at = p_now, fine_cents = p_fine, fine_assessed_on = p_assessed_on
+    UPDATE loan SET returned_at = p_now, end_state = 'returned', fine_cents = p_fine,
+                    fine_assessed_on = p_assessed_on
     WHERE id = p_loan
     RETURNING item_id, member_id INTO v_item, v_member;
     v_trapped := hold_trap(v_item, p_now, p_actor, p_role);
@@ -614,6 +623,18 @@ BEGIN
 END $function$
 ;
 
+CREATE OR REPLACE FUNCTION public.member_balance_cents(p_member uuid)
+ RETURNS bigint
+ LANGUAGE sql
+ STABLE
+AS $function$
+    SELECT ((SELECT coalesce(sum(f.fine_cents), 0) FROM loan f
+             WHERE f.member_id = p_member AND f.fine_cents > 0)
+          + (SELECT coalesce(sum(ledger_signed_cents(a.kind, a.amount_cents)), 0)
+             FROM account_entry a WHERE a.member_id = p_member))::bigint
+$function$
+;
+
 CREATE OR REPLACE FUNCTION public.member_in_good_standing(p_member uuid, p_now timestamp with time zone)
  RETURNS boolean
  LANGUAGE sql
@@ -622,10 +643,7 @@ AS $function$
     SELECT m.status = 'active'
        AND (m.expires_at IS NULL OR m.expires_at > p_now)
        AND open_loans.worst <= r.block_overdue_days
-       AND (SELECT coalesce(sum(f.fine_cents), 0) FROM loan f
-            WHERE f.member_id = m.id AND f.fine_cents > 0)
-         - (SELECT coalesce(sum(a.amount_cents), 0) FROM account_entry a WHERE a.member_id = m.id)
-         + open_loans.unassessed < r.block_fine_cents
+       AND member_balance_cents(m.id) + open_loans.unassessed < r.block_fine_cents
     FROM member m
     JOIN circulation_rule r ON r.category = m.category
     CROSS JOIN LATERAL (

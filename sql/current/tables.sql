@@ -8,13 +8,17 @@ CREATE TABLE account_entry (
     kind text NOT NULL,
     amount_cents bigint NOT NULL,
     created_at timestamp with time zone NOT NULL,
-    note text
+    note text,
+    loan_id uuid
 );
 ALTER TABLE account_entry ADD CONSTRAINT account_entry_amount_cents_check CHECK ((amount_cents > 0));
-ALTER TABLE account_entry ADD CONSTRAINT account_entry_kind_check CHECK ((kind = ANY (ARRAY['payment'::text, 'waiver'::text])));
+ALTER TABLE account_entry ADD CONSTRAINT account_entry_kind_check CHECK ((kind = ANY (ARRAY['payment'::text, 'waiver'::text, 'lost_item'::text, 'processing_fee'::text, 'refund'::text])));
+ALTER TABLE account_entry ADD CONSTRAINT account_entry_loan_charges_have_a_loan CHECK (((kind = ANY (ARRAY['payment'::text, 'waiver'::text])) OR (loan_id IS NOT NULL)));
+ALTER TABLE account_entry ADD CONSTRAINT account_entry_loan_id_fkey FOREIGN KEY (loan_id) REFERENCES loan(id);
 ALTER TABLE account_entry ADD CONSTRAINT account_entry_member_id_fkey FOREIGN KEY (member_id) REFERENCES member(id);
 ALTER TABLE account_entry ADD CONSTRAINT account_entry_pkey PRIMARY KEY (id);
 CREATE INDEX account_entry_member_idx ON public.account_entry USING btree (member_id);
+CREATE UNIQUE INDEX account_entry_one_per_loan_kind ON public.account_entry USING btree (loan_id, kind) WHERE (loan_id IS NOT NULL);
 
 CREATE TABLE audit_log (
     id uuid NOT NULL,
@@ -106,7 +110,12 @@ CREATE TABLE circulation_rule (
     max_holds integer NOT NULL DEFAULT 5,
     hold_pickup_days integer NOT NULL DEFAULT 7,
     courtesy_days integer NOT NULL DEFAULT 2,
-    expiry_notice_days integer NOT NULL DEFAULT 30
+    expiry_notice_days integer NOT NULL DEFAULT 30,
+    lost_after_days integer NOT NULL DEFAULT 60,
+    processing_fee_cents bigint NOT NULL DEFAULT 500,
+    lost_refund_on_return boolean NOT NULL DEFAULT true,
+    max_claims_returned integer NOT NULL DEFAULT 3,
+    auto_renew boolean NOT NULL DEFAULT false
 );
 ALTER TABLE circulation_rule ADD CONSTRAINT circulation_rule_block_fine_cents_check CHECK ((block_fine_cents >= 0));
 ALTER TABLE circulation_rule ADD CONSTRAINT circulation_rule_block_overdue_days_check CHECK ((block_overdue_days >= 0));
@@ -117,11 +126,14 @@ ALTER TABLE circulation_rule ADD CONSTRAINT circulation_rule_fine_cents_per_day_
 ALTER TABLE circulation_rule ADD CONSTRAINT circulation_rule_grace_days_check CHECK ((grace_days >= 0));
 ALTER TABLE circulation_rule ADD CONSTRAINT circulation_rule_hold_pickup_days_check CHECK (((hold_pickup_days >= 1) AND (hold_pickup_days <= 365)));
 ALTER TABLE circulation_rule ADD CONSTRAINT circulation_rule_loan_days_check CHECK (((loan_days >= 1) AND (loan_days <= 365)));
+ALTER TABLE circulation_rule ADD CONSTRAINT circulation_rule_lost_after_days_check CHECK (((lost_after_days >= 0) AND (lost_after_days <= 3650)));
 ALTER TABLE circulation_rule ADD CONSTRAINT circulation_rule_max_active_loans_check CHECK (((max_active_loans >= 0) AND (max_active_loans <= 1000)));
+ALTER TABLE circulation_rule ADD CONSTRAINT circulation_rule_max_claims_returned_check CHECK (((max_claims_returned >= 0) AND (max_claims_returned <= 100)));
 ALTER TABLE circulation_rule ADD CONSTRAINT circulation_rule_max_fine_cents_per_loan_check CHECK ((max_fine_cents_per_loan >= 0));
 ALTER TABLE circulation_rule ADD CONSTRAINT circulation_rule_max_holds_check CHECK (((max_holds >= 0) AND (max_holds <= 1000)));
 ALTER TABLE circulation_rule ADD CONSTRAINT circulation_rule_max_renewals_check CHECK (((max_renewals >= 0) AND (max_renewals <= 100)));
 ALTER TABLE circulation_rule ADD CONSTRAINT circulation_rule_pkey PRIMARY KEY (category);
+ALTER TABLE circulation_rule ADD CONSTRAINT circulation_rule_processing_fee_cents_check CHECK (((processing_fee_cents >= 0) AND (processing_fee_cents <= 10000000)));
 
 CREATE TABLE closed_day (
     day date NOT NULL,
@@ -196,10 +208,13 @@ CREATE TABLE loan (
     max_fine_cents bigint NOT NULL,
     fine_cents bigint NOT NULL DEFAULT 0,
     fine_assessed_on date,
-    item_id uuid
+    item_id uuid,
+    end_state text
 );
 ALTER TABLE loan ADD CONSTRAINT loan_book_id_fkey FOREIGN KEY (book_id) REFERENCES book(id);
 ALTER TABLE loan ADD CONSTRAINT loan_due_after_borrowed CHECK ((due_at > borrowed_at));
+ALTER TABLE loan ADD CONSTRAINT loan_end_state_known CHECK ((end_state = ANY (ARRAY['returned'::text, 'lost'::text, 'claims_returned'::text])));
+ALTER TABLE loan ADD CONSTRAINT loan_end_state_when_ended CHECK (((returned_at IS NULL) = (end_state IS NULL)));
 ALTER TABLE loan ADD CONSTRAINT loan_fine_cents_per_day_check CHECK ((fine_cents_per_day >= 0));
 ALTER TABLE loan ADD CONSTRAINT loan_fine_within_cap CHECK (((fine_cents >= 0) AND (fine_cents <= max_fine_cents)));
 ALTER TABLE loan ADD CONSTRAINT loan_grace_days_check CHECK ((grace_days >= 0));
@@ -210,6 +225,7 @@ ALTER TABLE loan ADD CONSTRAINT loan_open_has_item CHECK (((returned_at IS NOT N
 ALTER TABLE loan ADD CONSTRAINT loan_pkey PRIMARY KEY (id);
 ALTER TABLE loan ADD CONSTRAINT loan_renewals_check CHECK ((renewals >= 0));
 ALTER TABLE loan ADD CONSTRAINT loan_returned_after_borrowed CHECK (((returned_at IS NULL) OR (returned_at >= borrowed_at)));
+CREATE INDEX loan_claims_returned ON public.loan USING btree (member_id) WHERE (end_state = 'claims_returned'::text);
 CREATE INDEX loan_fined_member_idx ON public.loan USING btree (member_id) INCLUDE (fine_cents) WHERE (fine_cents > 0);
 CREATE INDEX loan_item_history ON public.loan USING btree (item_id, borrowed_at, returned_at) WHERE (item_id IS NOT NULL);
 CREATE INDEX loan_member_borrowed_idx ON public.loan USING btree (member_id, borrowed_at);
@@ -248,6 +264,13 @@ ALTER TABLE member_login ADD CONSTRAINT member_login_member_id_fkey FOREIGN KEY 
 ALTER TABLE member_login ADD CONSTRAINT member_login_pkey PRIMARY KEY (login);
 CREATE INDEX member_login_member_idx ON public.member_login USING btree (member_id);
 
+CREATE TABLE nightly_run (
+    day date NOT NULL,
+    finished_at timestamp with time zone NOT NULL,
+    summary jsonb NOT NULL
+);
+ALTER TABLE nightly_run ADD CONSTRAINT nightly_run_pkey PRIMARY KEY (day);
+
 CREATE TABLE notice (
     id uuid NOT NULL,
     loan_id uuid,
@@ -259,20 +282,26 @@ CREATE TABLE notice (
     created_at timestamp with time zone NOT NULL,
     kind text NOT NULL DEFAULT 'overdue'::text,
     hold_id uuid,
-    key_date date
+    key_date date,
+    reason text,
+    pending_handover boolean NOT NULL DEFAULT false
 );
 ALTER TABLE notice ADD CONSTRAINT notice_hold_id_fkey FOREIGN KEY (hold_id) REFERENCES hold(id);
-ALTER TABLE notice ADD CONSTRAINT notice_kind_key CHECK ((((kind = 'overdue'::text) AND (loan_id IS NOT NULL) AND (level IS NOT NULL) AND (overdue_days IS NOT NULL) AND (fine_cents IS NOT NULL) AND (hold_id IS NULL)) OR ((kind = 'hold_ready'::text) AND (hold_id IS NOT NULL) AND (loan_id IS NULL) AND (level IS NULL)) OR ((kind = 'courtesy'::text) AND (loan_id IS NOT NULL) AND (key_date IS NOT NULL) AND (level IS NULL) AND (hold_id IS NULL)) OR ((kind = 'membership_expiring'::text) AND (key_date IS NOT NULL) AND (loan_id IS NULL) AND (level IS NULL) AND (hold_id IS NULL))));
-ALTER TABLE notice ADD CONSTRAINT notice_kind_known CHECK ((kind = ANY (ARRAY['overdue'::text, 'hold_ready'::text, 'courtesy'::text, 'membership_expiring'::text])));
+ALTER TABLE notice ADD CONSTRAINT notice_kind_key CHECK ((((kind = 'overdue'::text) AND (loan_id IS NOT NULL) AND (level IS NOT NULL) AND (overdue_days IS NOT NULL) AND (fine_cents IS NOT NULL) AND (hold_id IS NULL)) OR ((kind = 'hold_ready'::text) AND (hold_id IS NOT NULL) AND (loan_id IS NULL) AND (level IS NULL)) OR ((kind = 'courtesy'::text) AND (loan_id IS NOT NULL) AND (key_date IS NOT NULL) AND (level IS NULL) AND (hold_id IS NULL)) OR ((kind = 'membership_expiring'::text) AND (key_date IS NOT NULL) AND (loan_id IS NULL) AND (level IS NULL) AND (hold_id IS NULL)) OR ((kind = 'auto_renewed'::text) AND (loan_id IS NOT NULL) AND (key_date IS NOT NULL) AND (level IS NULL) AND (hold_id IS NULL)) OR ((kind = 'auto_renew_failed'::text) AND (loan_id IS NOT NULL) AND (key_date IS NOT NULL) AND (reason IS NOT NULL) AND (level IS NULL) AND (hold_id IS NULL)) OR ((kind = 'lost_billed'::text) AND (loan_id IS NOT NULL) AND (fine_cents IS NOT NULL) AND (level IS NULL) AND (hold_id IS NULL))));
+ALTER TABLE notice ADD CONSTRAINT notice_kind_known CHECK ((kind = ANY (ARRAY['overdue'::text, 'hold_ready'::text, 'courtesy'::text, 'membership_expiring'::text, 'auto_renewed'::text, 'auto_renew_failed'::text, 'lost_billed'::text])));
 ALTER TABLE notice ADD CONSTRAINT notice_level_check CHECK (((level >= 1) AND (level <= 3)));
 ALTER TABLE notice ADD CONSTRAINT notice_loan_id_fkey FOREIGN KEY (loan_id) REFERENCES loan(id);
 ALTER TABLE notice ADD CONSTRAINT notice_loan_level_key UNIQUE (loan_id, level);
 ALTER TABLE notice ADD CONSTRAINT notice_member_id_fkey FOREIGN KEY (member_id) REFERENCES member(id);
 ALTER TABLE notice ADD CONSTRAINT notice_pkey PRIMARY KEY (id);
 CREATE INDEX notice_member_idx ON public.notice USING btree (member_id);
+CREATE UNIQUE INDEX notice_one_auto_renew_failure ON public.notice USING btree (loan_id, key_date) WHERE (kind = 'auto_renew_failed'::text);
+CREATE UNIQUE INDEX notice_one_auto_renewal ON public.notice USING btree (loan_id, key_date) WHERE (kind = 'auto_renewed'::text);
 CREATE UNIQUE INDEX notice_one_courtesy ON public.notice USING btree (loan_id, key_date) WHERE (kind = 'courtesy'::text);
 CREATE UNIQUE INDEX notice_one_expiry ON public.notice USING btree (member_id, key_date) WHERE (kind = 'membership_expiring'::text);
+CREATE UNIQUE INDEX notice_one_lost_bill ON public.notice USING btree (loan_id) WHERE (kind = 'lost_billed'::text);
 CREATE UNIQUE INDEX notice_one_per_hold ON public.notice USING btree (hold_id) WHERE (kind = 'hold_ready'::text);
+CREATE INDEX notice_pending_handover ON public.notice USING btree (issued_on) WHERE pending_handover;
 
 CREATE TABLE rate_limit_policy (
     role text NOT NULL,
@@ -314,16 +343,18 @@ CREATE TABLE request (
     decided_by text,
     decided_at timestamp with time zone,
     decision_note text,
-    result jsonb
+    result jsonb,
+    loan_id uuid
 );
 ALTER TABLE request ADD CONSTRAINT request_amount_cents_check CHECK ((amount_cents > 0));
 ALTER TABLE request ADD CONSTRAINT request_book_id_fkey FOREIGN KEY (book_id) REFERENCES book(id);
 ALTER TABLE request ADD CONSTRAINT request_decided CHECK (((status = 'pending'::text) = (decided_at IS NULL)));
 ALTER TABLE request ADD CONSTRAINT request_field_check CHECK ((field = ANY (ARRAY['name'::text, 'email'::text, 'phone'::text])));
 ALTER TABLE request ADD CONSTRAINT request_kind_check CHECK ((kind = ANY (ARRAY['membership'::text, 'override'::text, 'waiver'::text, 'correction'::text])));
+ALTER TABLE request ADD CONSTRAINT request_loan_id_fkey FOREIGN KEY (loan_id) REFERENCES loan(id);
 ALTER TABLE request ADD CONSTRAINT request_member_id_fkey FOREIGN KEY (member_id) REFERENCES member(id);
 ALTER TABLE request ADD CONSTRAINT request_pkey PRIMARY KEY (id);
-ALTER TABLE request ADD CONSTRAINT request_shape CHECK ((((kind = 'override'::text) AND (book_id IS NOT NULL)) OR ((kind = 'waiver'::text) AND (amount_cents IS NOT NULL)) OR ((kind = 'correction'::text) AND (field IS NOT NULL) AND (value IS NOT NULL)) OR (kind = 'membership'::text)));
+ALTER TABLE request ADD CONSTRAINT request_shape CHECK ((((kind = 'override'::text) AND ((book_id IS NOT NULL) OR (loan_id IS NOT NULL))) OR ((kind = 'waiver'::text) AND (amount_cents IS NOT NULL)) OR ((kind = 'correction'::text) AND (field IS NOT NULL) AND (value IS NOT NULL)) OR (kind = 'membership'::text)));
 ALTER TABLE request ADD CONSTRAINT request_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'approved'::text, 'rejected'::text, 'expired'::text])));
 CREATE INDEX request_member_idx ON public.request USING btree (member_id);
 CREATE INDEX request_pending_idx ON public.request USING btree (kind, filed_at) WHERE (status = 'pending'::text);

@@ -14,7 +14,7 @@ use crate::app::App;
 pub enum RequestCommand {
     /// Apply for membership (may run with no actor: self-registration); creates a pending member
     Membership(MembershipArgs),
-    /// Ask to borrow despite the loan limit or a block
+    /// Ask to borrow despite the loan limit or a block, or to claim a return past the limit
     Override(OverrideArgs),
     /// Ask to waive part of a member's fines
     Waiver(WaiverArgs),
@@ -35,11 +35,16 @@ pub struct MembershipArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("what").required(true).args(["book", "loan"]))]
 pub struct OverrideArgs {
     #[arg(long)]
     pub member: String,
+    /// The book to borrow despite the loan limit or a block
     #[arg(long)]
-    pub book: String,
+    pub book: Option<String>,
+    /// The loan to close as claimed returned despite the member's limit of claims
+    #[arg(long)]
+    pub loan: Option<uuid::Uuid>,
     #[arg(long)]
     pub reason: String,
 }
@@ -149,6 +154,7 @@ pub fn run_request(app: &mut App, command: RequestCommand) -> anyhow::Result<Exi
         RequestCommand::Override(a) => NewRequest::Override {
             member: a.member,
             book: a.book,
+            loan: a.loan,
             reason: a.reason,
         },
         RequestCommand::Waiver(a) => NewRequest::Waiver {

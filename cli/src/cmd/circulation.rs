@@ -40,7 +40,7 @@ pub struct LoanArgs {
 }
 
 impl LoanArgs {
-    fn loan_ref(self) -> LoanRef {
+    pub(crate) fn loan_ref(self) -> LoanRef {
         match (self.item, self.loan, self.member, self.book) {
             (Some(item), _, _, _) => LoanRef::Item { item },
             (None, Some(id), _, _) => LoanRef::Id(id),

@@ -25,6 +25,9 @@ pub struct AsOfArgs {
     /// The date to assess through [default: today, library time]
     #[arg(long)]
     pub as_of: Option<NaiveDate>,
+    /// Assess and roll back: print what would be assessed
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -62,11 +65,17 @@ pub struct NoticesArgs {
 
 #[derive(Debug, Args)]
 pub struct NightlyArgs {
+    /// Run only this step, for the as-of night: expire-requests, auto-renew, accrue-fines,
+    /// lost, expire-holds, notices or rollup
+    pub step: Option<String>,
     #[arg(long)]
     pub as_of: Option<NaiveDate>,
-    /// Run everything and roll it back
+    /// Run everything in one transaction and roll it back
     #[arg(long)]
     pub dry_run: bool,
+    /// The lost step refuses (too_many_items, exit 4) to mark more items than this in a night
+    #[arg(long, default_value_t = libcore::lost::DEFAULT_MAX_ITEMS)]
+    pub max_lost_items: i64,
     /// Print the summary as one JSON line
     #[arg(long)]
     pub summary_json: bool,
@@ -193,7 +202,8 @@ pub fn run_fines(app: &mut App, command: FinesCommand) -> anyhow::Result<ExitCod
                 Some(d) => d,
                 None => today(app, &mut client)?,
             };
-            app.out.record(&fines::accrue(&mut client, &ctx, as_of)?)?;
+            app.out
+                .record(&fines::accrue(&mut client, &ctx, as_of, a.dry_run)?)?;
         }
         FinesCommand::Pay(a) => {
             app.out
@@ -208,10 +218,9 @@ pub fn run_fines(app: &mut App, command: FinesCommand) -> anyhow::Result<ExitCod
                         "{} <{}>",
                         account.member.name, account.member.email
                     ))?;
-                    app.out.rows(&account.loans)?;
+                    app.out.rows(&account.entries)?;
                     app.out.record(&serde_json::json!({
-                        "payments_cents": account.payments_cents,
-                        "waivers_cents": account.waivers_cents,
+                        "by_kind": account.by_kind,
                         "balance_cents": account.balance_cents,
                     }))?;
                 }
@@ -264,31 +273,33 @@ pub fn run_notices(app: &mut App, command: NoticesCommand) -> anyhow::Result<Exi
 pub fn run_nightly(app: &mut App, a: NightlyArgs) -> anyhow::Result<ExitCode> {
     let format = app.out.format();
     let mut staged = a.notices_out.as_deref().map(StagedFile::new);
-    let result = (|| -> anyhow::Result<jobs::Nightly> {
-        let (mut client, ctx) = app.session()?;
-        let as_of = match a.as_of {
-            Some(d) => d,
-            None => today(app, &mut client)?,
-        };
-        let run = jobs::nightly(
-            &mut client,
-            &ctx,
-            as_of,
-            a.dry_run,
-            &mut |issued| match &mut staged {
-                Some(staged) => stage_notices(staged, format, issued),
-                None => Ok(()),
-            },
-        )?;
-        // Committed: the notices file goes into place (re-export with `notices export` if
-        // this step is ever lost).
-        if let Some(staged) = staged.take() {
-            if !a.dry_run {
-                staged.publish()?;
+    let result =
+        (|| -> anyhow::Result<jobs::Nightly> {
+            let (mut client, ctx) = app.session()?;
+            let as_of = match a.as_of {
+                Some(d) => d,
+                None => today(app, &mut client)?,
+            };
+            let options = jobs::NightlyOptions {
+                dry_run: a.dry_run,
+                max_lost_items: a.max_lost_items,
+                only: a.step.as_deref().map(jobs::Step::parse).transpose()?,
+            };
+            let run = jobs::nightly_with(&mut client, &ctx, as_of, &options, &mut |issued| {
+                match &mut staged {
+                    Some(staged) => stage_notices(staged, format, issued),
+                    None => Ok(()),
+                }
+            })?;
+            // Committed: the notices file goes into place (re-export with `notices export` if
+            // this step is ever lost).
+            if let Some(staged) = staged.take() {
+                if !a.dry_run {
+                    staged.publish()?;
+                }
             }
-        }
-        Ok(run)
-    })();
+            Ok(run)
+        })();
     if let Some(path) = &a.metrics_file {
         if !a.dry_run {
             let previous = std::fs::read_to_string(path)

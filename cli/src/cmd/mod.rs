@@ -58,6 +58,7 @@ pub mod db;
 pub mod holds;
 pub mod item;
 pub mod jobs;
+pub mod lost;
 pub mod member;
 pub mod misc;
 pub mod policy;
@@ -86,6 +87,11 @@ pub enum Command {
     Return(circulation::LoanArgs),
     /// Extend a loan
     Renew(circulation::LoanArgs),
+    /// Declare a loan's item lost (charging its replacement and fee), or `lost auto`
+    Lost(lost::LostArgs),
+    /// Close a loan the member says they returned: the item goes missing, the fine stops
+    #[command(name = "claim-returned")]
+    ClaimReturned(circulation::LoanArgs),
     /// Holds: place one on a title whose copies are all out, or cancel one
     #[command(subcommand)]
     Hold(holds::HoldCommand),
@@ -99,7 +105,7 @@ pub enum Command {
     /// Overdue notices
     #[command(subcommand)]
     Notices(jobs::NoticesCommand),
-    /// The nightly job: fines accrue, notices generate, rollup refresh, under one lock
+    /// The nightly pipeline (or one STEP of it), catching up missed nights, under one lock
     Nightly(jobs::NightlyArgs),
     /// Read-only reports: summary, overdue, fines, inventory, popular, top-members, trends, risk
     Report(report::ReportArgs),
@@ -157,6 +163,8 @@ pub fn run(app: &mut App, command: Command) -> anyhow::Result<ExitCode> {
         Command::Borrow(a) => circulation::borrow(app, a),
         Command::Return(a) => circulation::return_loan(app, a),
         Command::Renew(a) => circulation::renew(app, a),
+        Command::Lost(a) => lost::run_lost(app, a),
+        Command::ClaimReturned(a) => lost::run_claim_returned(app, a),
         Command::Hold(c) => holds::run_hold(app, c),
         Command::Holds(a) => holds::run_holds(app, a),
         Command::Loans(a) => circulation::loans(app, a),

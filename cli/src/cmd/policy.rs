@@ -13,11 +13,11 @@ pub enum PolicyCommand {
     /// Show the circulation rules and the library time zone
     Show,
     /// Change a category's rule, the library time zone or the item barcode prefix (admin)
-    Set(SetArgs),
+    Set(Box<SetArgs>),
 }
 
 #[derive(Debug, Args)]
-#[command(group = clap::ArgGroup::new("target").required(true).args(["category", "timezone", "item_barcode_prefix"]).multiple(true))]
+#[command(group = clap::ArgGroup::new("target").required(true).args(["category", "timezone", "item_barcode_prefix", "default_replacement_cents"]).multiple(true))]
 pub struct SetArgs {
     /// Member category whose rule changes (created if new)
     #[arg(long)]
@@ -46,6 +46,24 @@ pub struct SetArgs {
     /// Days before a membership lapses its notice goes out (0: none)
     #[arg(long, requires = "category")]
     pub expiry_notice_days: Option<i32>,
+    /// Days overdue after which the nightly declares a loan lost (0: never)
+    #[arg(long, requires = "category")]
+    pub lost_after_days: Option<i32>,
+    /// Fee charged with a lost item's replacement price
+    #[arg(long, requires = "category")]
+    pub processing_fee_cents: Option<i64>,
+    /// Whether a lost item that comes back refunds its replacement charge (true|false)
+    #[arg(long, requires = "category")]
+    pub lost_refund_on_return: Option<bool>,
+    /// Claims of a return a member may make before the next needs an override
+    #[arg(long, requires = "category")]
+    pub max_claims_returned: Option<i32>,
+    /// Whether the nightly renews loans falling due (true|false)
+    #[arg(long, requires = "category")]
+    pub auto_renew: Option<bool>,
+    /// Replacement price of a lost item that has no price of its own
+    #[arg(long)]
+    pub default_replacement_cents: Option<i64>,
     /// IANA time zone of the library, e.g. Europe/Berlin
     #[arg(long)]
     pub timezone: Option<String>,
@@ -89,6 +107,10 @@ pub fn run(app: &mut App, command: PolicyCommand) -> anyhow::Result<ExitCode> {
                     app.out.note(&format!("time zone: {}", p.timezone))?;
                     app.out
                         .note(&format!("item barcode prefix: {}", p.item_barcode_prefix))?;
+                    app.out.note(&format!(
+                        "default replacement price: {} cents",
+                        p.default_replacement_cents
+                    ))?;
                     app.out.rows(&p.rules)?;
                 }
             }
@@ -102,6 +124,11 @@ pub fn run(app: &mut App, command: PolicyCommand) -> anyhow::Result<ExitCode> {
                 let prefix = policy::set_item_barcode_prefix(&mut client, &ctx, prefix)?;
                 app.out
                     .record(&serde_json::json!({ "item_barcode_prefix": prefix }))?;
+            }
+            if let Some(cents) = a.default_replacement_cents {
+                let cents = policy::set_default_replacement_cents(&mut client, &ctx, cents)?;
+                app.out
+                    .record(&serde_json::json!({ "default_replacement_cents": cents }))?;
             }
             if let Some(category) = a.category {
                 let rule = policy::set_rule(
@@ -119,6 +146,11 @@ pub fn run(app: &mut App, command: PolicyCommand) -> anyhow::Result<ExitCode> {
                         hold_pickup_days: a.hold_pickup_days,
                         courtesy_days: a.courtesy_days,
                         expiry_notice_days: a.expiry_notice_days,
+                        lost_after_days: a.lost_after_days,
+                        processing_fee_cents: a.processing_fee_cents,
+                        lost_refund_on_return: a.lost_refund_on_return,
+                        max_claims_returned: a.max_claims_returned,
+                        auto_renew: a.auto_renew,
                     },
                 )?;
                 app.out.record(&rule)?;

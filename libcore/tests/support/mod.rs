@@ -126,6 +126,18 @@ impl TestDb {
         }
     }
 
+    /// A private copy of this database (nobody may be connected to it meanwhile).
+    pub fn copy(&self) -> TestDb {
+        let name = format!("libctl_t_{}", uuid::Uuid::new_v4().simple());
+        admin_client()
+            .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {}", self.name))
+            .expect("copy a test database");
+        TestDb {
+            url: url_for(&name),
+            name,
+        }
+    }
+
     pub fn client(&self) -> Client {
         Client::connect(&self.url, NoTls).expect("connect to the test database")
     }
