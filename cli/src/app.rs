@@ -6,6 +6,7 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser};
 use libcore::cluster::{self, UrlSource};
+use libcore::replica::{self, Source};
 
 use crate::cmd::Command;
 use crate::render::{Format, Renderer};
@@ -47,6 +48,29 @@ pub struct Global {
     /// Backdate "now" for offline circulation and backfills (RFC 3339; librarians and admins)
     #[arg(long, global = true, value_parser = parse_timestamp)]
     pub at: Option<DateTime<Utc>>,
+    /// A streaming replica for read-only commands (reports, audit export, rate-limit audit,
+    /// db check, holds shelf, bench reports, backup create --from-replica)
+    #[arg(
+        long,
+        global = true,
+        env = "LIBCTL_REPLICA_URL",
+        hide_env_values = true
+    )]
+    pub replica_url: Option<String>,
+    /// Seconds of replay lag beyond which the replica is not used
+    #[arg(long, global = true, default_value_t = 60.0, value_parser = parse_lag)]
+    pub max_replica_lag: f64,
+    /// Exit 10 instead of reading from the primary when the replica cannot be used
+    #[arg(long, global = true)]
+    pub replica_only: bool,
+}
+
+/// A replay lag limit: seconds, 0 or more.
+fn parse_lag(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a number of seconds, 0 or more")),
+    }
 }
 
 /// Parses an RFC 3339 timestamp, or a bare date taken as midnight UTC.
@@ -105,6 +129,94 @@ impl App {
         let mut client = self.client()?;
         let ctx = self.ctx(&mut client)?;
         Ok((client, ctx))
+    }
+
+    /// Where a read-only command reads: the replica when one is configured and passes its
+    /// checks (`libcore::replica::connect`), else the primary, with one warning line; with
+    /// `--replica-only`, a replica that cannot be used is exit 10.
+    pub fn read_url(&self) -> anyhow::Result<(String, Source)> {
+        match self.replica_client()? {
+            Some((client, source, url)) => {
+                drop(client);
+                Ok((url, source))
+            }
+            None => Ok((self.database_url()?, Source::Primary)),
+        }
+    }
+
+    /// The replica's connection when it passes its checks; `None` (after the warning) when
+    /// the command reads from the primary.
+    fn replica_client(&self) -> anyhow::Result<Option<(libcore::Client, Source, String)>> {
+        let Some(url) = self.global.replica_url.as_deref() else {
+            if self.global.replica_only {
+                return Err(libcore::Error::Unavailable(
+                    "--replica-only needs --replica-url (or LIBCTL_REPLICA_URL)".into(),
+                )
+                .into());
+            }
+            return Ok(None);
+        };
+        match replica::connect(url, self.global.max_replica_lag) {
+            Ok((client, source)) => {
+                self.announce(source);
+                Ok(Some((client, source, url.to_string())))
+            }
+            Err(e) if self.global.replica_only => Err(e.into()),
+            Err(e) => {
+                if !self.global.quiet {
+                    eprintln!("libctl: warning: not reading from the replica: {e}; reading from the primary");
+                }
+                self.announce(Source::Primary);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Says where a read-only command read, when a replica is configured: a JSON line on
+    /// stderr in the JSON formats, a note otherwise (none with --quiet).
+    fn announce(&self, source: Source) {
+        if matches!(self.out.format(), Format::Json | Format::Ndjson) {
+            eprintln!("{}", serde_json::json!(source));
+        } else if !self.global.quiet {
+            match source {
+                Source::Replica {
+                    replica_lag_seconds,
+                } => eprintln!("libctl: read from the replica ({replica_lag_seconds:.1} s behind)"),
+                Source::Primary => eprintln!("libctl: read from the primary"),
+            }
+        }
+    }
+
+    /// Runs a read-only command's `body` on the replica when one is configured and usable,
+    /// else on the primary. The actor is resolved on the primary (a refused assumption is
+    /// audited there). A query the standby cancels for a recovery conflict is run once more
+    /// on the primary (rows a streamed format had already printed are printed again).
+    pub fn read<T>(
+        &mut self,
+        mut body: impl FnMut(
+            &mut Renderer,
+            &mut libcore::Client,
+            &libcore::actor::Ctx,
+        ) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let (mut primary, ctx) = self.session()?;
+        let Some((mut client, _, _)) = self.replica_client()? else {
+            return body(&mut self.out, &mut primary, &ctx);
+        };
+        match body(&mut self.out, &mut client, &ctx) {
+            Err(e)
+                if e.chain()
+                    .filter_map(|c| c.downcast_ref::<libcore::Error>())
+                    .any(replica::is_recovery_conflict) =>
+            {
+                if !self.global.quiet {
+                    eprintln!("libctl: warning: the replica cancelled the read (conflict with recovery); reading from the primary");
+                }
+                self.announce(Source::Primary);
+                body(&mut self.out, &mut primary, &ctx)
+            }
+            other => other,
+        }
     }
 
     /// True when progress may be drawn: stderr is a terminal and not --quiet.

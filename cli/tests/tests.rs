@@ -18,6 +18,7 @@ mod identity;
 mod items;
 mod nightly;
 mod output;
+mod replica;
 mod reports;
 mod reviews;
 mod seed;

@@ -35,6 +35,7 @@
 //! - [`playground`]: whether a database is a seeded playground or a library, for the commands
 //!   that replace or churn everything.
 //! - [`reports`]: read-only, streaming reports.
+//! - [`replica`]: the checks a streaming replica passes before read-only commands use it.
 //! - [`reviews`]: reviews, ratings and recommendations.
 //! - [`ratelimit`]: sliding-window rate limits over the audit log, and their audit.
 //! - [`binary_copy`]: PostgreSQL's binary COPY format, written by the seeder and counted by backups.
@@ -78,6 +79,7 @@ pub mod pg;
 pub mod playground;
 pub mod policy;
 pub mod ratelimit;
+pub mod replica;
 pub mod reports;
 pub mod restore;
 pub mod reviews;

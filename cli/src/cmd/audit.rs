@@ -121,15 +121,16 @@ pub struct RateAuditArgs {
 pub fn run_audit(app: &mut App, command: AuditCommand) -> anyhow::Result<ExitCode> {
     match command {
         AuditCommand::Export(a) => {
-            let (mut client, ctx) = app.session()?;
             let filter = ExportFilter {
                 from: a.from,
                 to: a.to,
                 actor: a.for_actor,
                 action: a.action,
             };
-            crate::render::emit_rows(&mut app.out, |emit| {
-                audit::export(&mut client, &ctx, &filter, emit).map(|_| ())
+            app.read(|out, client, ctx| {
+                crate::render::emit_rows(out, |emit| {
+                    audit::export(client, ctx, &filter, emit).map(|_| ())
+                })
             })?;
         }
         AuditCommand::Prune(a) => {
@@ -197,7 +198,7 @@ pub fn run_rate_limit(app: &mut App, command: RateLimitCommand) -> anyhow::Resul
         RateLimitCommand::Audit(a) => {
             let to = a.to.unwrap_or_else(|| ctx.now());
             let from = a.from.unwrap_or(to - chrono::Duration::days(1));
-            let url = app.database_url()?;
+            let (url, _) = app.read_url()?;
             let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
             let rows = ratelimit::audit_report(&url, &ctx, from, to, jobs)?;
             let violations: i64 = rows.iter().map(|r| r.violations).sum();

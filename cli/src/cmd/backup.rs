@@ -41,6 +41,9 @@ pub struct CreateArgs {
     /// Print the summary as one JSON line
     #[arg(long)]
     pub summary_json: bool,
+    /// Read the tables from the replica (--replica-url) when it passes its checks
+    #[arg(long)]
+    pub from_replica: bool,
 }
 
 #[derive(Debug, Args)]
@@ -104,8 +107,21 @@ fn summary_line(app: &mut App, json_line: bool, value: &impl Serialize) -> anyho
 pub fn run(app: &mut App, command: BackupCommand) -> anyhow::Result<ExitCode> {
     match command {
         BackupCommand::Create(a) => {
-            let url = app.database_url()?;
-            let ctx = app.ctx(&mut libcore::db::connect_current(&url)?)?;
+            let primary = app.database_url()?;
+            let ctx = app.ctx(&mut libcore::db::connect_current(&primary)?)?;
+            // pg_export_snapshot works on a standby: the workers share the replica's snapshot.
+            let url = if a.from_replica {
+                if app.global.replica_url.is_none() {
+                    return Err(libcore::Error::invalid(
+                        "invalid_input",
+                        "--from-replica needs --replica-url (or LIBCTL_REPLICA_URL)",
+                    )
+                    .into());
+                }
+                app.read_url()?.0
+            } else {
+                primary
+            };
             if app.show_progress() {
                 eprintln!("libctl: backing up to {} …", a.dir.display());
             }

@@ -129,9 +129,10 @@ pub fn run(app: &mut App, command: BenchCommand) -> anyhow::Result<ExitCode> {
             }
         }
         BenchCommand::Reports(args) => {
-            let (mut client, ctx) = app.session()?;
-            let timings = time_reports(&mut client, &ctx, args.runs)?;
-            app.out.rows(&timings)?;
+            app.read(|out, client, ctx| {
+                let timings = time_reports(client, ctx, args.runs)?;
+                Ok(out.rows(&timings)?)
+            })?;
         }
         BenchCommand::Seed(args) => {
             let options = args.dataset.options(None, true, false)?;

@@ -126,7 +126,8 @@ pub fn run(app: &mut App, command: DbCommand) -> anyhow::Result<ExitCode> {
             }
         }
         DbCommand::Check => {
-            let mut client = app.client()?;
+            let (url, _) = app.read_url()?;
+            let mut client = db::connect_current(&url)?;
             let results = db::check(&mut client)?;
             app.out.rows(results.iter().map(|r| {
                 serde_json::json!({

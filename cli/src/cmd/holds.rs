@@ -94,7 +94,8 @@ pub fn run_holds(app: &mut App, a: HoldsArgs) -> anyhow::Result<ExitCode> {
                 Some(day) => day,
                 None => super::jobs::today(app, &mut client)?,
             };
-            app.out.rows(holds::shelf(&mut client, &ctx, as_of)?)?;
+            drop(client);
+            app.read(|out, client, ctx| Ok(out.rows(holds::shelf(client, ctx, as_of)?)?))?;
         }
         Some(HoldsCommand::Expire(e)) => {
             app.out

@@ -7,7 +7,7 @@ use clap::Args;
 use libcore::reports::{self, Kind, ReportOptions};
 
 use crate::app::App;
-use crate::render::Format;
+use crate::render::{Format, Renderer};
 
 /// `top-rated` is the reviews' report; every other kind is one of libcore's report kinds.
 const TOP_RATED: &str = "top-rated";
@@ -44,11 +44,23 @@ pub struct ReportArgs {
 }
 
 pub fn run(app: &mut App, a: ReportArgs) -> anyhow::Result<ExitCode> {
-    let (mut client, ctx) = app.session()?;
+    let quiet = app.global.quiet;
+    app.read(|out, client, ctx| report(out, client, ctx, &a, quiet))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs one report on `client` (the replica or the primary) and renders it.
+fn report(
+    out: &mut Renderer,
+    client: &mut libcore::Client,
+    ctx: &libcore::actor::Ctx,
+    a: &ReportArgs,
+    quiet: bool,
+) -> anyhow::Result<()> {
     let as_of = match a.as_of {
         // A bare date means the end of that day in library time.
         Some(t) if t.time() == chrono::NaiveTime::MIN => {
-            Some(libcore::calendar::Calendar::load(&mut client)?.end_of_day(t.date_naive()))
+            Some(libcore::calendar::Calendar::load(client)?.end_of_day(t.date_naive()))
         }
         other => other,
     };
@@ -60,48 +72,46 @@ pub fn run(app: &mut App, a: ReportArgs) -> anyhow::Result<ExitCode> {
         ratio: a.ratio,
     };
     if a.kind == TOP_RATED {
-        app.out.rows(libcore::reviews::top_rated(
-            &mut client,
-            &ctx,
+        out.rows(libcore::reviews::top_rated(
+            client,
+            ctx,
             a.min_reviews,
             a.limit.unwrap_or(20),
         )?)?;
-        return Ok(ExitCode::SUCCESS);
+        return Ok(());
     }
     match a.kind.parse::<Kind>()? {
-        Kind::Summary => app
-            .out
-            .record(&reports::summary(&mut client, &ctx, &options)?)?,
+        Kind::Summary => out.record(&reports::summary(client, ctx, &options)?)?,
         Kind::Overdue => {
             let mut tiers = None;
-            crate::render::emit_rows(&mut app.out, |emit| {
-                tiers = Some(reports::overdue(&mut client, &ctx, &options, emit)?);
+            crate::render::emit_rows(out, |emit| {
+                tiers = Some(reports::overdue(client, ctx, &options, emit)?);
                 Ok(())
             })?;
-            if let (Some(t), Format::Table) = (&tiers, app.out.format()) {
-                app.out.record(t)?;
-            } else if let (Some(t), false) = (&tiers, app.global.quiet) {
+            if let (Some(t), Format::Table) = (&tiers, out.format()) {
+                out.record(t)?;
+            } else if let (Some(t), false) = (&tiers, quiet) {
                 eprintln!(
                     "overdue per tier: 1-3 days {}, 4-7 days {}, 8+ days {}",
                     t.tier_1_3, t.tier_4_7, t.tier_8_plus
                 );
             }
         }
-        Kind::Fines => crate::render::emit_rows(&mut app.out, |emit| {
-            reports::fines(&mut client, &ctx, &options, emit).map(|_| ())
+        Kind::Fines => crate::render::emit_rows(out, |emit| {
+            reports::fines(client, ctx, &options, emit).map(|_| ())
         })?,
-        Kind::Inventory => crate::render::emit_rows(&mut app.out, |emit| {
-            reports::inventory(&mut client, &ctx, &options, emit).map(|_| ())
+        Kind::Inventory => crate::render::emit_rows(out, |emit| {
+            reports::inventory(client, ctx, &options, emit).map(|_| ())
         })?,
         Kind::Holds => {
             let mut waits = None;
-            crate::render::emit_rows(&mut app.out, |emit| {
-                waits = Some(reports::holds(&mut client, &ctx, &options, emit)?);
+            crate::render::emit_rows(out, |emit| {
+                waits = Some(reports::holds(client, ctx, &options, emit)?);
                 Ok(())
             })?;
-            if let (Some(w), Format::Table) = (&waits, app.out.format()) {
-                app.out.record(w)?;
-            } else if let (Some(w), false) = (&waits, app.global.quiet) {
+            if let (Some(w), Format::Table) = (&waits, out.format()) {
+                out.record(w)?;
+            } else if let (Some(w), false) = (&waits, quiet) {
                 eprintln!(
                     "holds ready {} to {}: {}, mean hours from placing to ready {}",
                     w.from,
@@ -112,18 +122,12 @@ pub fn run(app: &mut App, a: ReportArgs) -> anyhow::Result<ExitCode> {
                 );
             }
         }
-        Kind::Risk => crate::render::emit_rows(&mut app.out, |emit| {
-            reports::risk(&mut client, &ctx, &options, emit).map(|_| ())
+        Kind::Risk => crate::render::emit_rows(out, |emit| {
+            reports::risk(client, ctx, &options, emit).map(|_| ())
         })?,
-        Kind::Popular => app
-            .out
-            .rows(reports::ranked(&mut client, &ctx, &options, false)?)?,
-        Kind::TopMembers => app
-            .out
-            .rows(reports::ranked(&mut client, &ctx, &options, true)?)?,
-        Kind::Trends => app
-            .out
-            .rows(reports::trends(&mut client, &ctx, &options)?)?,
+        Kind::Popular => out.rows(reports::ranked(client, ctx, &options, false)?)?,
+        Kind::TopMembers => out.rows(reports::ranked(client, ctx, &options, true)?)?,
+        Kind::Trends => out.rows(reports::trends(client, ctx, &options)?)?,
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

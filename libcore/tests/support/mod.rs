@@ -5,6 +5,8 @@
 
 use std::sync::OnceLock;
 
+pub mod standby;
+
 use libcore::actor::{Actor, Ctx, Role};
 use postgres::{Client, NoTls};
 
