@@ -298,12 +298,19 @@ fn report(error: &anyhow::Error, format: Format) -> ExitCode {
     } else {
         match core {
             Some(libcore::Error::InvalidRows { rows }) => {
+                // A MARC import names records (their number and 001) in the reason itself.
+                let records = rows.iter().all(|r| r.reason.starts_with("record "));
                 eprintln!(
-                    "error[{code}]: {} bad row(s); nothing was written",
-                    rows.len()
+                    "error[{code}]: {} bad {}; nothing was written",
+                    rows.len(),
+                    if records { "record(s)" } else { "row(s)" }
                 );
                 for row in rows {
-                    eprintln!("  line {}: {}", row.line, row.reason);
+                    if records {
+                        eprintln!("  {}", row.reason);
+                    } else {
+                        eprintln!("  line {}: {}", row.line, row.reason);
+                    }
                 }
             }
             _ => eprintln!("error[{code}]: {message}"),

@@ -18,6 +18,21 @@ pub enum Format {
     Json,
     /// One JSON object per line, streamed.
     Ndjson,
+    /// MARC 21 ISO 2709 (`book import` and `book export` only).
+    Marc,
+    /// MARCXML (`book import` and `book export` only).
+    Marcxml,
+}
+
+impl Format {
+    /// The MARC serialisation this format names, if it is one.
+    pub fn marc(self) -> Option<libcore::marc::MarcFormat> {
+        match self {
+            Format::Marc => Some(libcore::marc::MarcFormat::Marc),
+            Format::Marcxml => Some(libcore::marc::MarcFormat::Marcxml),
+            _ => None,
+        }
+    }
 }
 
 /// Writes command results to stdout in the chosen format.
@@ -89,7 +104,7 @@ impl Renderer {
                 writeln!(self.out)?;
             }
             Format::Csv => return self.rows(std::iter::once(value)),
-            Format::Table => {
+            Format::Table | Format::Marc | Format::Marcxml => {
                 let mut table = Table::new();
                 table.load_preset(presets::NOTHING);
                 for (key, v) in to_object(value)? {
@@ -140,7 +155,7 @@ impl Renderer {
                 }
                 writer.flush()?;
             }
-            Format::Table => {
+            Format::Table | Format::Marc | Format::Marcxml => {
                 let mut table = Table::new();
                 table
                     .load_preset(presets::UTF8_FULL_CONDENSED)
@@ -176,7 +191,7 @@ impl Renderer {
     pub fn page<T: Serialize>(&mut self, page: &libcore::page::Page<T>) -> io::Result<()> {
         match self.format {
             Format::Json => self.record(page),
-            Format::Table => {
+            Format::Table | Format::Marc | Format::Marcxml => {
                 self.rows(&page.items)?;
                 if let Some(next) = &page.next_cursor {
                     writeln!(self.out, "next cursor: {next}")?;

@@ -16,6 +16,7 @@ mod hardening;
 mod holds;
 mod identity;
 mod items;
+mod marc;
 mod nightly;
 mod output;
 mod replica;

@@ -160,7 +160,7 @@ fn insert_books(
 
 /// Adds `copies` items (SPEC §16) with generated barcodes to each of `books`, just inserted
 /// with their counters already at `copies`: a book arrives with its copies.
-fn add_generated_items(
+pub(crate) fn add_generated_items(
     tx: &mut impl GenericClient,
     books: &[(Uuid, i32)],
     at: DateTime<Utc>,
@@ -249,6 +249,31 @@ pub fn import_books(client: &mut Client, ctx: &Ctx, input: impl Read) -> Result<
             json!({ "imported": summary.imported }),
         ))
     })
+}
+
+/// Streams every title in catalogue order to `emit`, a page at a time (`book export`).
+pub fn export(
+    client: &mut impl GenericClient,
+    ctx: &Ctx,
+    emit: &mut dyn FnMut(Book) -> Result<()>,
+) -> Result<u64> {
+    ctx.require(Capability::Catalogue)?;
+    let mut after = Uuid::nil();
+    let mut written = 0;
+    loop {
+        let rows = client.query(
+            &format!("SELECT {BOOK_COLUMNS} FROM book WHERE id > $1 ORDER BY id LIMIT 5000"),
+            &[&after],
+        )?;
+        let Some(last) = rows.last() else {
+            return Ok(written);
+        };
+        after = last.get(0);
+        for r in &rows {
+            emit(book_from_row(r))?;
+            written += 1;
+        }
+    }
 }
 
 /// Finds a book by id or ISBN (any form).

@@ -25,6 +25,7 @@
 //! - [`audit`]: the transaction runner every mutation goes through, and the audit log.
 //! - [`catalog`], [`members`]: books and people.
 //! - [`items`]: the physical copies of a title, with barcodes and statuses.
+//! - [`marc`]: MARC 21 records in and out (ISO 2709 and MARCXML).
 //! - [`circulation`]: borrow, return, renew.
 //! - [`approvals`]: requests decided by a second person.
 //! - [`calendar`], [`fines`], [`policy`]: due dates, fines and the rules behind them.
@@ -72,6 +73,7 @@ pub mod ledger;
 pub mod loan_ref;
 pub mod logins;
 pub mod lost;
+pub mod marc;
 pub mod members;
 pub mod notices;
 pub mod page;

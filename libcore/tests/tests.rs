@@ -11,6 +11,7 @@ mod holds;
 mod imports;
 mod items;
 mod lost;
+mod marc;
 mod nightly;
 mod ratelimit;
 mod reviews;

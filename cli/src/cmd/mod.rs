@@ -155,6 +155,17 @@ pub enum Command {
 }
 
 pub fn run(app: &mut App, command: Command) -> anyhow::Result<ExitCode> {
+    let marc_command = matches!(
+        command,
+        Command::Book(book::BookCommand::Import(_) | book::BookCommand::Export(_))
+    );
+    if app.global.format.marc().is_some() && !marc_command {
+        return Err(libcore::Error::invalid(
+            "invalid_input",
+            "--format marc and marcxml are for `book import` and `book export` only",
+        )
+        .into());
+    }
     match command {
         Command::Db(c) => db::run(app, c),
         Command::Book(c) => book::run(app, c),
