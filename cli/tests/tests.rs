@@ -18,6 +18,7 @@ mod identity;
 mod items;
 mod marc;
 mod nightly;
+mod notices;
 mod output;
 mod replica;
 mod reports;

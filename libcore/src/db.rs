@@ -26,6 +26,7 @@ pub const TABLES: &[&str] = &[
     "account_entry",
     "audit_log",
     "notice",
+    "notice_delivery",
     "circulation_month",
     "request",
     "rate_limit_policy",
@@ -60,6 +61,7 @@ pub const TABLE_HISTORY: &[(&str, i32, Option<i32>)] = &[
     ("member_login", 17, None),
     ("audit_seal", 18, None),
     ("nightly_run", 23, None),
+    ("notice_delivery", 24, None),
 ];
 
 /// The data tables of schema version `version`, in load order.

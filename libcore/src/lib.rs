@@ -33,6 +33,7 @@
 //! - [`lost`]: lost items, claims returned, and lost items found again.
 //! - [`holds`], [`hold_queue`]: holds, and the queue that traps returned copies for them.
 //! - [`notices`], [`jobs`]: notices and the nightly pipeline.
+//! - [`outbox`]: each notice's delivery, by email or letter, rendered from its template.
 //! - [`playground`]: whether a database is a seeded playground or a library, for the commands
 //!   that replace or churn everything.
 //! - [`reports`]: read-only, streaming reports.
@@ -76,6 +77,7 @@ pub mod lost;
 pub mod marc;
 pub mod members;
 pub mod notices;
+pub mod outbox;
 pub mod page;
 pub mod pg;
 pub mod playground;

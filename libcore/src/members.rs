@@ -489,6 +489,46 @@ pub fn renew(
     })
 }
 
+/// Sets how a member receives notices (the member themselves, or staff): `email` or `print`
+/// (letters). Deliveries already queued keep their channel.
+pub fn set_notice_channel(
+    client: &mut Client,
+    ctx: &Ctx,
+    key: &str,
+    channel: &str,
+) -> Result<String> {
+    let op = Operation::new(
+        "member.set_notice_channel",
+        "member",
+        json!({ "member": key, "channel": channel }),
+    );
+    audit::run(client, ctx, &op, |tx| {
+        let member = find_member(tx, key)?;
+        ctx.require_self_or(member.id, Capability::ManageMembers)?;
+        if !matches!(channel, "email" | "print") {
+            return Err(Error::invalid(
+                "invalid_input",
+                format!("the notice channel is email or print, not {channel:?}"),
+            ));
+        }
+        let before: String = tx
+            .query_one(
+                "SELECT notice_channel FROM member WHERE id = $1 FOR UPDATE",
+                &[&member.id],
+            )?
+            .get(0);
+        tx.execute(
+            "UPDATE member SET notice_channel = $2 WHERE id = $1",
+            &[&member.id, &channel],
+        )?;
+        Ok(Audited::new(
+            channel.to_string(),
+            member.id,
+            json!({ "before": { "notice_channel": before }, "after": { "notice_channel": channel } }),
+        ))
+    })
+}
+
 /// Creates the first admin if the library has none (`db init`). Returns it when created.
 pub fn bootstrap_admin(client: &mut Client, email: &str, name: &str) -> Result<Option<Member>> {
     let ctx = Ctx::system();

@@ -351,6 +351,51 @@ pub fn set_default_replacement_cents(client: &mut Client, ctx: &Ctx, cents: i64)
     })
 }
 
+/// The settings letters and emails read (V24), each set with `policy set`.
+pub const NOTICE_SETTINGS: &[&str] = &[
+    "library_name",
+    "library_contact",
+    "currency",
+    "notice_template_dir",
+];
+
+/// Sets one of [`NOTICE_SETTINGS`] (admin only): 1–200 characters of text.
+pub fn set_notice_setting(
+    client: &mut Client,
+    ctx: &Ctx,
+    key: &str,
+    value: &str,
+) -> Result<String> {
+    let op = Operation::new(
+        "policy.set_notice_setting",
+        "library_setting",
+        json!({ "key": key, "value": value }),
+    );
+    audit::run(client, ctx, &op, |tx| {
+        ctx.require(Capability::Administer)?;
+        if !NOTICE_SETTINGS.contains(&key) {
+            return Err(Error::invalid(
+                "invalid_input",
+                format!("{key:?} is not one of {}", NOTICE_SETTINGS.join(", ")),
+            ));
+        }
+        let value = crate::validate::required_text(key, value, 200)?;
+        let before: Option<String> = tx
+            .query_opt("SELECT value FROM library_setting WHERE key = $1", &[&key])?
+            .map(|r| r.get(0));
+        tx.execute(
+            "INSERT INTO library_setting (key, value) VALUES ($1, $2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            &[&key, &value],
+        )?;
+        Ok(Audited::new(
+            value.clone(),
+            key,
+            json!({ "before": before, "after": value }),
+        ))
+    })
+}
+
 /// The prefix generated item barcodes start with (V20).
 pub fn item_barcode_prefix(client: &mut impl GenericClient) -> Result<String> {
     Ok(client

@@ -13,6 +13,7 @@ mod items;
 mod lost;
 mod marc;
 mod nightly;
+mod outbox;
 mod ratelimit;
 mod reviews;
 mod schema;

@@ -675,6 +675,20 @@ BEGIN
 END $function$
 ;
 
+CREATE OR REPLACE FUNCTION public.notice_delivery_queue()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    IF current_setting('libctl.audit_maintenance', true) = 'on' THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO notice_delivery (notice_id, channel, queued_at)
+    SELECT NEW.id, m.notice_channel, NEW.created_at FROM member m WHERE m.id = NEW.member_id;
+    RETURN NULL;
+END $function$
+;
+
 CREATE OR REPLACE FUNCTION public.open_days_after(p_day date, p_days integer)
  RETURNS date
  LANGUAGE sql

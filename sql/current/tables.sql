@@ -243,11 +243,13 @@ CREATE TABLE member (
     category text NOT NULL,
     status text NOT NULL,
     created_at timestamp with time zone NOT NULL,
-    expires_at timestamp with time zone
+    expires_at timestamp with time zone,
+    notice_channel text NOT NULL DEFAULT 'email'::text
 );
 ALTER TABLE member ADD CONSTRAINT member_category_fkey FOREIGN KEY (category) REFERENCES circulation_rule(category);
 ALTER TABLE member ADD CONSTRAINT member_email_check CHECK ((POSITION(('@'::text) IN (email)) > 1));
 ALTER TABLE member ADD CONSTRAINT member_name_check CHECK ((btrim(name) <> ''::text));
+ALTER TABLE member ADD CONSTRAINT member_notice_channel_known CHECK ((notice_channel = ANY (ARRAY['email'::text, 'print'::text])));
 ALTER TABLE member ADD CONSTRAINT member_pkey PRIMARY KEY (id);
 ALTER TABLE member ADD CONSTRAINT member_role_check CHECK ((role = ANY (ARRAY['member'::text, 'librarian'::text, 'admin'::text])));
 ALTER TABLE member ADD CONSTRAINT member_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'active'::text, 'suspended'::text, 'closed'::text])));
@@ -302,6 +304,29 @@ CREATE UNIQUE INDEX notice_one_expiry ON public.notice USING btree (member_id, k
 CREATE UNIQUE INDEX notice_one_lost_bill ON public.notice USING btree (loan_id) WHERE (kind = 'lost_billed'::text);
 CREATE UNIQUE INDEX notice_one_per_hold ON public.notice USING btree (hold_id) WHERE (kind = 'hold_ready'::text);
 CREATE INDEX notice_pending_handover ON public.notice USING btree (issued_on) WHERE pending_handover;
+CREATE TRIGGER notice_queues_its_delivery AFTER INSERT ON public.notice FOR EACH ROW EXECUTE FUNCTION notice_delivery_queue();
+
+CREATE TABLE notice_delivery (
+    notice_id uuid NOT NULL,
+    channel text NOT NULL,
+    status text NOT NULL DEFAULT 'queued'::text,
+    attempts integer NOT NULL DEFAULT 0,
+    last_error text,
+    queued_at timestamp with time zone NOT NULL,
+    next_attempt_at timestamp with time zone,
+    in_flight_since timestamp with time zone,
+    sent_at timestamp with time zone,
+    subject text,
+    body text
+);
+ALTER TABLE notice_delivery ADD CONSTRAINT notice_delivery_attempts_check CHECK ((attempts >= 0));
+ALTER TABLE notice_delivery ADD CONSTRAINT notice_delivery_channel_known CHECK ((channel = ANY (ARRAY['email'::text, 'print'::text])));
+ALTER TABLE notice_delivery ADD CONSTRAINT notice_delivery_notice_id_fkey FOREIGN KEY (notice_id) REFERENCES notice(id);
+ALTER TABLE notice_delivery ADD CONSTRAINT notice_delivery_pkey PRIMARY KEY (notice_id);
+ALTER TABLE notice_delivery ADD CONSTRAINT notice_delivery_sent_when_sent CHECK (((status = 'sent'::text) = (sent_at IS NOT NULL)));
+ALTER TABLE notice_delivery ADD CONSTRAINT notice_delivery_sent_with_text CHECK (((status <> 'sent'::text) OR (body IS NOT NULL)));
+ALTER TABLE notice_delivery ADD CONSTRAINT notice_delivery_status_known CHECK ((status = ANY (ARRAY['queued'::text, 'sent'::text, 'failed'::text, 'skipped'::text])));
+CREATE INDEX notice_delivery_queue ON public.notice_delivery USING btree (channel, queued_at) WHERE (status = 'queued'::text);
 
 CREATE TABLE rate_limit_policy (
     role text NOT NULL,

@@ -52,6 +52,115 @@ pub enum NoticesCommand {
     Generate(NoticesArgs),
     /// Write again the notices issued on a date (when their file was lost); issues nothing
     Export(NoticesArgs),
+    /// The queued letters (members who get notices on paper) as one printable HTML file,
+    /// one letter per page; marks them sent
+    Print(PrintArgs),
+    /// Deliveries: queued, sent, failed or skipped
+    Outbox(OutboxArgs),
+    /// Send the queued email notices through an SMTP server, oldest first, at most --rate a minute
+    Send(SendArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    #[command(flatten)]
+    pub smtp: SmtpArgs,
+    /// At most this many messages this run
+    #[arg(long)]
+    pub limit: Option<i64>,
+    /// Render and count what would be sent; send and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the counts by outcome as one JSON line
+    #[arg(long)]
+    pub summary_json: bool,
+}
+
+/// Where and how email notices go out.
+#[derive(Debug, Args)]
+pub struct SmtpArgs {
+    /// smtp://[user:pass@]host:port (add ?tls=required for STARTTLS), or smtps://…
+    #[arg(long, env = "LIBCTL_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+    /// The sender address [default: the library_contact setting]
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Messages a minute, at most
+    #[arg(long, default_value = "60/min", value_parser = parse_rate)]
+    pub rate: u32,
+    /// Attempts before a message is marked failed
+    #[arg(long, default_value_t = 5)]
+    pub max_attempts: i32,
+    /// Templates (<kind>.txt) overriding the built-in ones
+    #[arg(long)]
+    pub template_dir: Option<PathBuf>,
+}
+
+/// `N/min` or `N`.
+fn parse_rate(s: &str) -> Result<u32, String> {
+    s.trim_end_matches("/min")
+        .parse::<u32>()
+        .ok()
+        .filter(|n| (1..=6000).contains(n))
+        .ok_or_else(|| format!("{s:?} is not a rate such as 60/min (1 to 6000)"))
+}
+
+impl SmtpArgs {
+    /// The sender's options, with the From address defaulting to the library's contact.
+    pub fn options(
+        &self,
+        client: &mut libcore::Client,
+        limit: Option<i64>,
+        dry_run: bool,
+    ) -> anyhow::Result<libcore::outbox::SendOptions> {
+        let smtp_url = self.smtp_url.clone().ok_or_else(|| {
+            libcore::Error::invalid(
+                "invalid_input",
+                "--smtp-url (or LIBCTL_SMTP_URL) is required",
+            )
+        })?;
+        let from = match &self.from {
+            Some(f) => f.clone(),
+            None => client
+                .query_opt(
+                    "SELECT value FROM library_setting WHERE key = 'library_contact'",
+                    &[],
+                )?
+                .map(|r| r.get::<_, String>(0))
+                .unwrap_or_else(|| "library@localhost".into()),
+        };
+        Ok(libcore::outbox::SendOptions {
+            smtp_url,
+            from,
+            per_minute: self.rate,
+            limit,
+            dry_run,
+            max_attempts: self.max_attempts,
+            template_dir: self.template_dir.clone(),
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct PrintArgs {
+    /// The HTML file to write (atomically)
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Letters of notices issued up to this date [default: today, library time]
+    #[arg(long)]
+    pub as_of: Option<NaiveDate>,
+    /// Templates (<kind>.txt) overriding the built-in ones [default: the notice_template_dir setting]
+    #[arg(long)]
+    pub template_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct OutboxArgs {
+    /// queued, sent, failed or skipped
+    #[arg(long)]
+    pub status: Option<String>,
+    #[command(flatten)]
+    pub page: super::PageArgs,
 }
 
 #[derive(Debug, Args)]
@@ -76,6 +185,11 @@ pub struct NightlyArgs {
     /// The lost step refuses (too_many_items, exit 4) to mark more items than this in a night
     #[arg(long, default_value_t = libcore::lost::DEFAULT_MAX_ITEMS)]
     pub max_lost_items: i64,
+    /// After the pipeline, send the queued email notices (as `notices send`)
+    #[arg(long, requires = "smtp_url")]
+    pub send: bool,
+    #[command(flatten)]
+    pub smtp: SmtpArgs,
     /// Print the summary as one JSON line
     #[arg(long)]
     pub summary_json: bool,
@@ -235,6 +349,56 @@ pub fn run_notices(app: &mut App, command: NoticesCommand) -> anyhow::Result<Exi
     let (a, export) = match command {
         NoticesCommand::Generate(a) => (a, false),
         NoticesCommand::Export(a) => (a, true),
+        NoticesCommand::Print(p) => {
+            let as_of = match p.as_of {
+                Some(d) => d,
+                None => today(app, &mut client)?,
+            };
+            let mut staged = StagedFile::new(&p.out);
+            let printed = libcore::outbox::print(
+                &mut client,
+                &ctx,
+                as_of,
+                p.template_dir.as_deref(),
+                &mut |page| {
+                    staged
+                        .write(|f| {
+                            use std::io::Write;
+                            Ok(f.write_all(page.as_bytes())
+                                .map_err(|e| libcore::Error::io("writing letters", e))?)
+                        })
+                        .map_err(|e| libcore::Error::Internal(format!("{e:#}")))
+                },
+            )?;
+            staged.publish()?;
+            if !app.global.quiet {
+                eprintln!("libctl: {printed} letter(s) written to {}", p.out.display());
+            }
+            app.out
+                .record(&serde_json::json!({ "printed": printed, "out": p.out }))?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        NoticesCommand::Send(a) => {
+            let options = a.smtp.options(&mut client, a.limit, a.dry_run)?;
+            let run = libcore::outbox::send(&mut client, &ctx, &options)?;
+            if a.summary_json {
+                app.out.json_line(&run)?;
+            } else {
+                app.out.record(&run)?;
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        NoticesCommand::Outbox(o) => {
+            let page = libcore::outbox::list(
+                &mut client,
+                &ctx,
+                o.status.as_deref(),
+                o.page.limit,
+                o.page.cursor.as_deref(),
+            )?;
+            app.out.page(&page)?;
+            return Ok(ExitCode::SUCCESS);
+        }
     };
     let as_of = match a.as_of {
         Some(d) => d,
@@ -315,10 +479,22 @@ pub fn run_nightly(app: &mut App, a: NightlyArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let run = result?;
-    if a.summary_json {
-        app.out.json_line(&run)?;
+    let sent = if a.send && !a.dry_run {
+        let (mut client, ctx) = app.session()?;
+        let options = a.smtp.options(&mut client, None, false)?;
+        Some(libcore::outbox::send(&mut client, &ctx, &options)?)
     } else {
-        app.out.record(&run)?;
+        None
+    };
+    let mut summary =
+        serde_json::to_value(&run).map_err(|e| libcore::Error::Internal(e.to_string()))?;
+    if let Some(sent) = sent {
+        summary["sent"] = serde_json::json!(sent);
+    }
+    if a.summary_json {
+        app.out.json_line(&summary)?;
+    } else {
+        app.out.record(&summary)?;
     }
     Ok(ExitCode::SUCCESS)
 }

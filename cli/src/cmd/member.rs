@@ -21,6 +21,17 @@ pub enum MemberCommand {
     SetStatus(SetStatusArgs),
     /// Extend a membership: by 12 months from the later of now and its expiry, or --until DATE
     Renew(RenewArgs),
+    /// How a member receives notices: email (the default) or print (letters)
+    Notices(NoticesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NoticesArgs {
+    /// Member id or email
+    pub member: String,
+    /// email or print
+    #[arg(long, value_parser = ["email", "print"])]
+    pub channel: String,
 }
 
 #[derive(Debug, Args)]
@@ -120,6 +131,11 @@ pub fn run(app: &mut App, command: MemberCommand) -> anyhow::Result<ExitCode> {
         MemberCommand::Renew(a) => {
             app.out
                 .record(&members::renew(&mut client, &ctx, &a.member, a.until)?)?
+        }
+        MemberCommand::Notices(a) => {
+            let channel = members::set_notice_channel(&mut client, &ctx, &a.member, &a.channel)?;
+            app.out
+                .record(&serde_json::json!({ "member": a.member, "notice_channel": channel }))?
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -17,7 +17,7 @@ pub enum PolicyCommand {
 }
 
 #[derive(Debug, Args)]
-#[command(group = clap::ArgGroup::new("target").required(true).args(["category", "timezone", "item_barcode_prefix", "default_replacement_cents"]).multiple(true))]
+#[command(group = clap::ArgGroup::new("target").required(true).args(["category", "timezone", "item_barcode_prefix", "default_replacement_cents", "library_name", "library_contact", "currency", "notice_template_dir"]).multiple(true))]
 pub struct SetArgs {
     /// Member category whose rule changes (created if new)
     #[arg(long)]
@@ -64,6 +64,18 @@ pub struct SetArgs {
     /// Replacement price of a lost item that has no price of its own
     #[arg(long)]
     pub default_replacement_cents: Option<i64>,
+    /// The library's name, as letters and emails sign them
+    #[arg(long)]
+    pub library_name: Option<String>,
+    /// How readers reach the library (address, phone, email), under every notice
+    #[arg(long)]
+    pub library_contact: Option<String>,
+    /// The currency amounts are shown in, e.g. EUR
+    #[arg(long)]
+    pub currency: Option<String>,
+    /// A directory of notice templates (<kind>.txt) overriding the built-in ones
+    #[arg(long)]
+    pub notice_template_dir: Option<String>,
     /// IANA time zone of the library, e.g. Europe/Berlin
     #[arg(long)]
     pub timezone: Option<String>,
@@ -124,6 +136,17 @@ pub fn run(app: &mut App, command: PolicyCommand) -> anyhow::Result<ExitCode> {
                 let prefix = policy::set_item_barcode_prefix(&mut client, &ctx, prefix)?;
                 app.out
                     .record(&serde_json::json!({ "item_barcode_prefix": prefix }))?;
+            }
+            for (key, value) in [
+                ("library_name", &a.library_name),
+                ("library_contact", &a.library_contact),
+                ("currency", &a.currency),
+                ("notice_template_dir", &a.notice_template_dir),
+            ] {
+                if let Some(value) = value {
+                    let value = policy::set_notice_setting(&mut client, &ctx, key, value)?;
+                    app.out.record(&serde_json::json!({ key: value }))?;
+                }
             }
             if let Some(cents) = a.default_replacement_cents {
                 let cents = policy::set_default_replacement_cents(&mut client, &ctx, cents)?;

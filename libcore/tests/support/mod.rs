@@ -5,6 +5,7 @@
 
 use std::sync::OnceLock;
 
+pub mod smtp;
 pub mod standby;
 
 use libcore::actor::{Actor, Ctx, Role};
