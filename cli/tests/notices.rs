@@ -116,3 +116,77 @@ fn letters_print_emails_go_out_and_the_outbox_shows_them() {
         .run();
     assert!(!refused.stderr().contains("s3cret"), "{}", refused.stderr());
 }
+
+/// SIGKILL while the server holds its reply to a message it has received: the delivery stays
+/// in flight, and the next sender marks it failed (outcome unknown) instead of sending it
+/// again; the server has it once.
+#[test]
+fn a_sender_killed_mid_send_never_sends_the_message_twice() {
+    let Some(server) = smtp::SmtpServer::start() else {
+        return;
+    };
+    let tdb = TestDb::new();
+    let mut c = tdb.client();
+    let desk = admin(&mut c);
+    add_member(&mut c, "slow@example.org", "member");
+    c.execute(
+        "UPDATE member SET created_at = now() - interval '60 days'",
+        &[],
+    )
+    .unwrap();
+    let book = add_book(&mut c, 1, 1);
+    let ago = Ctx {
+        at: Some(Utc::now() - Duration::days(20)),
+        ..desk
+    };
+    circulation::borrow(&mut c, &ago, "slow@example.org", &book).unwrap();
+    Libctl::new(&tdb)
+        .args(["nightly"])
+        .stdout_contains("")
+        .run();
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("libctl"))
+        .env("DATABASE_URL", &tdb.url)
+        .env_remove("LIBCTL_ACTOR")
+        .args(["notices", "send", "--smtp-url", &server.url()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..400 {
+        if !server.received().is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    assert_eq!(server.received().len(), 1, "the server has the message");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let run = Libctl::new(&tdb)
+        .args([
+            "notices",
+            "send",
+            "--smtp-url",
+            &server.url(),
+            "--summary-json",
+        ])
+        .run()
+        .json();
+    assert_eq!(
+        (run["unknown"].clone(), run["sent"].clone()),
+        (1.into(), 0.into())
+    );
+    let failed = Libctl::new(&tdb)
+        .args([
+            "notices", "outbox", "--status", "failed", "--format", "json",
+        ])
+        .run()
+        .json();
+    assert!(
+        failed["items"][0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("outcome unknown"),
+        "{failed}"
+    );
+    assert_eq!(server.received().len(), 1, "never sent twice");
+}

@@ -3,7 +3,8 @@
 Usage: smtp_server.py PORT LOG. Every accepted message is appended to LOG as one JSON line
 {"time": unix seconds, "to": [...], "subject": ..., "body": ...}. Recipients steer it:
 a local part containing "tempfail" is refused once with 451 (then accepted), one containing
-"reject" always with 550.
+"reject" always with 550, and a message to one containing "slow" is logged, then answered
+only after 30 seconds (so a test can kill the sender while it waits for the reply).
 """
 import asyncio
 import email
@@ -39,6 +40,8 @@ class Handler:
                 "subject": str(email.header.make_header(email.header.decode_header(message["Subject"] or ""))),
                 "body": body.decode("utf-8", "replace"),
             }) + "\n")
+        if any("slow" in rcpt for rcpt in envelope.rcpt_tos):
+            await asyncio.sleep(30)
         return "250 Message accepted for delivery"
 
 
