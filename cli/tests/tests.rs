@@ -9,6 +9,7 @@ mod audit;
 mod backup;
 mod bench;
 mod catalogue_and_members;
+mod charts;
 mod circulation;
 mod connection;
 mod database;

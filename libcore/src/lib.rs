@@ -36,7 +36,8 @@
 //! - [`outbox`]: each notice's delivery, by email or letter, rendered from its template.
 //! - [`playground`]: whether a database is a seeded playground or a library, for the commands
 //!   that replace or churn everything.
-//! - [`reports`]: read-only, streaming reports.
+//! - [`reports`]: read-only, streaming reports; [`charts`] draws them as SVG, and
+//!   [`report_page`] puts them on one self-contained HTML page.
 //! - [`replica`]: the checks a streaming replica passes before read-only commands use it.
 //! - [`reviews`]: reviews, ratings and recommendations.
 //! - [`ratelimit`]: sliding-window rate limits over the audit log, and their audit.
@@ -56,6 +57,7 @@ pub mod binary_copy;
 pub mod bulk;
 pub mod calendar;
 pub mod catalog;
+pub mod charts;
 pub mod circulation;
 pub mod cluster;
 pub mod conninfo;
@@ -84,6 +86,7 @@ pub mod playground;
 pub mod policy;
 pub mod ratelimit;
 pub mod replica;
+pub mod report_page;
 pub mod reports;
 pub mod restore;
 pub mod reviews;
