@@ -255,7 +255,8 @@ fn format_value(v: f64) -> String {
 }
 
 /// `report trends`: loans and returns per month as lines, the overdue rate on a second axis.
-pub fn trends(rows: &[TrendRow], title: &str) -> Result<String> {
+/// The month of `as_of` is labelled "to date": its fall is the month not being over.
+pub fn trends(rows: &[TrendRow], title: &str, as_of: DateTime<Utc>) -> Result<String> {
     if rows.is_empty() {
         return empty(title);
     }
@@ -273,9 +274,17 @@ pub fn trends(rows: &[TrendRow], title: &str) -> Result<String> {
         .fold(0.0, f64::max)
         .max(1.0)
         * 1.2;
+    let current = as_of.date_naive().format("%Y-%m").to_string();
     let months: Vec<String> = rows
         .iter()
-        .map(|r| r.month.format("%Y-%m").to_string())
+        .map(|r| {
+            let month = r.month.format("%Y-%m").to_string();
+            if month == current {
+                format!("{month} (to date)")
+            } else {
+                month
+            }
+        })
         .collect();
     let n = rows.len();
     let mut svg = String::new();

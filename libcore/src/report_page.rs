@@ -88,7 +88,7 @@ pub fn render(client: &mut Client, ctx: &Ctx, options: &ReportOptions) -> Result
     let sections = vec![
         context! {
             heading => "Loans, returns and the overdue rate per month",
-            svg => charts::trends(&trends, &t("Loans and returns per month"))?,
+            svg => charts::trends(&trends, &t("Loans and returns per month"), as_of)?,
             headers => ["month", "loans", "returns", "late returns", "overdue rate (%)"],
             rows => trends.iter().rev().take(TOP).map(|r| vec![
                 r.month.format("%Y-%m").to_string(), r.loans.to_string(), r.returns.to_string(),

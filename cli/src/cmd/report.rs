@@ -268,7 +268,11 @@ fn report(
             if let Some(path) = &a.chart {
                 write_chart(
                     path,
-                    libcore::charts::trends(&rows, &title("Loans and returns per month")),
+                    libcore::charts::trends(
+                        &rows,
+                        &title("Loans and returns per month"),
+                        options.as_of.unwrap_or_else(chrono::Utc::now),
+                    ),
                     serde_json::json!(rows),
                 )?;
             }
