@@ -260,50 +260,13 @@ fn a_killed_expiry_changes_nothing_and_the_rerun_finishes_it() {
     tx.execute("SELECT 1 FROM book WHERE isbn = $1 FOR UPDATE", &[&book])
         .unwrap();
     let today = chrono::Utc::now().date_naive().to_string();
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("libctl"))
-        .env("DATABASE_URL", &tdb.url)
-        .env_remove("LIBCTL_ACTOR")
-        .args(["holds", "expire", "--as-of", &today])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let waiting = |c: &mut postgres::Client| -> Option<i32> {
-        c.query_opt(
-            "SELECT pid FROM pg_stat_activity
-             WHERE datname = current_database() AND query LIKE '%holds_expire%'
-               AND pid <> pg_backend_pid()",
-            &[],
-        )
-        .unwrap()
-        .map(|r| r.get(0))
-    };
-    let mut pid = None;
-    for _ in 0..200 {
-        pid = waiting(&mut c);
-        if pid.is_some() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let pid = pid.expect("the expiry reached the title's lock");
+    let mut child = spawn(&tdb, &["holds", "expire", "--as-of", &today]);
+    let pid = blocked_backend(&mut c, "holds_expire");
     child.kill().unwrap();
     child.wait().unwrap();
     tx.rollback().unwrap();
     // The orphaned server session ends without a commit.
-    for _ in 0..200 {
-        let alive: bool = c
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)",
-                &[&pid],
-            )
-            .unwrap()
-            .get(0);
-        if !alive {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    until_gone(&mut c, pid);
     assert_eq!(status(&mut c), "ready", "a killed expiry changed nothing");
     let expired: i64 = c
         .query_one(

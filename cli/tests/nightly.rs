@@ -311,49 +311,12 @@ fn a_nightly_killed_in_its_lost_step_is_finished_by_the_rerun() {
     )
     .unwrap();
     let today = today();
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("libctl"))
-        .env("DATABASE_URL", &tdb.url)
-        .env_remove("LIBCTL_ACTOR")
-        .args(["nightly", "--as-of", &today])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let waiting = |c: &mut Client| -> Option<i32> {
-        c.query_opt(
-            "SELECT pid FROM pg_stat_activity
-             WHERE datname = current_database() AND wait_event_type = 'Lock'
-               AND query LIKE '%FOR UPDATE OF m%' AND pid <> pg_backend_pid()",
-            &[],
-        )
-        .unwrap()
-        .map(|r| r.get(0))
-    };
-    let mut pid = None;
-    for _ in 0..400 {
-        pid = waiting(&mut c);
-        if pid.is_some() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let pid = pid.expect("the lost step reached the member's lock");
+    let mut child = spawn(&tdb, &["nightly", "--as-of", &today]);
+    let pid = blocked_backend(&mut c, "FOR UPDATE OF m");
     child.kill().unwrap();
     child.wait().unwrap();
     tx.rollback().unwrap();
-    for _ in 0..200 {
-        let alive: bool = c
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)",
-                &[&pid],
-            )
-            .unwrap()
-            .get(0);
-        if !alive {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    until_gone(&mut c, pid);
     let counts = |c: &mut Client| -> (i64, i64, i64, i64) {
         let r = c
             .query_one(

@@ -141,14 +141,7 @@ fn a_sender_killed_mid_send_never_sends_the_message_twice() {
     };
     circulation::borrow(&mut c, &ago, "slow@example.org", &book).unwrap();
     Libctl::new(&tdb).args(["nightly"]).run();
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("libctl"))
-        .env("DATABASE_URL", &tdb.url)
-        .env_remove("LIBCTL_ACTOR")
-        .args(["notices", "send", "--smtp-url", &server.url()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn(&tdb, &["notices", "send", "--smtp-url", &server.url()]);
     for _ in 0..400 {
         if !server.received().is_empty() {
             break;

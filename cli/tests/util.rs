@@ -206,3 +206,55 @@ pub fn fixture(name: &str) -> String {
         .to_string_lossy()
         .into_owned()
 }
+
+/// Starts the binary on `db` (no actor, output discarded), for a test that kills it mid-run.
+pub fn spawn(db: &TestDb, args: &[&str]) -> std::process::Child {
+    std::process::Command::new(assert_cmd::cargo::cargo_bin("libctl"))
+        .env("DATABASE_URL", &db.url)
+        .env_remove("LIBCTL_ACTOR")
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start libctl")
+}
+
+/// Waits (up to 20 s) for a backend of `c`'s database that is blocked on a lock while
+/// running a statement containing `text`; returns its pid.
+pub fn blocked_backend(c: &mut postgres::Client, text: &str) -> i32 {
+    for _ in 0..400 {
+        let pid = c
+            .query_opt(
+                "SELECT pid FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'
+                   AND position($1 in query) > 0 AND pid <> pg_backend_pid()",
+                &[&text],
+            )
+            .unwrap()
+            .map(|r| r.get(0));
+        if let Some(pid) = pid {
+            return pid;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("no backend blocked while running {text:?}");
+}
+
+/// Waits (up to 10 s) until backend `pid` has ended: a killed client's session ends without
+/// a commit once the server notices.
+pub fn until_gone(c: &mut postgres::Client, pid: i32) {
+    for _ in 0..200 {
+        let alive: bool = c
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)",
+                &[&pid],
+            )
+            .unwrap()
+            .get(0);
+        if !alive {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("backend {pid} did not end");
+}

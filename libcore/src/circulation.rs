@@ -24,7 +24,7 @@ use std::sync::{Arc, LazyLock};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use postgres::types::{ToSql, Type};
-use postgres::{Client, GenericClient, Transaction};
+use postgres::{Client, Transaction};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -787,39 +787,6 @@ fn backdated_before_shelf(item: &LockedItem, now: DateTime<Utc>) -> Error {
     )
 }
 
-/// Finds a member's loan of a book, without locking it: `(member id, loan id)` of the open
-/// loan if there is one, else of the latest, so a second return says `already_returned`
-/// rather than `not_found`.
-fn find_loan(tx: &mut impl GenericClient, member: &str, book: &str) -> Result<(Uuid, Uuid)> {
-    let member_id = members::find_member(tx, member)?.id;
-    let book_id = catalog::book_id(tx, book)?;
-    let row = tx.query_opt(
-        "SELECT id FROM loan WHERE member_id = $1 AND book_id = $2
-         ORDER BY returned_at IS NULL DESC, borrowed_at DESC LIMIT 1",
-        &[&member_id, &book_id],
-    )?;
-    let row = row.ok_or_else(|| Error::not_found("loan", format!("{member} / {book}")))?;
-    Ok((member_id, row.get(0)))
-}
-
-/// Finds the loan of the item with `barcode` like [`find_loan`]: its open loan, else its latest.
-fn find_item_loan(tx: &mut impl GenericClient, barcode: &str) -> Result<(Uuid, Uuid)> {
-    let row = tx
-        .query_opt(
-            "SELECT l.member_id, l.id FROM item i
-             LEFT JOIN LATERAL (SELECT member_id, id FROM loan
-                                WHERE item_id = i.id
-                                ORDER BY returned_at IS NULL DESC, borrowed_at DESC LIMIT 1) l ON true
-             WHERE i.barcode = $1",
-            &[&barcode.trim()],
-        )?
-        .ok_or_else(|| Error::not_found("item", barcode))?;
-    match (row.get(0), row.get(1)) {
-        (Some(member), Some(loan)) => Ok((member, loan)),
-        _ => Err(Error::not_found("loan", format!("of item {barcode}"))),
-    }
-}
-
 /// Locks the member whose loan a reference names (one round trip for a loan id) and checks
 /// that the actor may act on it; returns the member and the loan's id.
 fn lock_member_of(
@@ -832,11 +799,11 @@ fn lock_member_of(
     let (whose, loan_id) = match loan {
         LoanRef::Id(id) => (Whose::LoanOf(*id), *id),
         LoanRef::MemberBook { member, book } => {
-            let (member_id, loan_id) = find_loan(tx, member, book)?;
+            let (member_id, loan_id) = crate::loan_ref::find_loan(tx, member, book)?;
             (Whose::Member(member_id), loan_id)
         }
         LoanRef::Item { item } => {
-            let (member_id, loan_id) = find_item_loan(tx, item)?;
+            let (member_id, loan_id) = crate::loan_ref::find_item_loan(tx, item)?;
             (Whose::Member(member_id), loan_id)
         }
     };
@@ -979,30 +946,7 @@ pub fn renew(connection: &mut impl Connection, ctx: &Ctx, loan: &LoanRef) -> Res
         let (member, loan_id) = lock_member_of(tx, statements.as_deref_mut(), gate, ctx, loan)?;
         let current = member.open_loan(loan_id)?;
         let now = ctx.now();
-        if current.renewals >= member.rule.max_renewals {
-            return Err(Error::refused(
-                Refusal::RenewalLimitReached,
-                format!(
-                    "loan {} has been renewed {} times, the limit",
-                    current.id, current.renewals
-                ),
-            ));
-        }
-        let loans = member_loans(&member, now);
-        require_active(&member, now)?;
-        require_not_blocked(&member, &loans)?;
-        let book: [(&(dyn ToSql + Sync), Type); 1] = [(&current.book_id, Type::UUID)];
-        let unserved = session::query(tx, statements.as_deref_mut(), &UNSERVED_HOLDS, &book)?;
-        let unserved: i64 = unserved[0].get(0);
-        if unserved > 0 {
-            return Err(Error::refused(
-                Refusal::RenewalBlockedByHold,
-                format!(
-                    "{unserved} waiting hold(s) on this title need a copy: loan {} cannot be renewed",
-                    current.id
-                ),
-            ));
-        }
+        require_renewable(tx, statements.as_deref_mut(), &member, current, now)?;
         let loan_days = loan_days(&member.rule, &current.book_category);
         let due_at = member.calendar.due_at(now.max(current.due_at), loan_days);
         let row = OkRow::new(
@@ -1036,28 +980,40 @@ pub struct AutoRenewals {
 /// Loans one auto-renewal transaction handles.
 const AUTO_RENEW_BATCH: usize = 200;
 
-/// Why a desk renewal of `current` would be refused at `at`, as a refusal code.
-fn renewal_refusal(
+/// Refuses a renewal of `current` at `at` that the rules forbid, in the order the desk checks
+/// them: the renewal limit, the member's standing, waiting holds that need the copy. The
+/// desk's `renew` and the nightly's auto-renewal both ask here.
+fn require_renewable(
     tx: &mut Transaction<'_>,
+    statements: Option<&mut Statements>,
     member: &LockedMember,
     current: &StandingLoan,
     at: DateTime<Utc>,
-) -> Result<Option<&'static str>> {
+) -> Result<()> {
     if current.renewals >= member.rule.max_renewals {
-        return Ok(Some(Refusal::RenewalLimitReached.as_str()));
+        return Err(Error::refused(
+            Refusal::RenewalLimitReached,
+            format!(
+                "loan {} has been renewed {} times, the limit",
+                current.id, current.renewals
+            ),
+        ));
     }
     let loans = member_loans(member, at);
-    for check in [
-        require_active(member, at),
-        require_not_blocked(member, &loans),
-    ] {
-        if let Err(Error::Refused { reason, .. }) = check {
-            return Ok(Some(reason.as_str()));
-        }
-        check?;
+    require_active(member, at)?;
+    require_not_blocked(member, &loans)?;
+    let book: [(&(dyn ToSql + Sync), Type); 1] = [(&current.book_id, Type::UUID)];
+    let unserved: i64 = session::query(tx, statements, &UNSERVED_HOLDS, &book)?[0].get(0);
+    if unserved > 0 {
+        return Err(Error::refused(
+            Refusal::RenewalBlockedByHold,
+            format!(
+                "{unserved} waiting hold(s) on this title need a copy: loan {} cannot be renewed",
+                current.id
+            ),
+        ));
     }
-    let unserved: i64 = tx.query_one(&*UNSERVED_HOLDS, &[&current.book_id])?.get(0);
-    Ok((unserved > 0).then_some(Refusal::RenewalBlockedByHold.as_str()))
+    Ok(())
 }
 
 /// The nightly's auto-renewal as of `as_of`: every open loan whose category has `auto_renew`,
@@ -1100,7 +1056,12 @@ pub(crate) fn auto_renew_in<C: crate::joblock::Batches>(
                 continue; // renewed meanwhile
             }
             let due_on = calendar.local_date(current.due_at);
-            if let Some(reason) = renewal_refusal(&mut tx, &member, current, at)? {
+            let refusal = match require_renewable(&mut tx, None, &member, current, at) {
+                Ok(()) => None,
+                Err(Error::Refused { reason, .. }) => Some(reason.as_str()),
+                Err(e) => return Err(e),
+            };
+            if let Some(reason) = refusal {
                 let notice = tx.execute(
                     "INSERT INTO notice (id, kind, loan_id, member_id, issued_on, key_date, reason, created_at,
                                          pending_handover)

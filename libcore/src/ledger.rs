@@ -49,6 +49,29 @@ impl Entry {
     }
 }
 
+/// A whole number with its thousands grouped: `1,234,567`.
+pub fn thousands(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);
+    if n < 0 {
+        out.push('-');
+    }
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Cents as the library shows money: `1,234.56 EUR`, `-0.50 EUR`.
+pub fn format_cents(cents: i64, currency: &str) -> String {
+    let sign = if cents < 0 { "-" } else { "" };
+    let abs = i64::try_from(cents.unsigned_abs()).unwrap_or(i64::MAX);
+    format!("{sign}{}.{:02} {currency}", thousands(abs / 100), abs % 100)
+}
+
 /// The member's balance by the one rule (`member_balance_cents`).
 pub fn balance(tx: &mut impl GenericClient, member_id: Uuid) -> Result<i64> {
     Ok(tx
@@ -187,6 +210,16 @@ mod tests {
                 .with_timezone(&Utc),
             note: None,
         }
+    }
+
+    #[test]
+    fn money_is_grouped_signed_and_in_the_library_currency() {
+        assert_eq!(thousands(1_234_567), "1,234,567");
+        assert_eq!(thousands(-1000), "-1,000");
+        assert_eq!(format_cents(1250, "EUR"), "12.50 EUR");
+        assert_eq!(format_cents(-300, "USD"), "-3.00 USD");
+        assert_eq!(format_cents(-50, "EUR"), "-0.50 EUR");
+        assert_eq!(format_cents(57_341_991, "EUR"), "573,419.91 EUR");
     }
 
     #[test]

@@ -162,28 +162,17 @@ fn lock_member(tx: &mut impl GenericClient, member_id: Uuid) -> Result<MemberRul
     })
 }
 
-/// The loan a reference names: its open loan for an item, else the item's latest.
+/// The loan a reference names: the open loan of an item (or of a member's title), else its
+/// latest.
 fn resolve(tx: &mut impl GenericClient, loan: &LoanRef) -> Result<Uuid> {
-    let row = match loan {
-        LoanRef::Id(id) => tx.query_opt("SELECT id FROM loan WHERE id = $1", &[id])?,
-        LoanRef::Item { item } => tx.query_opt(
-            "SELECT l.id FROM item i JOIN loan l ON l.item_id = i.id
-             WHERE i.barcode = $1
-             ORDER BY l.returned_at IS NULL DESC, l.borrowed_at DESC LIMIT 1",
-            &[&item.trim()],
-        )?,
-        LoanRef::MemberBook { member, book } => {
-            let member_id = crate::members::find_member(tx, member)?.id;
-            let book_id = crate::catalog::book_id(tx, book)?;
-            tx.query_opt(
-                "SELECT id FROM loan WHERE member_id = $1 AND book_id = $2
-                 ORDER BY returned_at IS NULL DESC, borrowed_at DESC LIMIT 1",
-                &[&member_id, &book_id],
-            )?
-        }
-    };
-    row.map(|r| r.get(0))
-        .ok_or_else(|| Error::not_found("loan", format!("{loan:?}")))
+    match loan {
+        LoanRef::Id(id) => tx
+            .query_opt("SELECT id FROM loan WHERE id = $1", &[id])?
+            .map(|r| r.get(0))
+            .ok_or_else(|| Error::not_found("loan", id.to_string())),
+        LoanRef::Item { item } => Ok(crate::loan_ref::find_item_loan(tx, item)?.1),
+        LoanRef::MemberBook { member, book } => Ok(crate::loan_ref::find_loan(tx, member, book)?.1),
+    }
 }
 
 /// The loan, locked under its member, still open.

@@ -140,22 +140,25 @@ pub fn template_dir(
     if let Some(dir) = given {
         return Ok(Some(dir.to_path_buf()));
     }
-    Ok(client
-        .query_opt(
-            "SELECT value FROM library_setting WHERE key = 'notice_template_dir'",
-            &[],
-        )?
-        .map(|r| PathBuf::from(r.get::<_, String>(0))))
+    Ok(crate::policy::setting(client, "notice_template_dir")?.map(PathBuf::from))
 }
 
-/// An amount in the library's currency format: `12.50 EUR`.
-fn money(cents: i64, currency: &str) -> String {
-    let sign = if cents < 0 { "-" } else { "" };
-    format!(
-        "{sign}{}.{:02} {currency}",
-        cents.abs() / 100,
-        cents.abs() % 100
-    )
+/// What letters and emails say about the library (the V24 settings), read once per run.
+pub(crate) struct Letterhead {
+    name: String,
+    contact: Option<String>,
+    currency: String,
+}
+
+impl Letterhead {
+    pub(crate) fn load(client: &mut impl GenericClient) -> Result<Letterhead> {
+        use crate::policy::setting;
+        Ok(Letterhead {
+            name: setting(client, "library_name")?.unwrap_or_else(|| "The Library".into()),
+            contact: setting(client, "library_contact")?,
+            currency: setting(client, "currency")?.unwrap_or_else(|| "EUR".into()),
+        })
+    }
 }
 
 /// Deliveries with what their templates read.
@@ -192,6 +195,7 @@ pub struct Letter {
 fn queued(
     tx: &mut impl GenericClient,
     templates: &Templates,
+    head: &Letterhead,
     channel: &str,
     as_of: NaiveDate,
     limit: i64,
@@ -199,6 +203,7 @@ fn queued(
     render_rows(
         tx,
         templates,
+        head,
         &format!(
             "{QUEUED_SELECT}
              WHERE d.channel = $1 AND d.status = 'queued' AND n.issued_on <= $2
@@ -213,31 +218,24 @@ fn queued(
 fn render_rows(
     tx: &mut impl GenericClient,
     templates: &Templates,
+    head: &Letterhead,
     sql: &str,
     params: &[&(dyn postgres::types::ToSql + Sync)],
 ) -> Result<Vec<Letter>> {
-    let settings = tx.query_one(
-        "SELECT (SELECT value FROM library_setting WHERE key = 'library_name'),
-                (SELECT value FROM library_setting WHERE key = 'library_contact'),
-                coalesce((SELECT value FROM library_setting WHERE key = 'currency'), 'EUR')",
-        &[],
-    )?;
-    let (library, contact, currency): (Option<String>, Option<String>, String) =
-        (settings.get(0), settings.get(1), settings.get(2));
     let rows = tx.query(sql, params)?;
     rows.iter()
         .map(|r| {
             let kind: String = r.get(1);
             let fine: Option<i64> = r.get(7);
             let ctx = context! {
-                library => context! { name => library.clone(), contact => contact.clone() },
+                library => context! { name => head.name.clone(), contact => head.contact.clone() },
                 member => context! { name => r.get::<_, String>(2), email => r.get::<_, String>(3) },
                 notice => context! {
                     kind => kind.clone(),
                     issued_on => r.get::<_, NaiveDate>(4).to_string(),
                     level => r.get::<_, Option<i16>>(5),
                     overdue_days => r.get::<_, Option<i32>>(6),
-                    amount => fine.map(|c| money(c, &currency)),
+                    amount => fine.map(|c| crate::ledger::format_cents(c, &head.currency)),
                     reason => r.get::<_, Option<String>>(8),
                     expires_on => r.get::<_, Option<NaiveDate>>(9).map(|d| d.to_string()),
                 },
@@ -267,11 +265,13 @@ fn render_rows(
 fn queued_one(
     tx: &mut impl GenericClient,
     templates: &Templates,
+    head: &Letterhead,
     id: Uuid,
 ) -> Result<Option<Letter>> {
     Ok(render_rows(
         tx,
         templates,
+        head,
         &format!("{QUEUED_SELECT} WHERE d.notice_id = $1 AND d.status = 'queued' FOR UPDATE OF d"),
         &[&id],
     )?
@@ -279,7 +279,8 @@ fn queued_one(
     .next())
 }
 
-/// Marks deliveries sent with what they said.
+/// Marks deliveries sent with what they said: a letter printed (its one attempt), or a message
+/// the server accepted (its attempt already counted when it went in flight).
 fn mark_sent(tx: &mut impl GenericClient, letters: &[Letter], at: DateTime<Utc>) -> Result<()> {
     let ids: Vec<Uuid> = letters.iter().map(|l| l.notice_id).collect();
     let subjects: Vec<&str> = letters
@@ -288,8 +289,10 @@ fn mark_sent(tx: &mut impl GenericClient, letters: &[Letter], at: DateTime<Utc>)
         .collect();
     let bodies: Vec<&str> = letters.iter().map(|l| l.rendered.body.as_str()).collect();
     tx.execute(
-        "UPDATE notice_delivery d SET status = 'sent', sent_at = $4, attempts = d.attempts + 1,
-                subject = t.subject, body = t.body, last_error = NULL
+        "UPDATE notice_delivery d SET status = 'sent', sent_at = $4,
+                attempts = CASE WHEN d.in_flight_since IS NULL THEN d.attempts + 1 ELSE d.attempts END,
+                subject = t.subject, body = t.body, last_error = NULL, in_flight_since = NULL,
+                next_attempt_at = NULL
          FROM unnest($1::uuid[], $2::text[], $3::text[]) AS t(id, subject, body)
          WHERE d.notice_id = t.id",
         &[&ids, &subjects, &bodies, &at],
@@ -349,23 +352,15 @@ pub fn print(
     ctx.require(Capability::Jobs)?;
     let dir = self::template_dir(client, template_dir)?;
     let templates = Templates::load(dir.as_deref())?;
+    let head = Letterhead::load(client)?;
     let op = Operation::new(
         "notices.print",
         "notice_delivery",
         serde_json::json!({ "as_of": as_of }),
     );
     audit::run(client, ctx, &op, |tx| {
-        let letters = queued(tx, &templates, "print", as_of, i64::MAX)?;
-        let library: Option<String> = tx
-            .query_opt(
-                "SELECT value FROM library_setting WHERE key = 'library_name'",
-                &[],
-            )?
-            .map(|r| r.get(0));
-        deliver(&letters_html(
-            &letters,
-            library.as_deref().unwrap_or("The Library"),
-        ))?;
+        let letters = queued(tx, &templates, &head, "print", as_of, i64::MAX)?;
+        deliver(&letters_html(&letters, &head.name))?;
         mark_sent(tx, &letters, ctx.now())?;
         Ok(Audited::without_entity(
             letters.len(),
@@ -382,8 +377,8 @@ pub const SEND_LOCK_KEY: i64 = 0x4C49_4253_4E44; // "LIBSND"
 pub struct SendOptions {
     /// `smtp://[user:pass@]host:port`, `smtps://…`, `?tls=required` for STARTTLS.
     pub smtp_url: String,
-    /// The sender address.
-    pub from: String,
+    /// The sender address; the `library_contact` setting when `None`.
+    pub from: Option<String>,
     /// At most this many messages a minute.
     pub per_minute: u32,
     /// At most this many messages this run.
@@ -439,10 +434,15 @@ pub fn send(client: &mut Client, ctx: &Ctx, options: &SendOptions) -> Result<Sen
     crate::validate::in_range("--max-attempts", i64::from(options.max_attempts), 1, 100)?;
     let dir = self::template_dir(client, options.template_dir.as_deref())?;
     let templates = Templates::load(dir.as_deref())?;
-    let from: Mailbox = options
+    let head = Letterhead::load(client)?;
+    let from = options
         .from
+        .clone()
+        .or_else(|| head.contact.clone())
+        .unwrap_or_else(|| "library@localhost".into());
+    let from: Mailbox = from
         .parse()
-        .map_err(|e| Error::invalid("invalid_input", format!("--from {:?}: {e}", options.from)))?;
+        .map_err(|e| Error::invalid("invalid_input", format!("--from {from:?}: {e}")))?;
     let transport = SmtpTransport::from_url(&options.smtp_url)
         .map_err(|e| {
             Error::invalid(
@@ -480,7 +480,14 @@ pub fn send(client: &mut Client, ctx: &Ctx, options: &SendOptions) -> Result<Sen
         if options.dry_run {
             // Render what would go out now, and change nothing.
             let mut tx = client.transaction()?;
-            let due = queued(&mut tx, &templates, "email", chrono::NaiveDate::MAX, limit)?;
+            let due = queued(
+                &mut tx,
+                &templates,
+                &head,
+                "email",
+                chrono::NaiveDate::MAX,
+                limit,
+            )?;
             let now = ctx.now();
             for letter in &due {
                 let ready: bool = tx
@@ -510,14 +517,16 @@ pub fn send(client: &mut Client, ctx: &Ctx, options: &SendOptions) -> Result<Sen
                 )?
                 .map(|r| r.get(0));
             let Some(next) = next else { break };
-            let Some(letter) = queued_one(&mut tx, &templates, next)? else {
+            let Some(letter) = queued_one(&mut tx, &templates, &head, next)? else {
                 break;
             };
-            tx.execute(
-                "UPDATE notice_delivery SET in_flight_since = $2, attempts = attempts + 1
-                 WHERE notice_id = $1",
-                &[&letter.notice_id, &now],
-            )?;
+            let attempts: i32 = tx
+                .query_one(
+                    "UPDATE notice_delivery SET in_flight_since = $2, attempts = attempts + 1
+                     WHERE notice_id = $1 RETURNING attempts",
+                    &[&letter.notice_id, &now],
+                )?
+                .get(0);
             tx.commit()?;
             if let Some(last) = last_send {
                 let elapsed = last.elapsed();
@@ -547,26 +556,9 @@ pub fn send(client: &mut Client, ctx: &Ctx, options: &SendOptions) -> Result<Sen
                 }),
                 Err(e) => Err((true, format!("cannot build the message: {e}"))),
             };
-            let attempts: i32 = client
-                .query_one(
-                    "SELECT attempts FROM notice_delivery WHERE notice_id = $1",
-                    &[&letter.notice_id],
-                )?
-                .get(0);
             match outcome {
                 Ok(_) => {
-                    client.execute(
-                        "UPDATE notice_delivery SET status = 'sent', sent_at = $2, subject = $3,
-                                body = $4, last_error = NULL, in_flight_since = NULL,
-                                next_attempt_at = NULL
-                         WHERE notice_id = $1",
-                        &[
-                            &letter.notice_id,
-                            &ctx.now(),
-                            &letter.rendered.subject,
-                            &letter.rendered.body,
-                        ],
-                    )?;
+                    mark_sent(client, std::slice::from_ref(&letter), ctx.now())?;
                     run.sent += 1;
                 }
                 Err((permanent, reason)) => {
@@ -733,11 +725,5 @@ mod tests {
             "{syntax}"
         );
         std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn money_is_in_the_library_currency() {
-        assert_eq!(money(1250, "EUR"), "12.50 EUR");
-        assert_eq!(money(-300, "USD"), "-3.00 USD");
     }
 }

@@ -312,15 +312,26 @@ pub fn set_timezone(client: &mut Client, ctx: &Ctx, name: &str) -> Result<String
     })
 }
 
+/// A library setting's value, `None` when unset.
+pub fn setting(client: &mut impl GenericClient, key: &str) -> Result<Option<String>> {
+    Ok(client
+        .query_opt("SELECT value FROM library_setting WHERE key = $1", &[&key])?
+        .map(|r| r.get(0)))
+}
+
+/// Sets a library setting inside the caller's (audited) transaction.
+fn put_setting(tx: &mut impl GenericClient, key: &str, value: &str) -> Result<()> {
+    tx.execute(
+        "INSERT INTO library_setting (key, value) VALUES ($1, $2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        &[&key, &value],
+    )?;
+    Ok(())
+}
+
 /// The replacement price charged for a lost item without a price of its own (V23).
 pub fn default_replacement_cents(client: &mut impl GenericClient) -> Result<i64> {
-    let value: Option<String> = client
-        .query_opt(
-            "SELECT value FROM library_setting WHERE key = 'default_replacement_cents'",
-            &[],
-        )?
-        .map(|r| r.get(0));
-    value
+    setting(client, "default_replacement_cents")?
         .as_deref()
         .unwrap_or("2500")
         .parse()
@@ -338,11 +349,7 @@ pub fn set_default_replacement_cents(client: &mut Client, ctx: &Ctx, cents: i64)
         ctx.require(Capability::Administer)?;
         crate::validate::in_range("--default-replacement-cents", cents, 0, 10_000_000)?;
         let before = default_replacement_cents(tx)?;
-        tx.execute(
-            "INSERT INTO library_setting (key, value) VALUES ('default_replacement_cents', $1)
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            &[&cents.to_string()],
-        )?;
+        put_setting(tx, "default_replacement_cents", &cents.to_string())?;
         Ok(Audited::new(
             cents,
             "default_replacement_cents",
@@ -380,14 +387,8 @@ pub fn set_notice_setting(
             ));
         }
         let value = crate::validate::required_text(key, value, 200)?;
-        let before: Option<String> = tx
-            .query_opt("SELECT value FROM library_setting WHERE key = $1", &[&key])?
-            .map(|r| r.get(0));
-        tx.execute(
-            "INSERT INTO library_setting (key, value) VALUES ($1, $2)
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            &[&key, &value],
-        )?;
+        let before = setting(tx, key)?;
+        put_setting(tx, key, &value)?;
         Ok(Audited::new(
             value.clone(),
             key,
@@ -417,11 +418,7 @@ pub fn set_item_barcode_prefix(client: &mut Client, ctx: &Ctx, prefix: &str) -> 
         // The same rule generation applies: a prefix that cannot make a barcode is refused.
         crate::barcode::generate(prefix, 0)?;
         let before = item_barcode_prefix(tx)?;
-        tx.execute(
-            "INSERT INTO library_setting (key, value) VALUES ('item_barcode_prefix', $1)
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            &[&prefix],
-        )?;
+        put_setting(tx, "item_barcode_prefix", prefix)?;
         Ok(Audited::new(
             prefix.to_string(),
             "item_barcode_prefix",

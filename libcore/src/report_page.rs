@@ -11,36 +11,16 @@ use postgres::Client;
 use crate::actor::Ctx;
 use crate::charts;
 use crate::error::{Error, Result};
+use crate::ledger::{format_cents, thousands};
 use crate::reports::{self, ReportOptions};
 
 /// Rows of each table on the page.
 const TOP: usize = 10;
 
-/// 1234567 as `1,234,567`.
-fn thousands(n: i64) -> String {
-    let digits = n.abs().to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    if n < 0 {
-        format!("-{out}")
-    } else {
-        out
-    }
-}
-
-/// Cents as `1,234.56`.
-fn money(cents: i64) -> String {
-    format!("{}.{:02}", thousands(cents / 100), cents.abs() % 100)
-}
-
 /// Renders the page for `options` (the reports' as-of and window).
 pub fn render(client: &mut Client, ctx: &Ctx, options: &ReportOptions) -> Result<String> {
     let summary = reports::summary(client, ctx, options)?;
+    let currency = crate::policy::setting(client, "currency")?.unwrap_or_else(|| "EUR".into());
     let as_of = summary.as_of;
     let mut overdue_rows = Vec::new();
     let tiers = reports::overdue(client, ctx, options, &mut |r| {
@@ -78,12 +58,7 @@ pub fn render(client: &mut Client, ctx: &Ctx, options: &ReportOptions) -> Result
         _ => "no months".to_string(),
     };
     let t = |what: &str| charts::title(what, None, as_of);
-    let library: Option<String> = client
-        .query_opt(
-            "SELECT value FROM library_setting WHERE key = 'library_name'",
-            &[],
-        )?
-        .map(|r| r.get(0));
+    let library = crate::policy::setting(client, "library_name")?;
     let database: String = client.query_one("SELECT current_database()", &[])?.get(0);
     let sections = vec![
         context! {
@@ -100,7 +75,8 @@ pub fn render(client: &mut Client, ctx: &Ctx, options: &ReportOptions) -> Result
             svg => charts::overdue(&tiers, &t("Open overdue loans by tier"))?,
             headers => ["title", "member", "days overdue", "fine so far"],
             rows => overdue_rows.iter().map(|r| vec![
-                r.title.clone(), r.email.clone(), r.days_overdue.to_string(), money(r.fine_cents),
+                r.title.clone(), r.email.clone(), r.days_overdue.to_string(),
+                format_cents(r.fine_cents, &currency),
             ]).collect::<Vec<_>>(),
         },
         context! {
@@ -133,13 +109,6 @@ pub fn render(client: &mut Client, ctx: &Ctx, options: &ReportOptions) -> Result
             ]).collect::<Vec<_>>(),
         },
     ];
-    let currency: String = client
-        .query_opt(
-            "SELECT value FROM library_setting WHERE key = 'currency'",
-            &[],
-        )?
-        .map(|r| r.get(0))
-        .unwrap_or_else(|| "EUR".into());
     let figures = vec![
         context! { label => "Titles", value => thousands(summary.books) },
         context! { label => "Copies", value => thousands(summary.copies) },
@@ -150,7 +119,7 @@ pub fn render(client: &mut Client, ctx: &Ctx, options: &ReportOptions) -> Result
         context! { label => "Utilisation", value => format!("{:.1} %", summary.utilisation_pct) },
         context! {
             label => "Outstanding fines",
-            value => format!("{} {currency}", money(summary.outstanding_fines_cents)),
+            value => format_cents(summary.outstanding_fines_cents, &currency),
         },
     ];
     let mut env = Environment::new();

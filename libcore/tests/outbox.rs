@@ -148,7 +148,7 @@ fn overdue_members(c: &mut Client, emails: &[&str]) {
 fn options(url: &str) -> outbox::SendOptions {
     outbox::SendOptions {
         smtp_url: url.to_string(),
-        from: "desk@library.test".into(),
+        from: Some("desk@library.test".into()),
         per_minute: 6000,
         limit: None,
         dry_run: false,

@@ -48,7 +48,8 @@ pub struct ShowArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum NoticesCommand {
-    /// Issue every overdue notice due by a date, each (loan, level) once; grouped per member
+    /// Issue every notice due by a date (overdue, courtesy, membership), each once per its key;
+    /// grouped per member
     Generate(NoticesArgs),
     /// Write again the notices issued on a date (when their file was lost); issues nothing
     Export(NoticesArgs),
@@ -106,10 +107,9 @@ fn parse_rate(s: &str) -> Result<u32, String> {
 }
 
 impl SmtpArgs {
-    /// The sender's options, with the From address defaulting to the library's contact.
+    /// The sender's options.
     pub fn options(
         &self,
-        client: &mut libcore::Client,
         limit: Option<i64>,
         dry_run: bool,
     ) -> anyhow::Result<libcore::outbox::SendOptions> {
@@ -119,19 +119,9 @@ impl SmtpArgs {
                 "--smtp-url (or LIBCTL_SMTP_URL) is required",
             )
         })?;
-        let from = match &self.from {
-            Some(f) => f.clone(),
-            None => client
-                .query_opt(
-                    "SELECT value FROM library_setting WHERE key = 'library_contact'",
-                    &[],
-                )?
-                .map(|r| r.get::<_, String>(0))
-                .unwrap_or_else(|| "library@localhost".into()),
-        };
         Ok(libcore::outbox::SendOptions {
             smtp_url,
-            from,
+            from: self.from.clone(),
             per_minute: self.rate,
             limit,
             dry_run,
@@ -379,7 +369,7 @@ pub fn run_notices(app: &mut App, command: NoticesCommand) -> anyhow::Result<Exi
             return Ok(ExitCode::SUCCESS);
         }
         NoticesCommand::Send(a) => {
-            let options = a.smtp.options(&mut client, a.limit, a.dry_run)?;
+            let options = a.smtp.options(a.limit, a.dry_run)?;
             let run = libcore::outbox::send(&mut client, &ctx, &options)?;
             if a.summary_json {
                 app.out.json_line(&run)?;
@@ -481,7 +471,7 @@ pub fn run_nightly(app: &mut App, a: NightlyArgs) -> anyhow::Result<ExitCode> {
     let run = result?;
     let sent = if a.send && !a.dry_run {
         let (mut client, ctx) = app.session()?;
-        let options = a.smtp.options(&mut client, None, false)?;
+        let options = a.smtp.options(None, false)?;
         Some(libcore::outbox::send(&mut client, &ctx, &options)?)
     } else {
         None

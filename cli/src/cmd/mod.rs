@@ -102,7 +102,7 @@ pub enum Command {
     /// Fines: nightly accrual, payments, a member's account
     #[command(subcommand)]
     Fines(jobs::FinesCommand),
-    /// Overdue notices
+    /// Notices: generate, export, send by email, print as letters, the outbox
     #[command(subcommand)]
     Notices(jobs::NoticesCommand),
     /// The nightly pipeline (or one STEP of it), catching up missed nights, under one lock
