@@ -5,6 +5,7 @@ mod support;
 mod util;
 
 mod approvals;
+mod archive;
 mod audit;
 mod backup;
 mod bench;

@@ -79,6 +79,8 @@ pub enum Capability {
     Backup,
     /// Policy, restore, reset, audit prune.
     Administer,
+    /// Move history to its partitions and export it (SPEC §17).
+    Archive,
 }
 
 impl Capability {
@@ -90,7 +92,7 @@ impl Capability {
                 self,
                 CirculateForOthers | Catalogue | ManageMembers | Decide | Reports
             ),
-            Role::System => matches!(self, Reports | Jobs | Backup),
+            Role::System => matches!(self, Reports | Jobs | Backup | Archive),
             Role::Member | Role::Anonymous => false,
         }
     }
@@ -106,6 +108,7 @@ impl Capability {
             Jobs => "run batch jobs",
             Backup => "create backups",
             Administer => "change policy or restore",
+            Archive => "archive history",
         }
     }
 }

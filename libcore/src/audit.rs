@@ -450,7 +450,7 @@ pub fn export(
         [&filter.from, &filter.to, &filter.actor, &filter.action];
     let mut rows = client.query_raw(
         "SELECT id, at, recorded_at, actor, actor_role, action, entity_type, entity_id, outcome, details
-         FROM audit_log
+         FROM audit_all
          WHERE ($1::timestamptz IS NULL OR at >= $1) AND ($2::timestamptz IS NULL OR at <= $2)
            AND ($3::text IS NULL OR actor = $3) AND ($4::text IS NULL OR action = $4)
          ORDER BY at, id",

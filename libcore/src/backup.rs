@@ -110,7 +110,7 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
 }
 
 #[cfg(unix)]
-fn private_dir(path: &Path) -> Result<()> {
+pub(crate) fn private_dir(path: &Path) -> Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     fs::DirBuilder::new()
         .recursive(true)
@@ -132,20 +132,33 @@ fn private_file(path: &Path) -> Result<fs::File> {
         .map_err(io(format!("creating {}", path.display())))
 }
 
-fn fsync_dir(path: &Path) -> Result<()> {
+pub(crate) fn fsync_dir(path: &Path) -> Result<()> {
     fs::File::open(path)
         .and_then(|d| d.sync_all())
         .map_err(io(format!("syncing {}", path.display())))
 }
 
-/// The data tables of the current schema, in load order.
+/// The data tables of the current schema, in load order: each partitioned table stands for
+/// its partitions (attached, or made detached by a restore for its load), in month order.
 pub(crate) fn data_tables(client: &mut impl postgres::GenericClient) -> Result<Vec<String>> {
     let mut tables = Vec::new();
     for (t, _, _) in crate::db::TABLE_HISTORY {
         let exists: bool = client
             .query_one("SELECT to_regclass($1) IS NOT NULL", &[t])?
             .get(0);
-        if exists {
+        if !exists {
+            continue;
+        }
+        if crate::db::PARTITIONED.contains(t) {
+            let leaves = client.query(
+                "SELECT c.relname::text FROM pg_class c
+                 WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r'
+                   AND c.relname ~ ('^' || $1 || '_y[0-9]{4}m[0-9]{2}$')
+                 ORDER BY c.relname",
+                &[t],
+            )?;
+            tables.extend(leaves.iter().map(|r| r.get::<_, String>(0)));
+        } else {
             tables.push(t.to_string());
         }
     }
@@ -270,7 +283,7 @@ pub fn create(url: &str, ctx: &Ctx, options: &CreateOptions) -> Result<Created> 
 }
 
 /// The manifest, and its checksum beside it.
-fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<()> {
+pub(crate) fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<()> {
     let text = serde_json::to_vec_pretty(manifest).map_err(|e| Error::Internal(e.to_string()))?;
     for (name, bytes) in [
         (MANIFEST, text.clone()),
@@ -335,7 +348,11 @@ fn write_backup(
     Ok(entries.into_inner().expect("entries"))
 }
 
-fn dump_table(tx: &mut postgres::Transaction<'_>, table: &str, dir: &Path) -> Result<TableEntry> {
+pub(crate) fn dump_table(
+    tx: &mut postgres::Transaction<'_>,
+    table: &str,
+    dir: &Path,
+) -> Result<TableEntry> {
     let file_name = format!("{table}.copy.zst");
     let path = dir.join(&file_name);
     let file = private_file(&path)?;
@@ -351,7 +368,7 @@ fn dump_table(tx: &mut postgres::Transaction<'_>, table: &str, dir: &Path) -> Re
         bytes: 0,
     };
     let mut encoder = zstd::Encoder::new(hashing, 1).map_err(io("starting zstd"))?;
-    // Table names come from the fixed list in db::TABLES.
+    // Table names come from db::TABLE_HISTORY and the partitions the catalog lists of it.
     let mut reader = tx.copy_out(&format!("COPY {table} TO STDOUT (FORMAT binary)"))?;
     let mut counter = crate::binary_copy::CopyCounter::new();
     let mut raw_bytes = 0u64;
@@ -405,6 +422,24 @@ fn dump_table(tx: &mut postgres::Transaction<'_>, table: &str, dir: &Path) -> Re
 /// format, and that it lists exactly the tables of its schema version, each in a file of its
 /// own plain name inside the backup. A directory without a manifest is not a backup.
 pub fn read_manifest(dir: &Path) -> Result<Manifest> {
+    let manifest = read_manifest_unchecked(dir)?;
+    let problems = manifest_problems(&manifest);
+    if problems.is_empty() {
+        Ok(manifest)
+    } else {
+        let path = dir.join(MANIFEST);
+        Err(Error::Integrity {
+            violations: problems
+                .into_iter()
+                .map(|p| format!("{}: {p}", path.display()))
+                .collect(),
+        })
+    }
+}
+
+/// Reads a manifest and checks it against its checksum, but not its list of tables: an
+/// `archive export` holds one month of history, not a whole schema.
+pub(crate) fn read_manifest_unchecked(dir: &Path) -> Result<Manifest> {
     let path = dir.join(MANIFEST);
     let bad = |why: String| Error::Integrity {
         violations: vec![format!("{}: {why}", path.display())],
@@ -429,17 +464,7 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest> {
         }
         other => return Err(bad(format!("unknown backup format {other}"))),
     }
-    let problems = manifest_problems(&manifest);
-    if problems.is_empty() {
-        Ok(manifest)
-    } else {
-        Err(Error::Integrity {
-            violations: problems
-                .into_iter()
-                .map(|p| format!("{}: {p}", path.display()))
-                .collect(),
-        })
-    }
+    Ok(manifest)
 }
 
 /// What is wrong with a manifest's list of tables. Pure.
@@ -456,7 +481,7 @@ pub fn manifest_problems(manifest: &Manifest) -> Vec<String> {
     let expected = crate::db::tables_at(manifest.schema_version);
     let listed: Vec<&str> = manifest.tables.iter().map(|t| t.table.as_str()).collect();
     for table in &expected {
-        if !listed.contains(table) {
+        if !listed.contains(table) && !crate::db::PARTITIONED.contains(table) {
             problems.push(format!(
                 "table {table} of schema version {} is missing",
                 manifest.schema_version
@@ -464,7 +489,14 @@ pub fn manifest_problems(manifest: &Manifest) -> Vec<String> {
         }
     }
     for (i, entry) in manifest.tables.iter().enumerate() {
-        if !expected.contains(&entry.table.as_str()) {
+        let known = match crate::db::partition_of(&entry.table) {
+            Some((parent, _)) => expected.contains(&parent),
+            None => {
+                expected.contains(&entry.table.as_str())
+                    && !crate::db::PARTITIONED.contains(&entry.table.as_str())
+            }
+        };
+        if !known {
             problems.push(format!(
                 "table {:?} is not part of schema version {}",
                 entry.table, manifest.schema_version
@@ -495,7 +527,7 @@ pub struct Verified {
     pub verified_at: DateTime<Utc>,
 }
 
-fn verify_table(dir: &Path, entry: &TableEntry) -> Vec<String> {
+pub(crate) fn verify_table(dir: &Path, entry: &TableEntry) -> Vec<String> {
     let path = dir.join(&entry.file);
     let file = match fs::File::open(&path) {
         Ok(f) => f,

@@ -33,7 +33,22 @@ impl Schema {
 
 /// Records and drops every foreign key touching `tables`, their primary and unique keys, and
 /// their other indexes. Run inside a transaction.
+///
+/// A partitioned table and its partitions keep their keys and indexes: for a partitioned table
+/// `pg_indexes` reads `CREATE INDEX … ON ONLY`, which replayed would index the parent alone and
+/// leave the index invalid. Their partitions are loaded detached and attached instead (see
+/// `libctl_history_partition` and `libctl_history_attach`).
 pub fn capture_and_drop(tx: &mut impl GenericClient, tables: &[String]) -> Result<Schema> {
+    let plain: Vec<String> = tx
+        .query(
+            "SELECT c.relname::text FROM pg_class c
+             WHERE c.relnamespace = current_schema()::regnamespace AND c.relname = ANY($1)
+               AND c.relkind = 'r' AND NOT c.relispartition",
+            &[&tables],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     let fks = tx.query(
         "SELECT format('ALTER TABLE %s DROP CONSTRAINT %I', conrelid::regclass, conname),
                 format('ALTER TABLE %s ADD CONSTRAINT %I %s', conrelid::regclass, conname, pg_get_constraintdef(oid))
@@ -49,7 +64,7 @@ pub fn capture_and_drop(tx: &mut impl GenericClient, tables: &[String]) -> Resul
          FROM pg_constraint
          WHERE contype IN ('p', 'u') AND conrelid::regclass::text = ANY($1)
          ORDER BY contype, conname",
-        &[&tables],
+        &[&plain],
     )?;
     let indexes = tx.query(
         "SELECT format('DROP INDEX %I.%I', i.schemaname, i.indexname), i.indexdef
@@ -57,7 +72,7 @@ pub fn capture_and_drop(tx: &mut impl GenericClient, tables: &[String]) -> Resul
          WHERE i.schemaname = current_schema() AND i.tablename = ANY($1)
            AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname AND c.contype IN ('p', 'u', 'x'))
          ORDER BY i.indexname",
-        &[&tables],
+        &[&plain],
     )?;
     for group in [&fks, &keys, &indexes] {
         for row in group.iter() {

@@ -1139,7 +1139,7 @@ pub struct LoanFilter {
     pub open_only: bool,
 }
 
-/// Lists loans. Members see only their own; staff see anyone's.
+/// Lists loans, history included. Members see only their own; staff see anyone's.
 pub fn list_loans(
     client: &mut Client,
     ctx: &Ctx,
@@ -1161,7 +1161,7 @@ pub fn list_loans(
     let limit = crate::validate::limit(limit, 10_000)?;
     let rows = client.query(
         &format!(
-            "SELECT {LOAN_COLUMNS_WITH_BARCODE} FROM loan
+            "SELECT {LOAN_COLUMNS_WITH_BARCODE} FROM loan_all loan
              WHERE ($1::uuid IS NULL OR member_id = $1)
                AND ($2::uuid IS NULL OR book_id = $2)
                AND (NOT $3 OR returned_at IS NULL)

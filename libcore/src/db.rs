@@ -35,6 +35,11 @@ pub const TABLES: &[&str] = &[
     "member_login",
     "audit_seal",
     "nightly_run",
+    "loan_history",
+    "notice_history",
+    "audit_history",
+    "member_archived_fines",
+    "book_dropped_loans",
 ];
 
 /// Every data table any schema version has had, in load order, with the migration that
@@ -62,7 +67,33 @@ pub const TABLE_HISTORY: &[(&str, i32, Option<i32>)] = &[
     ("audit_seal", 18, None),
     ("nightly_run", 23, None),
     ("notice_delivery", 24, None),
+    ("member_archived_fines", 25, None),
+    ("book_dropped_loans", 25, None),
+    ("loan_history", 25, None),
+    ("notice_history", 25, None),
+    ("audit_history", 25, None),
 ];
+
+/// The tables partitioned by month (V25). A backup carries each of their partitions as a
+/// table of its own, `<parent>_yYYYYmMM`, and never the parent.
+pub const PARTITIONED: &[&str] = &["loan_history", "notice_history", "audit_history"];
+
+/// The parent and month of a partition's name (`loan_history_y2024m03`), if it is one.
+pub fn partition_of(name: &str) -> Option<(&'static str, chrono::NaiveDate)> {
+    let (parent, suffix) = name.rsplit_once("_y")?;
+    let parent = PARTITIONED.iter().find(|p| **p == parent)?;
+    let (year, month) = suffix.split_once('m')?;
+    if year.len() != 4 || month.len() != 2 {
+        return None;
+    }
+    let month = chrono::NaiveDate::from_ymd_opt(year.parse().ok()?, month.parse().ok()?, 1)?;
+    Some((parent, month))
+}
+
+/// The partition of `parent` holding `month` (its first day).
+pub fn partition_name(parent: &str, month: chrono::NaiveDate) -> String {
+    format!("{parent}{}", month.format("_y%Ym%m"))
+}
 
 /// The data tables of schema version `version`, in load order.
 pub fn tables_at(version: i32) -> Vec<&'static str> {
@@ -482,12 +513,12 @@ const INVARIANTS: &[Invariant] = &[
     },
     Invariant {
         name: "no item has two loans whose periods overlap",
-        // Index-only over loan_item_history, in its order: no sort of every loan.
+        // History included: a loan archived last night still may not overlap today's.
         sql: "SELECT format('item %s: a loan from %s began before the loan before it ended (%s)', item_id, borrowed_at, coalesce(previous_end::text, 'still open'))
               FROM (SELECT item_id, borrowed_at,
                            lag(returned_at) OVER w AS previous_end,
                            lag(true) OVER w AS has_previous
-                    FROM loan WHERE item_id IS NOT NULL
+                    FROM loan_all WHERE item_id IS NOT NULL
                     WINDOW w AS (PARTITION BY item_id ORDER BY borrowed_at, returned_at)) l
               WHERE has_previous AND (previous_end IS NULL OR previous_end > borrowed_at)",
     },
@@ -533,18 +564,19 @@ const INVARIANTS: &[Invariant] = &[
     Invariant {
         name: "borrowed_at >= member.created_at",
         sql: "SELECT format('loan %s borrowed %s before member %s existed (%s)', l.id, l.borrowed_at, m.id, m.created_at)
-              FROM loan l JOIN member m ON m.id = l.member_id WHERE l.borrowed_at < m.created_at",
+              FROM loan_all l JOIN member m ON m.id = l.member_id WHERE l.borrowed_at < m.created_at",
     },
     Invariant {
         name: "fines within their caps",
         sql: "SELECT format('loan %s: fine %s above cap %s', id, fine_cents, max_fine_cents)
-              FROM loan WHERE fine_cents > max_fine_cents OR fine_cents < 0",
+              FROM loan_all WHERE fine_cents > max_fine_cents OR fine_cents < 0",
     },
     Invariant {
-        name: "times_borrowed equals the loans of each book",
-        sql: "SELECT format('book %s: times_borrowed %s, loans %s', b.id, b.times_borrowed, coalesce(l.n, 0))
-              FROM book b LEFT JOIN (SELECT book_id, count(*) AS n FROM loan GROUP BY book_id) l ON l.book_id = b.id
-              WHERE b.times_borrowed <> coalesce(l.n, 0)",
+        name: "times_borrowed equals the loans of each book, history and dropped months included",
+        sql: "SELECT format('book %s: times_borrowed %s, loans %s', b.id, b.times_borrowed, coalesce(l.n, 0) + coalesce(d.loans, 0))
+              FROM book b LEFT JOIN (SELECT book_id, count(*) AS n FROM loan_all GROUP BY book_id) l ON l.book_id = b.id
+              LEFT JOIN book_dropped_loans d ON d.book_id = b.id
+              WHERE b.times_borrowed <> coalesce(l.n, 0) + coalesce(d.loans, 0)",
     },
     Invariant {
         name: "book rating aggregates equal their recount",
@@ -559,14 +591,17 @@ const INVARIANTS: &[Invariant] = &[
                            sum(amount_cents) FILTER (WHERE kind IN ('lost_item', 'processing_fee')) AS charged,
                            coalesce(sum(amount_cents) FILTER (WHERE kind IN ('payment', 'waiver')), 0) AS credited
                     FROM account_entry GROUP BY member_id) c
-              LEFT JOIN (SELECT member_id, sum(fine_cents) AS total FROM loan WHERE fine_cents > 0 GROUP BY member_id) f
+              LEFT JOIN (SELECT member_id, sum(fine_cents) AS total
+                         FROM (SELECT member_id, fine_cents FROM loan WHERE fine_cents > 0
+                               UNION ALL SELECT member_id, fine_cents FROM member_archived_fines) x
+                         GROUP BY member_id) f
                 ON f.member_id = c.member_id
               WHERE c.credited > coalesce(f.total, 0) + coalesce(c.charged, 0)",
     },
     Invariant {
         name: "replacement charges and fees belong to loans that ended lost, refunds to their charge",
         sql: "SELECT format('account entry %s (%s) of loan %s: the loan ended %s', a.id, a.kind, a.loan_id, coalesce(l.end_state, 'open'))
-              FROM account_entry a JOIN loan l ON l.id = a.loan_id
+              FROM account_entry a JOIN loan_all l ON l.id = a.loan_id
               WHERE a.kind IN ('lost_item', 'processing_fee', 'refund')
                 AND (l.end_state IS DISTINCT FROM 'lost' OR l.member_id <> a.member_id)
               UNION ALL
@@ -579,9 +614,29 @@ const INVARIANTS: &[Invariant] = &[
         name: "a lost item's latest loan ended lost",
         sql: "SELECT format('item %s is lost, but its latest loan %s ended %s', i.barcode, l.id, coalesce(l.end_state, 'open'))
               FROM item i
-              LEFT JOIN LATERAL (SELECT id, end_state FROM loan WHERE item_id = i.id
+              LEFT JOIN LATERAL (SELECT id, end_state FROM loan_all WHERE item_id = i.id
                                  ORDER BY borrowed_at DESC LIMIT 1) l ON true
               WHERE i.status = 'lost' AND l.end_state IS DISTINCT FROM 'lost'",
+    },
+    Invariant {
+        name: "every loan a ledger entry or request names exists, hot or in history",
+        sql: "SELECT format('%s %s names loan %s, which does not exist', t, id, loan_id)
+              FROM (SELECT 'account entry' AS t, id, loan_id FROM account_entry WHERE loan_id IS NOT NULL
+                    UNION ALL SELECT 'request', id, loan_id FROM request WHERE loan_id IS NOT NULL) r
+              WHERE NOT EXISTS (SELECT 1 FROM loan_all l WHERE l.id = r.loan_id)
+                AND NOT EXISTS (SELECT 1 FROM book_dropped_loans)",
+    },
+    Invariant {
+        name: "no loan is both hot and in history",
+        sql: "SELECT format('loan %s is in loan and in loan_history', l.id)
+              FROM loan l JOIN loan_history h ON h.id = l.id",
+    },
+    Invariant {
+        name: "archived fines cover the fines of the loans in history",
+        sql: "SELECT format('member %s: %s cents of fines in history, %s archived', h.member_id, h.total, coalesce(f.fine_cents, 0))
+              FROM (SELECT member_id, sum(fine_cents) AS total FROM loan_history WHERE fine_cents > 0 GROUP BY member_id) h
+              LEFT JOIN member_archived_fines f ON f.member_id = h.member_id
+              WHERE h.total > coalesce(f.fine_cents, 0)",
     },
 ];
 

@@ -125,7 +125,7 @@ fn stream_days(
         "SELECT (recorded_at AT TIME ZONE $1)::date AS day, id, at, recorded_at, actor,
                 actor_role, action, entity_type, entity_id, outcome, details::text AS details,
                 db_user
-         FROM audit_log
+         FROM audit_all
          WHERE ($2::date IS NULL OR (recorded_at AT TIME ZONE $1)::date > $2)
            AND (recorded_at AT TIME ZONE $1)::date <= $3
          ORDER BY recorded_at, id",
@@ -296,7 +296,7 @@ pub fn verify(
     // removed the days before it.
     let pruned: bool = tx
         .query_one(
-            "SELECT EXISTS (SELECT 1 FROM audit_log WHERE action = 'audit.prune' AND outcome = 'ok')",
+            "SELECT EXISTS (SELECT 1 FROM audit_all WHERE action = 'audit.prune' AND outcome = 'ok')",
             &[],
         )?
         .get(0);
@@ -420,7 +420,7 @@ pub(crate) fn reseal_after_prune(client: &mut impl GenericClient, ctx: &Ctx) -> 
     let tz = calendar.tz.name().to_string();
     let counts: BTreeMap<NaiveDate, i64> = client
         .query(
-            "SELECT (recorded_at AT TIME ZONE $1)::date, count(*) FROM audit_log
+            "SELECT (recorded_at AT TIME ZONE $1)::date, count(*) FROM audit_all
              WHERE (recorded_at AT TIME ZONE $1)::date <= $2 GROUP BY 1",
             &[&tz, &all.last().expect("not empty").day],
         )?
@@ -499,7 +499,7 @@ pub fn prune(
     if !confirm {
         ctx.require(Capability::Administer)?;
         let rows: i64 = client
-            .query_one("SELECT count(*) FROM audit_log WHERE at < $1", &[&before])?
+            .query_one("SELECT count(*) FROM audit_all WHERE at < $1", &[&before])?
             .get(0);
         return Ok(Prune {
             before,

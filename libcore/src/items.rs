@@ -424,7 +424,7 @@ pub fn show(client: &mut Client, ctx: &Ctx, barcode: &str) -> Result<ItemDetail>
     let recent_loans: Vec<Loan> = client
         .query(
             &format!(
-                "SELECT {LOAN_COLUMNS} FROM loan WHERE item_id = $1
+                "SELECT {LOAN_COLUMNS} FROM loan_all WHERE item_id = $1
                  ORDER BY borrowed_at DESC LIMIT $2"
             ),
             &[&item.id, &RECENT_LOANS],

@@ -8,7 +8,8 @@
 //! 5. `expire_holds`: ready holds past their pickup day;
 //! 6. `notices`: overdue, courtesy and membership notices, handed over with those the steps
 //!    before wrote (auto-renewal, lost bills) and left pending;
-//! 7. `rollup`: the monthly rollup and the audit seal.
+//! 7. `rollup`: the monthly rollup, the audit seal, and the history partitions (V25) of this
+//!    month and the next three.
 //!
 //! Not one transaction: the steps that touch loans (2–4) commit in batches, each under the
 //! member locks the desk takes, so a night over millions of loans never holds the desk for
@@ -164,6 +165,8 @@ pub struct Nightly {
     pub months_refreshed: usize,
     /// Days of the audit log sealed by this run.
     pub days_sealed: usize,
+    /// History partitions made ahead of the coming months.
+    pub partitions_made: Vec<String>,
     /// The newest seal after the run: a copy to keep outside the database.
     pub last_seal: Option<crate::history::Seal>,
     /// Each step on each night.
@@ -253,6 +256,10 @@ fn run_step<C: Batches>(
             issued.len() as i64
         }
         Step::Rollup => {
+            let mut tx = c.batch()?;
+            let made = crate::archive::ensure_upcoming(&mut tx, ctx.now().max(end_of_day))?;
+            tx.commit()?;
+            run.partitions_made.extend(made);
             let mut tx = c.batch()?;
             let months = crate::reports::refresh_rollup_in(&mut tx, day, None)?;
             let sealed = crate::history::seal_in(&mut tx, day)?.len();

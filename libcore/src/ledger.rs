@@ -83,12 +83,21 @@ pub fn balance(tx: &mut impl GenericClient, member_id: Uuid) -> Result<i64> {
 pub fn entries(tx: &mut impl GenericClient, member_id: Uuid) -> Result<Vec<Entry>> {
     let rows = tx.query(
         "SELECT 'overdue_fine', l.fine_cents, l.id, b.title, l.due_at, NULL::text
-         FROM loan l JOIN book b ON b.id = l.book_id
+         FROM loan_all l JOIN book b ON b.id = l.book_id
          WHERE l.member_id = $1 AND l.fine_cents > 0
+         UNION ALL
+         -- Fines of loans whose history month was exported and dropped: the balance keeps them
+         -- (member_archived_fines), so the statement does too, as one line.
+         SELECT 'overdue_fine', (f.fine_cents - coalesce(h.cents, 0))::bigint, NULL, NULL, m.created_at,
+                'fines of loans whose history was exported and dropped'
+         FROM member_archived_fines f JOIN member m ON m.id = f.member_id
+         LEFT JOIN (SELECT sum(fine_cents) AS cents FROM loan_history
+                    WHERE member_id = $1 AND fine_cents > 0) h ON true
+         WHERE f.member_id = $1 AND f.fine_cents > coalesce(h.cents, 0)
          UNION ALL
          SELECT a.kind, a.amount_cents, a.loan_id, b.title, a.created_at, a.note
          FROM account_entry a
-         LEFT JOIN loan l ON l.id = a.loan_id LEFT JOIN book b ON b.id = l.book_id
+         LEFT JOIN loan_all l ON l.id = a.loan_id LEFT JOIN book b ON b.id = l.book_id
          WHERE a.member_id = $1
          ORDER BY 5, 1",
         &[&member_id],

@@ -50,6 +50,7 @@
 
 pub mod actor;
 pub mod approvals;
+pub mod archive;
 pub mod audit;
 pub mod backup;
 pub mod barcode;

@@ -328,7 +328,7 @@ pub(crate) fn claim_returned_in(
     let (loan, rule) = lock_open_loan(tx, loan_id)?;
     let claims: i64 = tx
         .query_one(
-            "SELECT count(*) FROM loan WHERE member_id = $1 AND end_state = 'claims_returned'",
+            "SELECT count(*) FROM loan_all WHERE member_id = $1 AND end_state = 'claims_returned'",
             &[&loan.member_id],
         )?
         .get(0);

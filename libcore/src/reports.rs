@@ -255,6 +255,7 @@ pub fn summary(client: &mut Client, ctx: &Ctx, options: &ReportOptions) -> Resul
                 (SELECT count(*) FROM open),
                 (SELECT count(*) FROM open WHERE due_at < $1),
                 (SELECT coalesce(sum(fine_cents), 0)::bigint FROM loan WHERE fine_cents > 0)
+                  + (SELECT coalesce(sum(fine_cents), 0)::bigint FROM member_archived_fines)
                   - (SELECT coalesce(sum(fine_cents), 0)::bigint FROM open)
                   + (SELECT coalesce(sum(greatest(live_fine, fine_cents)), 0)::bigint FROM open)
                   + (SELECT coalesce(sum(ledger_signed_cents(kind, amount_cents)), 0)::bigint FROM account_entry)",
@@ -408,6 +409,8 @@ pub fn fines(
              SELECT member_id, sum(cents) AS cents
              FROM (SELECT member_id, fine_cents AS cents FROM loan WHERE fine_cents > 0
                    UNION ALL
+                   SELECT member_id, fine_cents FROM member_archived_fines
+                   UNION ALL
                    SELECT member_id, amount_cents FROM account_entry
                    WHERE ledger_signed_cents(kind, amount_cents) > 0) c
              GROUP BY member_id
@@ -516,7 +519,7 @@ pub fn inventory(
                     count(*) FILTER (WHERE i.status = 'withdrawn') AS withdrawn,
                     count(*) FILTER (WHERE i.status <> 'withdrawn'
                                        AND (t.times_borrowed = 0
-                                            OR NOT EXISTS (SELECT 1 FROM loan l WHERE l.item_id = i.id))) AS never_lent
+                                            OR NOT EXISTS (SELECT 1 FROM loan_all l WHERE l.item_id = i.id))) AS never_lent
              FROM item i WHERE i.book_id = t.id) it
          WHERE t.status IS NOT NULL
          ORDER BY status DESC, id LIMIT $1",
@@ -569,12 +572,12 @@ pub fn ranked(
     let limit = limit(options, 20)?;
     let sql = if members {
         "SELECT row_number() OVER (ORDER BY c.n DESC, m.id), m.id, m.name, m.email, c.n
-         FROM (SELECT member_id AS id, count(*) AS n FROM loan
+         FROM (SELECT member_id AS id, count(*) AS n FROM loan_all
                WHERE id BETWEEN $1 AND $2 AND borrowed_at BETWEEN $3 AND $4 GROUP BY member_id) c
          JOIN member m ON m.id = c.id ORDER BY c.n DESC, m.id LIMIT $5"
     } else {
         "SELECT row_number() OVER (ORDER BY c.n DESC, b.id), b.id, b.title, b.author, c.n
-         FROM (SELECT book_id AS id, count(*) AS n FROM loan
+         FROM (SELECT book_id AS id, count(*) AS n FROM loan_all
                WHERE id BETWEEN $1 AND $2 AND borrowed_at BETWEEN $3 AND $4 GROUP BY book_id) c
          JOIN book b ON b.id = c.id ORDER BY c.n DESC, b.id LIMIT $5"
     };
@@ -637,12 +640,12 @@ fn compute_months(
          ), borrowed AS (
              SELECT date_trunc('month', borrowed_at AT TIME ZONE library_timezone())::date AS month,
                     count(*) AS loans, count(DISTINCT member_id) AS members
-             FROM loan WHERE id BETWEEN $3 AND $5 AND borrowed_at >= $6 AND borrowed_at < $7
+             FROM loan_all WHERE id BETWEEN $3 AND $5 AND borrowed_at >= $6 AND borrowed_at < $7
              GROUP BY 1
          ), returned AS (
              SELECT date_trunc('month', returned_at AT TIME ZONE library_timezone())::date AS month,
                     count(*) AS returns, count(*) FILTER (WHERE returned_at > due_at) AS late
-             FROM loan WHERE id BETWEEN $4 AND $5 AND returned_at >= $6 AND returned_at < $7
+             FROM loan_all WHERE id BETWEEN $4 AND $5 AND returned_at >= $6 AND returned_at < $7
                AND end_state = 'returned'
              GROUP BY 1
          )
@@ -693,7 +696,7 @@ pub(crate) fn refresh_rollup_in(
         )?
         .get(0);
     let first_loan: Option<DateTime<Utc>> = tx
-        .query_one("SELECT min(borrowed_at) FROM loan", &[])?
+        .query_one("SELECT min(borrowed_at) FROM loan_all", &[])?
         .get(0);
     let Some(first_loan) = first_loan else {
         return Ok(0);
@@ -812,7 +815,7 @@ pub fn risk(
         "SELECT m.id, m.name, m.email, s.loans, s.overdue
          FROM (SELECT member_id, count(*) AS loans,
                       count(*) FILTER (WHERE coalesce(returned_at, $5) > due_at) AS overdue
-               FROM loan WHERE id BETWEEN $1 AND $2 AND borrowed_at BETWEEN $3 AND $4
+               FROM loan_all WHERE id BETWEEN $1 AND $2 AND borrowed_at BETWEEN $3 AND $4
                GROUP BY member_id) s
          JOIN member m ON m.id = s.member_id
          ORDER BY CASE WHEN s.loans < 5 THEN -1 ELSE s.overdue::float8 / s.loans END DESC, s.loans DESC, m.id

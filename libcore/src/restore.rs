@@ -164,6 +164,20 @@ pub fn restore(dir: &Path, actor: Option<&str>, options: &RestoreOptions) -> Res
     crate::db::migrate_to(&mut client, manifest.schema_version)?;
     let fresh_catalog = crate::schema::objects(&mut client)?;
     step("migrated")?;
+    // Each month of history arrives as a plain table of its parent's columns and checks,
+    // without indexes; once loaded, ATTACH builds its indexes from the parent's. The parent's
+    // own index definitions are never replayed, so no index is left `ON ONLY` a parent.
+    let leaves: Vec<(&str, chrono::NaiveDate)> = manifest
+        .tables
+        .iter()
+        .filter_map(|t| crate::db::partition_of(&t.table))
+        .collect();
+    for (parent, month) in &leaves {
+        client.execute(
+            "SELECT libctl_history_partition($1, $2, true)",
+            &[parent, month],
+        )?;
+    }
     let tables = crate::backup::data_tables(&mut client)?;
     let listed: Vec<&String> = manifest.tables.iter().map(|t| &t.table).collect();
     if tables.iter().any(|t| !listed.contains(&t)) || listed.iter().any(|t| !tables.contains(t)) {
@@ -188,6 +202,9 @@ pub fn restore(dir: &Path, actor: Option<&str>, options: &RestoreOptions) -> Res
     };
     step("prepared")?;
     load_parallel(&staging_url, dir, &manifest.tables, options.jobs)?;
+    for (parent, month) in &leaves {
+        client.execute("SELECT libctl_history_attach($1, $2)", &[parent, month])?;
+    }
     step("load")?;
 
     // With no library to replace, the backup's own admins decide.

@@ -110,7 +110,7 @@ pub fn add(
         let text = valid_text(text)?;
         let borrowed = tx
             .query_opt(
-                "SELECT 1 FROM loan WHERE member_id = $1 AND book_id = $2 LIMIT 1",
+                "SELECT 1 FROM loan_all WHERE member_id = $1 AND book_id = $2 LIMIT 1",
                 &[&member_id, &book_id],
             )?
             .is_some();
@@ -352,7 +352,7 @@ pub fn refresh(client: &mut Client, ctx: &Ctx) -> Result<i64> {
                  SELECT r.member_id, p.b AS book_id, sum(p.n) AS score,
                         (array_agg(p.a ORDER BY p.n DESC, p.a))[1] AS because, max(p.n) AS because_n
                  FROM recent r JOIN neighbours p ON p.a = r.book_id
-                 WHERE NOT EXISTS (SELECT 1 FROM loan x WHERE x.member_id = r.member_id AND x.book_id = p.b)
+                 WHERE NOT EXISTS (SELECT 1 FROM loan_all x WHERE x.member_id = r.member_id AND x.book_id = p.b)
                  GROUP BY 1, 2
              ), ranked AS (
                  SELECT *, row_number() OVER (PARTITION BY member_id ORDER BY score DESC, book_id) AS rank FROM candidates
@@ -392,7 +392,7 @@ pub fn recommend(
         let have: Vec<Uuid> = out.iter().map(|r| r.book_id).collect();
         let fallback = client.query(
             "WITH favourite AS (
-                 SELECT b.genre, count(*) AS n FROM loan l JOIN book b ON b.id = l.book_id
+                 SELECT b.genre, count(*) AS n FROM loan_all l JOIN book b ON b.id = l.book_id
                  WHERE l.member_id = $1 AND b.genre IS NOT NULL GROUP BY b.genre ORDER BY n DESC, b.genre LIMIT 1
              )
              SELECT b.id, b.title,
@@ -401,7 +401,7 @@ pub fn recommend(
              FROM book b LEFT JOIN favourite f ON true
              WHERE (f.genre IS NULL OR b.genre = f.genre) AND b.category <> 'reference'
                AND NOT (b.id = ANY($2))
-               AND NOT EXISTS (SELECT 1 FROM loan l WHERE l.member_id = $1 AND l.book_id = b.id)
+               AND NOT EXISTS (SELECT 1 FROM loan_all l WHERE l.member_id = $1 AND l.book_id = b.id)
              ORDER BY b.rating_count DESC, b.total_copies - b.available_copies DESC, b.id
              LIMIT $3",
             &[&member_id, &have, &(limit - out.len() as i64)],

@@ -29,15 +29,17 @@ pub fn objects(client: &mut impl GenericClient) -> Result<Vec<String>> {
         "SELECT format('constraint %s %s: %s', conrelid::regclass, conname, pg_get_constraintdef(oid))
          FROM pg_constraint
          WHERE connamespace = current_schema()::regnamespace AND contype IN ('p', 'u', 'f', 'c', 'x')
+           AND NOT EXISTS (SELECT 1 FROM pg_class r WHERE r.oid = conrelid AND r.relispartition)
          UNION ALL
          SELECT format('index %s %s: %s%s', i.indrelid::regclass, c.relname, pg_get_indexdef(i.indexrelid),
                        CASE WHEN i.indisvalid AND i.indisready THEN '' ELSE ' INVALID' END)
          FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-         WHERE c.relnamespace = current_schema()::regnamespace
+         WHERE c.relnamespace = current_schema()::regnamespace AND NOT c.relispartition
          UNION ALL
          SELECT format('trigger %s %s: %s', t.tgrelid::regclass, t.tgname, pg_get_triggerdef(t.oid))
          FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
-         WHERE NOT t.tgisinternal AND c.relnamespace = current_schema()::regnamespace",
+         WHERE NOT t.tgisinternal AND c.relnamespace = current_schema()::regnamespace
+           AND NOT c.relispartition",
         &[],
     )?;
     let mut lines: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
@@ -68,7 +70,7 @@ pub fn snapshot(client: &mut impl GenericClient) -> Result<Vec<(&'static str, St
          JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
          LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
          WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p')
-           AND c.relname <> 'refinery_schema_history'
+           AND c.relname <> 'refinery_schema_history' AND NOT c.relispartition
          GROUP BY c.oid, c.relname ORDER BY c.relname",
         &[],
     )?;

@@ -3,6 +3,7 @@
 mod support;
 
 mod approvals;
+mod archive;
 mod circulation;
 mod concurrency;
 mod fines;

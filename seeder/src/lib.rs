@@ -44,6 +44,10 @@ pub struct Scenario {
     pub months: u32,
     /// The most recent months whose circulation is in the audit log.
     pub audit_months: u32,
+    /// Loans that ended over `libcore::archive::LOAN_MONTHS` ago, and audit rows older than
+    /// `AUDIT_MONTHS`, go straight into their monthly history partitions, as `archive` would
+    /// have moved them (database seeds only).
+    pub history: bool,
 }
 
 impl Scenario {
@@ -57,18 +61,29 @@ impl Scenario {
             loans,
             months,
             audit_months,
+            history: false,
         };
         Ok(match name {
             "minimal" => s(5_000, 1_000, 3, 2_300, 12, 12),
             "load_test" => s(10_000, 2_000, 4, 7_500, 12, 12),
             "scaled_demo" => s(50_000, 5_000, 6, 25_000, 24, 24),
             "high_scale" => s(200_000, 60_000, 20, 4_000_000, 120, 16),
+            // Ten high_scale libraries in one database, their history already partitioned.
+            "consortium" => Scenario {
+                history: true,
+                ..s(2_000_000, 600_000, 200, 40_000_000, 120, 16)
+            },
             // A tiny library for tests and demos that must run in a second.
             "tiny" => s(300, 120, 2, 600, 6, 6),
+            // The consortium's shape in miniature: three years, the first in history.
+            "tiny_consortium" => Scenario {
+                history: true,
+                ..s(600, 240, 2, 3_000, 36, 16)
+            },
             other => {
                 return Err(Error::invalid(
                     "invalid_input",
-                    format!("unknown scenario {other:?}: minimal, load_test, scaled_demo, high_scale or tiny"),
+                    format!("unknown scenario {other:?}: minimal, load_test, scaled_demo, high_scale, consortium, tiny or tiny_consortium"),
                 ))
             }
         })
@@ -205,6 +220,15 @@ pub fn seed(
     let schema = load::capture_and_drop(&mut tx)?;
     load::truncate(&mut tx)?;
     load::write_settings(&mut tx, &generate::scenario_rules())?;
+    // History goes into months made detached in this transaction (so COPY can FREEZE into
+    // them), attached once loaded: ATTACH builds each month's indexes from its parent's.
+    let history = options
+        .scenario
+        .history
+        .then(|| load::history_months(&options.scenario, options.as_of));
+    if let Some(months) = &history {
+        load::make_history_partitions(&mut tx, months)?;
+    }
     let generate_started = Instant::now();
     let tables = {
         let mut sink = sinks::CopySink { tx: &mut tx };
@@ -215,6 +239,9 @@ pub fn seed(
     phases.push(Phase::new("generate + COPY", t));
     let keys_started = Instant::now();
     load::rebuild(&mut tx, &schema)?;
+    if let Some(months) = &history {
+        load::attach_history_partitions(&mut tx, months)?;
+    }
     libcore::items::catch_up_barcodes(&mut tx)?;
     libcore::playground::record_seed(
         &mut tx,

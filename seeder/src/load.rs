@@ -30,6 +30,11 @@ const DEPENDENT_TABLES: &[&str] = &[
     "recommendation",
     "member_login",
     "audit_seal",
+    "notice_history",
+    "loan_history",
+    "audit_history",
+    "member_archived_fines",
+    "book_dropped_loans",
 ];
 
 /// Settings for a bulk load inside this transaction only.
@@ -101,4 +106,45 @@ pub(crate) fn write_settings(
 /// Rebuilds keys, then indexes, then foreign keys.
 pub(crate) fn rebuild(tx: &mut Transaction<'_>, schema: &libcore::bulk::Schema) -> Result<()> {
     libcore::bulk::rebuild(tx, schema)
+}
+
+/// The history months a seed of `scenario` as of `as_of` writes into: loans from the first
+/// simulated month to the loan cut-off's, audit rows likewise to the audit cut-off's.
+pub(crate) fn history_months(
+    scenario: &crate::Scenario,
+    as_of: chrono::NaiveDate,
+) -> Vec<(&'static str, chrono::NaiveDate)> {
+    let cuts = crate::phases::Cuts::new(as_of);
+    // A month early: the first month's loans may have been borrowed just before it began.
+    let first = as_of - chrono::Months::new(scenario.months + 1);
+    let mut months = Vec::new();
+    for table in ["loan_history", "audit_history"] {
+        months.extend(cuts.months(table, first).into_iter().map(|m| (table, m)));
+    }
+    months
+}
+
+/// Makes each history month as a plain table with no index, in the seed's transaction.
+pub(crate) fn make_history_partitions(
+    tx: &mut Transaction<'_>,
+    months: &[(&'static str, chrono::NaiveDate)],
+) -> Result<()> {
+    for (table, month) in months {
+        tx.execute(
+            "SELECT libctl_history_partition($1, $2, true)",
+            &[table, month],
+        )?;
+    }
+    Ok(())
+}
+
+/// Attaches the loaded months to their parents.
+pub(crate) fn attach_history_partitions(
+    tx: &mut Transaction<'_>,
+    months: &[(&'static str, chrono::NaiveDate)],
+) -> Result<()> {
+    for (table, month) in months {
+        tx.execute("SELECT libctl_history_attach($1, $2)", &[table, month])?;
+    }
+    Ok(())
 }

@@ -20,7 +20,7 @@ use rayon::prelude::*;
 use crate::copy;
 use crate::generate::{self, AccountRow, AuditRow, LoanRow, Month, Plan, Shelves};
 use crate::rows;
-use crate::sinks::{encode, Encoding, Sink};
+use crate::sinks::{encode, Encoding, Sink, TableOut};
 use crate::{Observer, SeedOptions, TableRows};
 
 /// Generates the whole dataset into `sink`. Returns rows per table.
@@ -32,7 +32,9 @@ pub(crate) fn generate_into(
 ) -> Result<Vec<TableRows>> {
     let mut plan =
         pool.install(|| Plan::new(options.scenario.clone(), options.seed, options.as_of));
+    let cuts = (options.scenario.history && sink.partitions()).then(|| Cuts::new(options.as_of));
     let mut run = Run {
+        cuts,
         encoding: sink.encoding(),
         sink,
         pool,
@@ -49,8 +51,150 @@ pub(crate) fn generate_into(
     Ok(run.tables)
 }
 
+/// Where history starts, for a seed that writes it into monthly partitions (`--history`):
+/// what `archive loans` and `archive audit` with their defaults would move on the as-of day.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Cuts {
+    loans: DateTime<Utc>,
+    audit: DateTime<Utc>,
+}
+
+impl Cuts {
+    pub(crate) fn new(as_of: NaiveDate) -> Cuts {
+        let midnight = as_of.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
+        Cuts {
+            loans: libcore::archive::months_ago(midnight, libcore::archive::LOAN_MONTHS),
+            audit: libcore::archive::months_ago(midnight, libcore::archive::AUDIT_MONTHS),
+        }
+    }
+
+    /// The history month of a loan, or `None` when it stays hot.
+    fn loan(&self, l: &LoanRow) -> Option<NaiveDate> {
+        l.returned_at
+            .filter(|r| *r < self.loans)
+            .map(libcore::archive::month_of)
+    }
+
+    /// The history month of an audit row, or `None` when it stays hot.
+    fn audit(&self, at: DateTime<Utc>) -> Option<NaiveDate> {
+        (at < self.audit).then(|| libcore::archive::month_of(at))
+    }
+
+    /// The months whose partitions a seed from `first` (the first simulated day) needs.
+    pub(crate) fn months(&self, table: &str, first: NaiveDate) -> Vec<NaiveDate> {
+        let last = libcore::archive::month_of(if table == "audit_history" {
+            self.audit
+        } else {
+            self.loans
+        });
+        let mut month =
+            libcore::archive::month_of(first.and_hms_opt(0, 0, 0).expect("midnight").and_utc());
+        let mut out = Vec::new();
+        while month <= last {
+            out.push(month);
+            month = month + chrono::Months::new(1);
+        }
+        out
+    }
+}
+
+/// Rows of one table, or of its history month, encoded.
+struct Part {
+    /// `None` for the hot table, else the history month.
+    leaf: Option<NaiveDate>,
+    bytes: Vec<u8>,
+    rows: usize,
+}
+
+/// Splits rows between the hot table and their history months, encoding each group.
+fn parts<T>(
+    encoding: Encoding,
+    rows: &[T],
+    leaf: impl Fn(&T) -> Option<NaiveDate>,
+    binary: impl Fn(&mut Vec<u8>, &T),
+    record: impl Fn(&T) -> Vec<String>,
+) -> Vec<Part> {
+    let mut groups: BTreeMap<Option<NaiveDate>, Vec<&T>> = BTreeMap::new();
+    for row in rows {
+        groups.entry(leaf(row)).or_default().push(row);
+    }
+    groups
+        .into_iter()
+        .map(|(leaf, group)| Part {
+            leaf,
+            bytes: encode(encoding, &group, |b, r| binary(b, r), |r| record(r)),
+            rows: group.len(),
+        })
+        .collect()
+}
+
+/// A table's output: one COPY for the whole table, or, with history partitions, one COPY per
+/// part into the hot table or the part's month.
+enum Out<'a> {
+    One(Box<dyn TableOut + 'a>),
+    Routed {
+        sink: &'a mut dyn Sink,
+        hot: &'static str,
+        history: &'static str,
+        columns: &'static [&'static str],
+    },
+}
+
+impl<'a> Out<'a> {
+    fn open(
+        sink: &'a mut dyn Sink,
+        routed: bool,
+        hot: &'static str,
+        history: &'static str,
+        columns: &'static [&'static str],
+    ) -> Result<Out<'a>> {
+        Ok(if routed {
+            Out::Routed {
+                sink,
+                hot,
+                history,
+                columns,
+            }
+        } else {
+            Out::One(sink.open(hot, columns)?)
+        })
+    }
+
+    fn write(&mut self, part: &Part) -> Result<()> {
+        match self {
+            Out::One(out) => out.write_chunk(&part.bytes),
+            Out::Routed {
+                sink,
+                hot,
+                history,
+                columns,
+            } => {
+                if part.rows == 0 {
+                    return Ok(());
+                }
+                let table = match part.leaf {
+                    None => hot.to_string(),
+                    Some(month) => libcore::db::partition_name(history, month),
+                };
+                let mut out = sink.open(&table, columns)?;
+                out.write_chunk(&part.bytes)?;
+                out.finish()
+            }
+        }
+    }
+
+    fn finish(self) -> Result<()> {
+        match self {
+            Out::One(out) => out.finish(),
+            Out::Routed { .. } => Ok(()),
+        }
+    }
+}
+
 /// Where one run writes, who watches it, and the tables written so far.
 struct Run<'r> {
+    /// Set when history goes into monthly partitions.
+    cuts: Option<Cuts>,
     sink: &'r mut dyn Sink,
     pool: &'r rayon::ThreadPool,
     observer: &'r dyn Observer,
@@ -133,6 +277,8 @@ struct LoanOutcome {
     lent_items: BTreeMap<usize, Vec<u32>>,
     /// The loans declared lost (and found again).
     lost: Vec<generate::LostRecord>,
+    /// Per member: fines of the loans written into history.
+    archived_fines: Vec<i64>,
 }
 
 /// Phase 2: every loan. Months are generated in parallel windows on a producer thread, lent
@@ -148,18 +294,26 @@ fn loans(run: &mut Run<'_>, plan: &mut Plan) -> Result<LoanOutcome> {
         shelves: Shelves::new(plan),
         lent_items: BTreeMap::new(),
         lost: Vec::new(),
+        archived_fines: vec![0; plan.members.len()],
     };
     let mut reviewed: HashSet<(u32, u32)> = HashSet::new();
     let mut admitted = Vec::new();
     run.observer
         .table_started("loan", plan.scenario.loans as u64);
-    let (pool, encoding, window) = (run.pool, run.encoding, run.window);
-    let mut out = run.sink.open("loan", rows::LOAN_COLUMNS)?;
+    let (pool, encoding, window, cuts) = (run.pool, run.encoding, run.window, run.cuts);
+    let mut out = Out::open(
+        &mut *run.sink,
+        cuts.is_some(),
+        "loan",
+        "loan_history",
+        rows::LOAN_COLUMNS,
+    )?;
     let mut counter = Counter {
         table: "loan",
         rows: 0,
         observer: run.observer,
     };
+    let mut archived = 0usize;
     let months = plan.months.len();
     let reading: &Plan = plan;
     let (shelves, lent_items) = (&mut outcome.shelves, &mut outcome.lent_items);
@@ -187,7 +341,7 @@ fn loans(run: &mut Run<'_>, plan: &mut Plan) -> Result<LoanOutcome> {
                     .collect();
                 let batch: Vec<EncodedMonth> = pool.install(|| {
                     lent.into_par_iter()
-                        .map(|month| encode_month(plan, encoding, month))
+                        .map(|month| encode_month(plan, encoding, cuts.as_ref(), month))
                         .collect()
                 });
                 if tx.send(batch).is_err() {
@@ -197,8 +351,17 @@ fn loans(run: &mut Run<'_>, plan: &mut Plan) -> Result<LoanOutcome> {
         });
         for (index, month) in rx.into_iter().flatten().enumerate() {
             outcome.rollup.add_month(&month, plan.months[index]);
-            out.write_chunk(&month.bytes)?;
-            counter.add(month.rows);
+            for part in &month.parts {
+                out.write(part)?;
+                if part.leaf.is_some() {
+                    archived += part.rows;
+                } else {
+                    counter.add(part.rows);
+                }
+            }
+            for (member, cents) in &month.archived_fines {
+                outcome.archived_fines[*member as usize] += cents;
+            }
             for (member, cents, at) in month.fines {
                 let entry = &mut outcome.fines_by_member[member as usize];
                 entry.0 += cents;
@@ -222,17 +385,40 @@ fn loans(run: &mut Run<'_>, plan: &mut Plan) -> Result<LoanOutcome> {
     for loan in &admitted {
         outcome.times_borrowed[loan.book as usize] += 1;
     }
-    out.write_chunk(&encode(
-        encoding,
-        &admitted,
-        |b, l| rows::encode_loan(b, &*plan, l),
-        |l| rows::loan_record(&*plan, l),
-    ))?;
+    out.write(&Part {
+        leaf: None,
+        bytes: encode(
+            encoding,
+            &admitted,
+            |b, l| rows::encode_loan(b, &*plan, l),
+            |l| rows::loan_record(&*plan, l),
+        ),
+        rows: admitted.len(),
+    })?;
     counter.add(admitted.len());
     fail_point("loan")?;
     out.finish()?;
     let written = counter.rows;
     run.finished("loan", written);
+    if cuts.is_some() {
+        run.finished("loan_history", archived as u64);
+        let fines: Vec<(uuid::Uuid, i64)> = outcome
+            .archived_fines
+            .iter()
+            .enumerate()
+            .filter(|(_, cents)| **cents > 0)
+            .map(|(m, cents)| (plan.members[m].id, *cents))
+            .collect();
+        run.table(
+            "member_archived_fines",
+            &["member_id", "fine_cents"],
+            &fines,
+            |b, (id, cents)| {
+                copy::RowEncoder::new(b, 2).uuid(*id).int8(*cents);
+            },
+            |(id, cents)| vec![id.to_string(), cents.to_string()],
+        )?;
+    }
     outcome.open = admitted;
     Ok(outcome)
 }
@@ -369,13 +555,21 @@ fn audit_history(
         (plan.scenario.loans as u64 * u64::from(plan.scenario.audit_months) * 2)
             / u64::from(plan.scenario.months.max(1)),
     );
-    let (pool, encoding, window) = (run.pool, run.encoding, run.window);
-    let mut out = run.sink.open("audit_log", rows::AUDIT_COLUMNS)?;
+    let (pool, encoding, window, cuts) = (run.pool, run.encoding, run.window, run.cuts);
+    let mut out = Out::open(
+        &mut *run.sink,
+        cuts.is_some(),
+        "audit_log",
+        "audit_history",
+        rows::AUDIT_COLUMNS,
+    )?;
     let mut counter = Counter {
         table: "audit_log",
         rows: 0,
         observer: run.observer,
     };
+    let mut archived = 0usize;
+    let leaf = |a: &AuditRow| cuts.and_then(|c| c.audit(a.at));
     let from = plan.audit_from_month;
     let months = plan.months.len();
     let audit_of = |m: usize, loans: &[LoanRow]| -> Vec<AuditRow> {
@@ -388,21 +582,28 @@ fn audit_history(
             .collect()
     };
     for first in (from..months).step_by(window) {
-        let batch: Vec<(Vec<u8>, usize)> = pool.install(|| {
+        let batch: Vec<Vec<Part>> = pool.install(|| {
             (first..(first + window).min(months))
                 .into_par_iter()
                 .map(|m| {
                     let audit = audit_of(m, &plan.lent_returns(m, &lent_items[&m]));
-                    (
-                        encode(encoding, &audit, rows::encode_audit, rows::audit_record),
-                        audit.len(),
+                    parts(
+                        encoding,
+                        &audit,
+                        leaf,
+                        rows::encode_audit,
+                        rows::audit_record,
                     )
                 })
                 .collect()
         });
-        for (bytes, n) in batch {
-            out.write_chunk(&bytes)?;
-            counter.add(n);
+        for part in batch.iter().flatten() {
+            out.write(part)?;
+            if part.leaf.is_some() {
+                archived += part.rows;
+            } else {
+                counter.add(part.rows);
+            }
         }
     }
     let audit_start = plan
@@ -435,17 +636,27 @@ fn audit_history(
             }),
     );
     extra.extend(plan.bursts());
-    out.write_chunk(&encode(
+    for part in parts(
         encoding,
         &extra,
+        leaf,
         rows::encode_audit,
         rows::audit_record,
-    ))?;
-    counter.add(extra.len());
+    ) {
+        out.write(&part)?;
+        if part.leaf.is_some() {
+            archived += part.rows;
+        } else {
+            counter.add(part.rows);
+        }
+    }
     fail_point("audit_log")?;
     out.finish()?;
     let written = counter.rows;
     run.finished("audit_log", written);
+    if cuts.is_some() {
+        run.finished("audit_history", archived as u64);
+    }
     Ok(())
 }
 
@@ -465,8 +676,12 @@ impl Counter<'_> {
 
 /// Per-month loan output once encoded: the bytes, the drafts still out, and late fines.
 struct EncodedMonth {
-    bytes: Vec<u8>,
+    /// The month's returned loans: one part, or with history partitions one per destination.
+    parts: Vec<Part>,
+    /// Loans of the month returned at all (hot or history).
     rows: usize,
+    /// Fines of the loans that went into history, per member.
+    archived_fines: Vec<(u32, i64)>,
     /// The loans of the month still out at the end.
     open: Vec<LoanRow>,
     fines: Vec<(u32, i64, DateTime<Utc>)>,
@@ -540,13 +755,28 @@ impl Rollup {
     }
 }
 
-fn encode_month(plan: &Plan, encoding: Encoding, month: Month) -> EncodedMonth {
-    let bytes = encode(
+fn encode_month(
+    plan: &Plan,
+    encoding: Encoding,
+    cuts: Option<&Cuts>,
+    month: Month,
+) -> EncodedMonth {
+    let parts = parts(
         encoding,
         &month.returned,
+        |l| cuts.and_then(|c| c.loan(l)),
         |b, l| rows::encode_loan(b, plan, l),
         |l| rows::loan_record(plan, l),
     );
+    let archived_fines = match cuts {
+        Some(c) => month
+            .returned
+            .iter()
+            .filter(|l| l.fine_cents > 0 && c.loan(l).is_some())
+            .map(|l| (l.member, l.fine_cents))
+            .collect(),
+        None => Vec::new(),
+    };
     let fines = month
         .returned
         .iter()
@@ -579,8 +809,9 @@ fn encode_month(plan: &Plan, encoding: Encoding, month: Month) -> EncodedMonth {
         .collect();
     let books_borrowed = month.returned.iter().map(|l| l.book).collect();
     EncodedMonth {
-        bytes,
+        parts,
         rows: month.returned.len(),
+        archived_fines,
         open: month.open,
         fines,
         borrowers,

@@ -59,11 +59,12 @@ pub(crate) trait Sink {
     fn rollup_complete_before(&mut self, _month: chrono::NaiveDate) -> Result<()> {
         Ok(())
     }
-    fn open<'a>(
-        &'a mut self,
-        table: &'static str,
-        columns: &[&str],
-    ) -> Result<Box<dyn TableOut + 'a>>;
+    fn open<'a>(&'a mut self, table: &str, columns: &[&str]) -> Result<Box<dyn TableOut + 'a>>;
+    /// True when history may go into monthly partitions (a database sink: a CSV file or the
+    /// memory baseline holds each table whole).
+    fn partitions(&self) -> bool {
+        false
+    }
 }
 
 /// COPY … FROM STDIN (FORMAT binary, FREEZE) into the open transaction.
@@ -73,7 +74,7 @@ pub(crate) struct CopySink<'t, 'c> {
 
 struct CopyTable<'a> {
     writer: postgres::CopyInWriter<'a>,
-    table: &'static str,
+    table: String,
 }
 
 impl TableOut for CopyTable<'_> {
@@ -98,11 +99,10 @@ impl Sink for CopySink<'_, '_> {
     fn rollup_complete_before(&mut self, month: chrono::NaiveDate) -> Result<()> {
         libcore::reports::set_rollup_complete_before(self.tx, month)
     }
-    fn open<'a>(
-        &'a mut self,
-        table: &'static str,
-        columns: &[&str],
-    ) -> Result<Box<dyn TableOut + 'a>> {
+    fn partitions(&self) -> bool {
+        true
+    }
+    fn open<'a>(&'a mut self, table: &str, columns: &[&str]) -> Result<Box<dyn TableOut + 'a>> {
         // Table and column names come from the seeder's constants.
         let sql = format!(
             "COPY {table} ({}) FROM STDIN (FORMAT binary, FREEZE)",
@@ -112,7 +112,10 @@ impl Sink for CopySink<'_, '_> {
         writer
             .write_all(crate::copy::HEADER)
             .map_err(|e| Error::io(format!("COPY into {table}"), e))?;
-        Ok(Box::new(CopyTable { writer, table }))
+        Ok(Box::new(CopyTable {
+            writer,
+            table: table.to_string(),
+        }))
     }
 }
 
@@ -143,11 +146,7 @@ impl Sink for CsvSink<'_> {
     fn encoding(&self) -> Encoding {
         Encoding::Csv
     }
-    fn open<'a>(
-        &'a mut self,
-        table: &'static str,
-        columns: &[&str],
-    ) -> Result<Box<dyn TableOut + 'a>> {
+    fn open<'a>(&'a mut self, table: &str, columns: &[&str]) -> Result<Box<dyn TableOut + 'a>> {
         let path = self.dir.join(format!("{table}.csv"));
         let file = std::fs::File::create(&path)
             .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
@@ -160,7 +159,7 @@ impl Sink for CsvSink<'_> {
 
 /// Encoded tables kept in memory, each with its columns.
 pub(crate) struct MemorySink {
-    pub(crate) tables: Vec<(&'static str, Vec<String>, Vec<u8>)>,
+    pub(crate) tables: Vec<(String, Vec<String>, Vec<u8>)>,
 }
 
 struct MemoryTable<'a> {
@@ -181,13 +180,9 @@ impl Sink for MemorySink {
     fn encoding(&self) -> Encoding {
         Encoding::Binary
     }
-    fn open<'a>(
-        &'a mut self,
-        table: &'static str,
-        columns: &[&str],
-    ) -> Result<Box<dyn TableOut + 'a>> {
+    fn open<'a>(&'a mut self, table: &str, columns: &[&str]) -> Result<Box<dyn TableOut + 'a>> {
         self.tables.push((
-            table,
+            table.to_string(),
             columns.iter().map(|c| c.to_string()).collect(),
             Vec::new(),
         ));

@@ -65,6 +65,35 @@ CREATE TYPE rate_limit_gate_row AS (
     stale boolean
 );
 
+CREATE OR REPLACE FUNCTION public.audit_history_ddl_guard()
+ RETURNS event_trigger
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    obj record;
+BEGIN
+    IF current_setting('libctl.audit_maintenance', true) = 'on' THEN
+        RETURN;
+    END IF;
+    IF TG_EVENT = 'sql_drop' THEN
+        FOR obj IN SELECT * FROM pg_event_trigger_dropped_objects() WHERE object_type = 'table' LOOP
+            IF obj.object_name IN ('audit_log', 'audit_seal', 'audit_history')
+               OR obj.object_name ~ '^audit_history_y\d{4}m\d{2}$' THEN
+                RAISE EXCEPTION 'the audit history is append-only: DROP TABLE % is not allowed', obj.object_name
+                    USING ERRCODE = 'insufficient_privilege';
+            END IF;
+        END LOOP;
+    ELSE
+        FOR obj IN SELECT * FROM pg_event_trigger_ddl_commands() LOOP
+            IF obj.command_tag = 'ALTER TABLE' AND obj.object_identity ~ '^public\.audit_history(_y\d{4}m\d{2})?$' THEN
+                RAISE EXCEPTION 'the audit history is append-only: ALTER TABLE % is not allowed', obj.object_identity
+                    USING ERRCODE = 'insufficient_privilege';
+            END IF;
+        END LOOP;
+    END IF;
+END $function$
+;
+
 CREATE OR REPLACE FUNCTION public.audit_log_append_only()
  RETURNS trigger
  LANGUAGE plpgsql
@@ -210,6 +239,22 @@ CREATE OR REPLACE FUNCTION public.fine_cents(per_day bigint, grace integer, cap 
 AS $function$
     SELECT CASE WHEN overdue <= grace THEN 0::bigint ELSE least(overdue::bigint * per_day, cap) END
 $function$
+;
+
+CREATE OR REPLACE FUNCTION public.history_unchanged()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    IF TG_OP = 'DELETE'
+       AND current_setting('libctl.audit_maintenance', true) = 'on'
+       AND pg_has_role(current_user, (SELECT relowner FROM pg_class WHERE oid = TG_RELID), 'MEMBER')
+    THEN
+        RETURN OLD;
+    END IF;
+    RAISE EXCEPTION '% is history: % is not allowed', TG_TABLE_NAME, TG_OP
+        USING ERRCODE = 'insufficient_privilege';
+END $function$
 ;
 
 CREATE OR REPLACE FUNCTION public.hold_end(p_hold uuid, p_status text, p_item uuid, p_now timestamp with time zone, p_reason text, p_actor text, p_role text)
@@ -437,6 +482,7 @@ CREATE OR REPLACE FUNCTION public.libctl_apply_privileges()
  LANGUAGE plpgsql
 AS $function$
 DECLARE
+    prev_maintenance text := current_setting('libctl.audit_maintenance', true);
     obj record;
 BEGIN
     IF (SELECT count(*) FROM pg_roles
@@ -444,29 +490,42 @@ BEGIN
                           'libctl_delegate')) < 5 THEN
         RETURN;
     END IF;
+    -- ALTER … OWNER of the audit history passes its DDL guard only under the switch.
+    PERFORM set_config('libctl.audit_maintenance', 'on', true);
     GRANT USAGE ON SCHEMA public TO libctl_staff, libctl_reader, libctl_job, libctl_delegate;
+    -- The owner makes history partitions (libctl_history_partition runs as it).
+    BEGIN
+        GRANT CREATE ON SCHEMA public TO libctl_owner;
+    EXCEPTION WHEN insufficient_privilege THEN
+        RAISE NOTICE 'libctl: % may not grant CREATE on schema public to libctl_owner', current_user;
+    END;
     -- A single-login setup's owner keeps what it had: it joins libctl_owner before its
     -- tables move there.
     FOR obj IN
         SELECT DISTINCT r.rolname
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         JOIN pg_roles r ON r.oid = c.relowner
-        WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')
+        WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v')
           AND NOT r.rolsuper AND r.rolname <> 'libctl_owner'
     LOOP
         EXECUTE format('GRANT libctl_owner TO %I', obj.rolname);
     END LOOP;
     FOR obj IN
-        SELECT c.oid::regclass AS rel, c.relname
+        SELECT c.oid::regclass AS rel, c.relname, c.relkind
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')
+        WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v')
     LOOP
         EXECUTE format('ALTER TABLE %s OWNER TO libctl_owner', obj.rel);
         EXECUTE format('REVOKE ALL ON %s FROM libctl_staff, libctl_reader, libctl_job, libctl_delegate', obj.rel);
         EXECUTE format('GRANT SELECT ON %s TO libctl_staff, libctl_reader, libctl_job, libctl_delegate', obj.rel);
         IF obj.relname IN ('audit_log', 'audit_seal') THEN
             EXECUTE format('GRANT INSERT ON %s TO libctl_staff, libctl_job, libctl_delegate', obj.rel);
-        ELSIF obj.relname NOT IN ('member_login', 'refinery_schema_history') THEN
+        ELSIF obj.relkind = 'v'
+              OR obj.relname IN ('member_login', 'refinery_schema_history', 'member_archived_fines',
+                                 'book_dropped_loans')
+              OR obj.relname ~ '^(loan|notice|audit)_history(_y\d{4}m\d{2})?$' THEN
+            NULL;
+        ELSE
             EXECUTE format('GRANT INSERT, UPDATE, DELETE ON %s TO libctl_staff, libctl_job, libctl_delegate', obj.rel);
         END IF;
     END LOOP;
@@ -487,6 +546,125 @@ BEGIN
         EXECUTE format('ALTER TYPE %s OWNER TO libctl_owner', obj.ty);
     END LOOP;
     GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO libctl_staff, libctl_job, libctl_delegate;
+    PERFORM set_config('libctl.audit_maintenance', coalesce(nullif(prev_maintenance, ''), 'off'), true);
+END $function$
+;
+
+CREATE OR REPLACE FUNCTION public.libctl_archive_audit(before timestamp with time zone, after_id uuid, upto_id uuid, batch_size integer, row_id uuid, declared_actor text, declared_role text, OUT moved bigint, OUT last_id uuid)
+ RETURNS record
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'public', 'pg_temp'
+AS $function$
+DECLARE
+    prev_maintenance text := current_setting('libctl.audit_maintenance', true);
+    who text := libctl_archive_caller(declared_actor, declared_role);
+BEGIN
+    IF who IS NULL THEN
+        RAISE EXCEPTION 'only an admin or system may archive the audit log (login %)', session_user
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    SELECT s.id INTO last_id
+    FROM (SELECT a.id FROM audit_log a WHERE a.id > after_id AND a.id < upto_id
+          ORDER BY a.id LIMIT batch_size) s
+    ORDER BY s.id DESC LIMIT 1;
+    IF last_id IS NULL THEN
+        moved := 0;
+        RETURN;
+    END IF;
+    PERFORM set_config('libctl.audit_maintenance', 'on', true);
+    WITH gone AS (
+        DELETE FROM audit_log a WHERE a.id > after_id AND a.id <= last_id AND a.at < before
+        RETURNING a.id, a.at, a.recorded_at, a.actor, a.actor_role, a.action, a.entity_type,
+                  a.entity_id, a.outcome, a.details, a.db_user
+    )
+    INSERT INTO audit_history SELECT * FROM gone;
+    GET DIAGNOSTICS moved = ROW_COUNT;
+    PERFORM set_config('libctl.audit_maintenance', coalesce(nullif(prev_maintenance, ''), 'off'), true);
+    IF moved > 0 THEN
+        INSERT INTO audit_log (id, at, actor, actor_role, action, entity_type, entity_id, outcome, details)
+        VALUES (row_id, now(), who, declared_role, 'archive.audit', 'audit_history', NULL, 'ok',
+                jsonb_build_object('before', before, 'rows', moved));
+    END IF;
+END $function$
+;
+
+CREATE OR REPLACE FUNCTION public.libctl_archive_caller(declared_actor text, declared_role text)
+ RETURNS text
+ LANGUAGE plpgsql
+ STABLE SECURITY DEFINER
+ SET search_path TO 'public', 'pg_temp'
+AS $function$
+BEGIN
+    IF coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = session_user), false)
+       OR pg_has_role(session_user, (SELECT relowner FROM pg_class WHERE oid = 'loan'::regclass), 'MEMBER')
+    THEN
+        RETURN CASE WHEN declared_role IN ('admin', 'system') THEN declared_actor END;
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'libctl_job')
+       AND pg_has_role(session_user, 'libctl_job', 'MEMBER')
+       AND NOT EXISTS (SELECT 1 FROM member_login l WHERE l.login = session_user)
+    THEN
+        RETURN 'system';
+    END IF;
+    RETURN libctl_history_admin(declared_actor, declared_role);
+END $function$
+;
+
+CREATE OR REPLACE FUNCTION public.libctl_archive_loans(ended_before timestamp with time zone, after_id uuid, upto_id uuid, batch_size integer, row_id uuid, declared_actor text, declared_role text, OUT moved bigint, OUT last_id uuid)
+ RETURNS record
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'public', 'pg_temp'
+AS $function$
+DECLARE
+    who text := libctl_archive_caller(declared_actor, declared_role);
+    ids uuid[];
+BEGIN
+    IF who IS NULL THEN
+        RAISE EXCEPTION 'only an admin or system may archive loans (login %)', session_user
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    SELECT s.id INTO last_id
+    FROM (SELECT l.id FROM loan l WHERE l.id > after_id AND l.id < upto_id
+          ORDER BY l.id LIMIT batch_size) s
+    ORDER BY s.id DESC LIMIT 1;
+    IF last_id IS NULL THEN
+        moved := 0;
+        RETURN;
+    END IF;
+    SELECT array_agg(l.id) INTO ids
+    FROM (SELECT l.id FROM loan l
+          WHERE l.id > after_id AND l.id <= last_id AND l.returned_at < ended_before
+          FOR UPDATE SKIP LOCKED) l;
+    moved := coalesce(cardinality(ids), 0);
+    IF moved = 0 THEN
+        RETURN;
+    END IF;
+    INSERT INTO notice_history (id, loan_id, level, member_id, issued_on, overdue_days, fine_cents,
+                                created_at, kind, key_date, reason, loan_returned_at, delivery)
+    SELECT n.id, n.loan_id, n.level, n.member_id, n.issued_on, n.overdue_days, n.fine_cents,
+           n.created_at, n.kind, n.key_date, n.reason, l.returned_at,
+           (SELECT to_jsonb(d) - 'notice_id' FROM notice_delivery d WHERE d.notice_id = n.id)
+    FROM notice n JOIN loan l ON l.id = n.loan_id
+    WHERE n.loan_id = ANY (ids);
+    DELETE FROM notice_delivery d USING notice n WHERE d.notice_id = n.id AND n.loan_id = ANY (ids);
+    DELETE FROM notice WHERE loan_id = ANY (ids);
+    WITH gone AS (
+        DELETE FROM loan WHERE id = ANY (ids)
+        RETURNING id, book_id, member_id, borrowed_at, due_at, returned_at, renewals,
+                  fine_cents_per_day, grace_days, max_fine_cents, fine_cents, fine_assessed_on,
+                  item_id, end_state
+    ), kept AS (
+        INSERT INTO loan_history SELECT * FROM gone RETURNING member_id, fine_cents
+    )
+    INSERT INTO member_archived_fines (member_id, fine_cents)
+    SELECT member_id, sum(fine_cents) FROM kept WHERE fine_cents > 0 GROUP BY member_id
+    ON CONFLICT (member_id) DO UPDATE
+        SET fine_cents = member_archived_fines.fine_cents + EXCLUDED.fine_cents;
+    INSERT INTO audit_log (id, at, actor, actor_role, action, entity_type, entity_id, outcome, details)
+    VALUES (row_id, now(), who, declared_role, 'archive.loans', 'loan_history', NULL, 'ok',
+            jsonb_build_object('ended_before', ended_before, 'rows', moved));
 END $function$
 ;
 
@@ -497,17 +675,45 @@ CREATE OR REPLACE FUNCTION public.libctl_audit_prune(before timestamp with time 
  SET search_path TO 'public', 'pg_temp'
 AS $function$
 DECLARE
+    prev_maintenance text := current_setting('libctl.audit_maintenance', true);
     who     text := libctl_history_admin(declared_actor, declared_role);
-    removed bigint;
+    removed bigint := 0;
+    n       bigint;
+    month   date;
+    first   date := date_trunc('month', before AT TIME ZONE 'UTC')::date;
 BEGIN
     IF who IS NULL THEN
         RAISE EXCEPTION 'only an admin may prune the audit log (login %)', session_user
             USING ERRCODE = 'insufficient_privilege';
     END IF;
+    FOR month IN
+        SELECT DISTINCT date_trunc('month', a.at AT TIME ZONE 'UTC')::date FROM audit_log a WHERE a.at < before
+    LOOP
+        PERFORM libctl_history_partition('audit_history', month);
+    END LOOP;
     PERFORM set_config('libctl.audit_maintenance', 'on', true);
-    DELETE FROM audit_log WHERE at < before;
-    GET DIAGNOSTICS removed = ROW_COUNT;
-    PERFORM set_config('libctl.audit_maintenance', 'off', true);
+    WITH gone AS (
+        DELETE FROM audit_log a WHERE a.at < before
+        RETURNING a.id, a.at, a.recorded_at, a.actor, a.actor_role, a.action, a.entity_type,
+                  a.entity_id, a.outcome, a.details, a.db_user
+    )
+    INSERT INTO audit_history SELECT * FROM gone;
+    FOR month IN
+        SELECT to_date(substring(c.relname from '_y(\d{4}m\d{2})$'), 'YYYY"m"MM')
+        FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+        WHERE i.inhparent = 'audit_history'::regclass
+    LOOP
+        IF month < first THEN
+            EXECUTE format('SELECT count(*) FROM %I', 'audit_history' || to_char(month, '"_y"YYYY"m"MM')) INTO n;
+            removed := removed + n;
+            EXECUTE format('ALTER TABLE audit_history DETACH PARTITION %I', 'audit_history' || to_char(month, '"_y"YYYY"m"MM'));
+            EXECUTE format('DROP TABLE %I', 'audit_history' || to_char(month, '"_y"YYYY"m"MM'));
+        END IF;
+    END LOOP;
+    DELETE FROM audit_history a WHERE a.at < before;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    removed := removed + n;
+    PERFORM set_config('libctl.audit_maintenance', coalesce(nullif(prev_maintenance, ''), 'off'), true);
     INSERT INTO audit_log (id, at, actor, actor_role, action, entity_type, entity_id, outcome, details)
     VALUES (row_id, now(), who, 'admin', 'audit.prune', 'audit_log', 'audit_log', 'ok',
             jsonb_build_object('before', before, 'rows', removed));
@@ -595,11 +801,162 @@ BEGIN
 END $function$
 ;
 
+CREATE OR REPLACE FUNCTION public.libctl_history_attach(p_table text, p_month date)
+ RETURNS void
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'public', 'pg_temp'
+AS $function$
+DECLARE
+    prev_maintenance text := current_setting('libctl.audit_maintenance', true);
+    leaf text := p_table || to_char(p_month, '"_y"YYYY"m"MM');
+BEGIN
+    IF libctl_history_key(p_table) IS NULL THEN
+        RAISE EXCEPTION '% is not a history table', p_table USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = leaf::regclass) THEN
+        RETURN;
+    END IF;
+    PERFORM set_config('libctl.audit_maintenance', 'on', true);
+    EXECUTE format('ALTER TABLE %I ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)', p_table, leaf,
+                   p_month::timestamp AT TIME ZONE 'UTC',
+                   (p_month + interval '1 month')::timestamp AT TIME ZONE 'UTC');
+    EXECUTE format('ALTER TABLE %I DROP CONSTRAINT IF EXISTS %I', leaf, leaf || '_bounds');
+    PERFORM set_config('libctl.audit_maintenance', coalesce(nullif(prev_maintenance, ''), 'off'), true);
+END $function$
+;
+
+CREATE OR REPLACE FUNCTION public.libctl_history_drop(p_table text, p_month date, expected_rows bigint, row_id uuid, declared_actor text, declared_role text)
+ RETURNS bigint
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'public', 'pg_temp'
+AS $function$
+DECLARE
+    prev_maintenance text := current_setting('libctl.audit_maintenance', true);
+    who    text := libctl_history_admin(declared_actor, declared_role);
+    suffix text := to_char(p_month, '"_y"YYYY"m"MM');
+    leaf   text := p_table || suffix;
+    rows   bigint;
+BEGIN
+    IF who IS NULL THEN
+        RAISE EXCEPTION 'only an admin may drop history (login %)', session_user
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF p_table NOT IN ('loan_history', 'audit_history') THEN
+        RAISE EXCEPTION '% is not an exportable history table', p_table USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF to_regclass(leaf) IS NULL THEN
+        RETURN 0;
+    END IF;
+    EXECUTE format('LOCK TABLE %I IN ACCESS EXCLUSIVE MODE', p_table);
+    EXECUTE format('SELECT count(*) FROM %I', leaf) INTO rows;
+    IF rows <> expected_rows THEN
+        RAISE EXCEPTION '% holds % rows, the export wrote %: export it again', leaf, rows, expected_rows
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+    PERFORM set_config('libctl.audit_maintenance', 'on', true);
+    IF p_table = 'loan_history' THEN
+        EXECUTE format('INSERT INTO book_dropped_loans (book_id, loans)
+                        SELECT book_id, count(*) FROM %I GROUP BY book_id
+                        ON CONFLICT (book_id) DO UPDATE SET loans = book_dropped_loans.loans + EXCLUDED.loans', leaf);
+        IF to_regclass('notice_history' || suffix) IS NOT NULL THEN
+            EXECUTE format('ALTER TABLE notice_history DETACH PARTITION %I', 'notice_history' || suffix);
+            EXECUTE format('DROP TABLE %I', 'notice_history' || suffix);
+        END IF;
+    END IF;
+    EXECUTE format('ALTER TABLE %I DETACH PARTITION %I', p_table, leaf);
+    EXECUTE format('DROP TABLE %I', leaf);
+    PERFORM set_config('libctl.audit_maintenance', coalesce(nullif(prev_maintenance, ''), 'off'), true);
+    INSERT INTO audit_log (id, at, actor, actor_role, action, entity_type, entity_id, outcome, details)
+    VALUES (row_id, now(), who, 'admin', 'archive.drop', p_table, leaf, 'ok',
+            jsonb_build_object('table', p_table, 'month', p_month, 'rows', rows));
+    RETURN rows;
+END $function$
+;
+
+CREATE OR REPLACE FUNCTION public.libctl_history_key(p_table text)
+ RETURNS text
+ LANGUAGE sql
+ IMMUTABLE
+AS $function$
+    SELECT CASE p_table WHEN 'loan_history' THEN 'returned_at'
+                        WHEN 'notice_history' THEN 'loan_returned_at'
+                        WHEN 'audit_history' THEN 'at' END
+$function$
+;
+
+CREATE OR REPLACE FUNCTION public.libctl_history_partition(p_table text, p_month date, p_detached boolean DEFAULT false)
+ RETURNS text
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'public', 'pg_temp'
+AS $function$
+DECLARE
+    prev_maintenance text := current_setting('libctl.audit_maintenance', true);
+    key  text := libctl_history_key(p_table);
+    leaf text;
+    lo   timestamptz;
+    hi   timestamptz;
+BEGIN
+    IF key IS NULL THEN
+        RAISE EXCEPTION '% is not a history table', p_table USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_month IS NULL OR p_month <> date_trunc('month', p_month)::date THEN
+        RAISE EXCEPTION 'a partition month starts on its first day, not %', p_month
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    leaf := p_table || to_char(p_month, '"_y"YYYY"m"MM');
+    lo := p_month::timestamp AT TIME ZONE 'UTC';
+    hi := (p_month + interval '1 month')::timestamp AT TIME ZONE 'UTC';
+    IF to_regclass(leaf) IS NOT NULL THEN
+        RETURN leaf;
+    END IF;
+    BEGIN
+        IF p_detached THEN
+            PERFORM set_config('libctl.audit_maintenance', 'on', true);
+            EXECUTE format('CREATE TABLE %I (LIKE %I INCLUDING DEFAULTS INCLUDING CONSTRAINTS)', leaf, p_table);
+            EXECUTE format('ALTER TABLE %I ADD CONSTRAINT %I CHECK (%I >= %L AND %I < %L)',
+                           leaf, leaf || '_bounds', key, lo, key, hi);
+            PERFORM set_config('libctl.audit_maintenance', coalesce(nullif(prev_maintenance, ''), 'off'), true);
+        ELSE
+            EXECUTE format('CREATE TABLE %I PARTITION OF %I FOR VALUES FROM (%L) TO (%L)',
+                           leaf, p_table, lo, hi);
+        END IF;
+    EXCEPTION WHEN duplicate_table THEN
+        RETURN leaf; -- created by a concurrent caller
+    END;
+    -- Statement triggers are not inherited: each audit partition refuses TRUNCATE itself.
+    IF p_table = 'audit_history' THEN
+        EXECUTE format('CREATE TRIGGER audit_history_no_truncate BEFORE TRUNCATE ON %I
+                        FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only()', leaf);
+    END IF;
+    RETURN leaf;
+END $function$
+;
+
 CREATE OR REPLACE FUNCTION public.library_timezone()
  RETURNS text
  LANGUAGE sql
  STABLE
 AS $function$ SELECT value FROM library_setting WHERE key = 'timezone' $function$
+;
+
+CREATE OR REPLACE FUNCTION public.loan_reference_exists()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    IF NEW.loan_id IS NULL OR current_setting('libctl.audit_maintenance', true) = 'on' THEN
+        RETURN NEW;
+    END IF;
+    PERFORM 1 FROM loan WHERE id = NEW.loan_id FOR KEY SHARE;
+    IF NOT FOUND AND NOT EXISTS (SELECT 1 FROM loan_history WHERE id = NEW.loan_id) THEN
+        RAISE EXCEPTION '% % names loan %, which does not exist', TG_TABLE_NAME, NEW.id, NEW.loan_id
+            USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    RETURN NEW;
+END $function$
 ;
 
 CREATE OR REPLACE FUNCTION public.loan_return(p_loan uuid, p_now timestamp with time zone, p_fine bigint, p_assessed_on date, p_actor text, p_role text)
@@ -630,6 +987,7 @@ CREATE OR REPLACE FUNCTION public.member_balance_cents(p_member uuid)
 AS $function$
     SELECT ((SELECT coalesce(sum(f.fine_cents), 0) FROM loan f
              WHERE f.member_id = p_member AND f.fine_cents > 0)
+          + coalesce((SELECT h.fine_cents FROM member_archived_fines h WHERE h.member_id = p_member), 0)
           + (SELECT coalesce(sum(ledger_signed_cents(a.kind, a.amount_cents)), 0)
              FROM account_entry a WHERE a.member_id = p_member))::bigint
 $function$

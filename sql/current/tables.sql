@@ -14,11 +14,29 @@ CREATE TABLE account_entry (
 ALTER TABLE account_entry ADD CONSTRAINT account_entry_amount_cents_check CHECK ((amount_cents > 0));
 ALTER TABLE account_entry ADD CONSTRAINT account_entry_kind_check CHECK ((kind = ANY (ARRAY['payment'::text, 'waiver'::text, 'lost_item'::text, 'processing_fee'::text, 'refund'::text])));
 ALTER TABLE account_entry ADD CONSTRAINT account_entry_loan_charges_have_a_loan CHECK (((kind = ANY (ARRAY['payment'::text, 'waiver'::text])) OR (loan_id IS NOT NULL)));
-ALTER TABLE account_entry ADD CONSTRAINT account_entry_loan_id_fkey FOREIGN KEY (loan_id) REFERENCES loan(id);
 ALTER TABLE account_entry ADD CONSTRAINT account_entry_member_id_fkey FOREIGN KEY (member_id) REFERENCES member(id);
 ALTER TABLE account_entry ADD CONSTRAINT account_entry_pkey PRIMARY KEY (id);
 CREATE INDEX account_entry_member_idx ON public.account_entry USING btree (member_id);
 CREATE UNIQUE INDEX account_entry_one_per_loan_kind ON public.account_entry USING btree (loan_id, kind) WHERE (loan_id IS NOT NULL);
+CREATE TRIGGER account_entry_loan_exists BEFORE INSERT OR UPDATE OF loan_id ON public.account_entry FOR EACH ROW EXECUTE FUNCTION loan_reference_exists();
+
+CREATE TABLE audit_history (
+    id uuid NOT NULL,
+    at timestamp with time zone NOT NULL,
+    recorded_at timestamp with time zone NOT NULL,
+    actor text NOT NULL,
+    actor_role text NOT NULL,
+    action text NOT NULL,
+    entity_type text,
+    entity_id text,
+    outcome text NOT NULL,
+    details jsonb NOT NULL,
+    db_user text
+);
+ALTER TABLE audit_history ADD CONSTRAINT audit_history_pkey PRIMARY KEY (id, at);
+CREATE INDEX audit_history_actor_at_idx ON ONLY public.audit_history USING btree (actor, at) INCLUDE (action, outcome);
+CREATE TRIGGER audit_history_no_truncate BEFORE TRUNCATE ON public.audit_history FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only();
+CREATE TRIGGER audit_history_no_update_delete BEFORE DELETE OR UPDATE ON public.audit_history FOR EACH ROW EXECUTE FUNCTION audit_log_append_only();
 
 CREATE TABLE audit_log (
     id uuid NOT NULL,
@@ -80,6 +98,14 @@ ALTER TABLE book ADD CONSTRAINT book_title_check CHECK ((btrim(title) <> ''::tex
 ALTER TABLE book ADD CONSTRAINT book_total_copies_check CHECK (((total_copies >= 0) AND (total_copies <= 10000)));
 CREATE UNIQUE INDEX book_isbn_key ON public.book USING btree (isbn);
 CREATE INDEX book_search_trgm_idx ON public.book USING gin ((((title || ' '::text) || author)) gin_trgm_ops);
+
+CREATE TABLE book_dropped_loans (
+    book_id uuid NOT NULL,
+    loans bigint NOT NULL
+);
+ALTER TABLE book_dropped_loans ADD CONSTRAINT book_dropped_loans_book_id_fkey FOREIGN KEY (book_id) REFERENCES book(id);
+ALTER TABLE book_dropped_loans ADD CONSTRAINT book_dropped_loans_loans_check CHECK ((loans > 0));
+ALTER TABLE book_dropped_loans ADD CONSTRAINT book_dropped_loans_pkey PRIMARY KEY (book_id);
 
 CREATE TABLE calendar_stamp (
     only_row boolean NOT NULL DEFAULT true,
@@ -234,6 +260,30 @@ CREATE UNIQUE INDEX loan_open_book_member_key ON public.loan USING btree (book_i
 CREATE INDEX loan_open_due_idx ON public.loan USING btree (due_at) WHERE (returned_at IS NULL);
 CREATE INDEX loan_open_member_idx ON public.loan USING btree (member_id) WHERE (returned_at IS NULL);
 
+CREATE TABLE loan_history (
+    id uuid NOT NULL,
+    book_id uuid NOT NULL,
+    member_id uuid NOT NULL,
+    borrowed_at timestamp with time zone NOT NULL,
+    due_at timestamp with time zone NOT NULL,
+    returned_at timestamp with time zone NOT NULL,
+    renewals integer NOT NULL,
+    fine_cents_per_day bigint NOT NULL,
+    grace_days integer NOT NULL,
+    max_fine_cents bigint NOT NULL,
+    fine_cents bigint NOT NULL,
+    fine_assessed_on date,
+    item_id uuid,
+    end_state text NOT NULL
+);
+ALTER TABLE loan_history ADD CONSTRAINT loan_history_end_state_known CHECK ((end_state = ANY (ARRAY['returned'::text, 'lost'::text, 'claims_returned'::text])));
+ALTER TABLE loan_history ADD CONSTRAINT loan_history_pkey PRIMARY KEY (id, returned_at);
+ALTER TABLE loan_history ADD CONSTRAINT loan_history_returned_after_borrowed CHECK ((returned_at >= borrowed_at));
+CREATE INDEX loan_history_book_idx ON ONLY public.loan_history USING btree (book_id);
+CREATE INDEX loan_history_item_idx ON ONLY public.loan_history USING btree (item_id, borrowed_at) WHERE (item_id IS NOT NULL);
+CREATE INDEX loan_history_member_idx ON ONLY public.loan_history USING btree (member_id, borrowed_at);
+CREATE TRIGGER loan_history_unchanged BEFORE DELETE OR UPDATE ON public.loan_history FOR EACH ROW EXECUTE FUNCTION history_unchanged();
+
 CREATE TABLE member (
     id uuid NOT NULL,
     name text NOT NULL,
@@ -254,6 +304,14 @@ ALTER TABLE member ADD CONSTRAINT member_pkey PRIMARY KEY (id);
 ALTER TABLE member ADD CONSTRAINT member_role_check CHECK ((role = ANY (ARRAY['member'::text, 'librarian'::text, 'admin'::text])));
 ALTER TABLE member ADD CONSTRAINT member_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'active'::text, 'suspended'::text, 'closed'::text])));
 CREATE UNIQUE INDEX member_email_key ON public.member USING btree (lower(email));
+
+CREATE TABLE member_archived_fines (
+    member_id uuid NOT NULL,
+    fine_cents bigint NOT NULL
+);
+ALTER TABLE member_archived_fines ADD CONSTRAINT member_archived_fines_fine_cents_check CHECK ((fine_cents > 0));
+ALTER TABLE member_archived_fines ADD CONSTRAINT member_archived_fines_member_id_fkey FOREIGN KEY (member_id) REFERENCES member(id);
+ALTER TABLE member_archived_fines ADD CONSTRAINT member_archived_fines_pkey PRIMARY KEY (member_id);
 
 CREATE TABLE member_login (
     login name NOT NULL,
@@ -328,6 +386,25 @@ ALTER TABLE notice_delivery ADD CONSTRAINT notice_delivery_sent_with_text CHECK 
 ALTER TABLE notice_delivery ADD CONSTRAINT notice_delivery_status_known CHECK ((status = ANY (ARRAY['queued'::text, 'sent'::text, 'failed'::text, 'skipped'::text])));
 CREATE INDEX notice_delivery_queue ON public.notice_delivery USING btree (channel, queued_at) WHERE (status = 'queued'::text);
 
+CREATE TABLE notice_history (
+    id uuid NOT NULL,
+    loan_id uuid NOT NULL,
+    level smallint,
+    member_id uuid NOT NULL,
+    issued_on date NOT NULL,
+    overdue_days integer,
+    fine_cents bigint,
+    created_at timestamp with time zone NOT NULL,
+    kind text NOT NULL,
+    key_date date,
+    reason text,
+    loan_returned_at timestamp with time zone NOT NULL,
+    delivery jsonb
+);
+ALTER TABLE notice_history ADD CONSTRAINT notice_history_pkey PRIMARY KEY (id, loan_returned_at);
+CREATE INDEX notice_history_loan_idx ON ONLY public.notice_history USING btree (loan_id);
+CREATE TRIGGER notice_history_unchanged BEFORE DELETE OR UPDATE ON public.notice_history FOR EACH ROW EXECUTE FUNCTION history_unchanged();
+
 CREATE TABLE rate_limit_policy (
     role text NOT NULL,
     action_group text NOT NULL,
@@ -376,13 +453,13 @@ ALTER TABLE request ADD CONSTRAINT request_book_id_fkey FOREIGN KEY (book_id) RE
 ALTER TABLE request ADD CONSTRAINT request_decided CHECK (((status = 'pending'::text) = (decided_at IS NULL)));
 ALTER TABLE request ADD CONSTRAINT request_field_check CHECK ((field = ANY (ARRAY['name'::text, 'email'::text, 'phone'::text])));
 ALTER TABLE request ADD CONSTRAINT request_kind_check CHECK ((kind = ANY (ARRAY['membership'::text, 'override'::text, 'waiver'::text, 'correction'::text])));
-ALTER TABLE request ADD CONSTRAINT request_loan_id_fkey FOREIGN KEY (loan_id) REFERENCES loan(id);
 ALTER TABLE request ADD CONSTRAINT request_member_id_fkey FOREIGN KEY (member_id) REFERENCES member(id);
 ALTER TABLE request ADD CONSTRAINT request_pkey PRIMARY KEY (id);
 ALTER TABLE request ADD CONSTRAINT request_shape CHECK ((((kind = 'override'::text) AND ((book_id IS NOT NULL) OR (loan_id IS NOT NULL))) OR ((kind = 'waiver'::text) AND (amount_cents IS NOT NULL)) OR ((kind = 'correction'::text) AND (field IS NOT NULL) AND (value IS NOT NULL)) OR (kind = 'membership'::text)));
 ALTER TABLE request ADD CONSTRAINT request_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'approved'::text, 'rejected'::text, 'expired'::text])));
 CREATE INDEX request_member_idx ON public.request USING btree (member_id);
 CREATE INDEX request_pending_idx ON public.request USING btree (kind, filed_at) WHERE (status = 'pending'::text);
+CREATE TRIGGER request_loan_exists BEFORE INSERT OR UPDATE OF loan_id ON public.request FOR EACH ROW EXECUTE FUNCTION loan_reference_exists();
 
 CREATE TABLE review (
     id uuid NOT NULL,

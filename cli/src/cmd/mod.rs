@@ -49,6 +49,7 @@ impl ImportArgs {
 }
 
 pub mod approvals;
+pub mod archive;
 pub mod audit;
 pub mod backup;
 pub mod bench;
@@ -127,6 +128,9 @@ pub enum Command {
     /// Backups: create, verify, restore, list, prune
     #[command(subcommand)]
     Backup(backup::BackupCommand),
+    /// History: move ended loans and old audit rows into monthly partitions, export and drop months
+    #[command(subcommand)]
+    Archive(archive::ArchiveCommand),
     /// Reviews: add, update, delete
     #[command(subcommand)]
     Review(reviews::ReviewCommand),
@@ -190,6 +194,7 @@ pub fn run(app: &mut App, command: Command) -> anyhow::Result<ExitCode> {
         Command::Audit(c) => audit::run_audit(app, c),
         Command::RateLimit(c) => audit::run_rate_limit(app, c),
         Command::Backup(c) => backup::run(app, c),
+        Command::Archive(c) => archive::run(app, c).map(|()| ExitCode::SUCCESS),
         Command::Review(c) => reviews::run_review(app, c),
         Command::Reviews(a) => reviews::run_reviews(app, a),
         Command::Recommend(a) => reviews::run_recommend(app, a),

@@ -38,9 +38,13 @@ pub struct SeedArgs {
 /// What to generate: shared by `seed` and `bench seed`.
 #[derive(Debug, Clone, Args)]
 pub struct DatasetArgs {
-    /// minimal, load_test, scaled_demo, high_scale (or tiny, for demos)
+    /// minimal, load_test, scaled_demo, high_scale, consortium (or tiny and tiny_consortium, for demos)
     #[arg(long, default_value = "minimal")]
     pub scenario: String,
+    /// Put loans ended over 24 months ago and audit rows over 13 months old straight into
+    /// their monthly history partitions (always on for consortium)
+    #[arg(long)]
+    pub history: bool,
     /// Seed of every random stream: the same seed gives the same rows
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -57,8 +61,10 @@ impl DatasetArgs {
         replace: bool,
         confirm: bool,
     ) -> anyhow::Result<SeedOptions> {
+        let mut scenario = Scenario::named(&self.scenario)?;
+        scenario.history |= self.history;
         Ok(SeedOptions {
-            scenario: Scenario::named(&self.scenario)?,
+            scenario,
             seed: self.seed,
             as_of: as_of.unwrap_or_else(|| chrono::Utc::now().date_naive()),
             jobs: self

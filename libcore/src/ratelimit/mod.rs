@@ -243,7 +243,7 @@ fn audit_part(
                         count(*) FILTER (WHERE outcome <> 'rate_limited')
                             OVER (PARTITION BY actor ORDER BY at RANGE BETWEEN make_interval(secs => $4) - interval '1 microsecond' PRECEDING AND CURRENT ROW) AS mutation_n,
                         count(*) OVER (PARTITION BY actor ORDER BY at RANGE BETWEEN make_interval(secs => $6) - interval '1 microsecond' PRECEDING AND CURRENT ROW) AS burst_n
-                 FROM audit_log
+                 FROM audit_all
                  WHERE at BETWEEN $1 AND $2 AND actor <> 'system'
                    AND ($11::text IS NULL OR actor >= $11) AND ($12::text IS NULL OR actor < $12)
              ) w
