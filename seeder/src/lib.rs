@@ -257,7 +257,7 @@ pub fn seed(
     fail_point("rebuild")?;
     tx.commit()?;
     let analyze_started = Instant::now();
-    client.batch_execute("ANALYZE")?;
+    load::analyze(client, &tables)?;
     let t = analyze_started.elapsed().as_secs_f64();
     observer.phase_finished("analyze", t);
     phases.push(Phase::new("analyze", t));

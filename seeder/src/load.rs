@@ -148,3 +148,21 @@ pub(crate) fn attach_history_partitions(
     }
     Ok(())
 }
+
+/// Analyzes the tables the seed wrote rows into, and the settings. The tables it left empty
+/// (notices, their deliveries, seals…) stay never analyzed, so the planner assumes a few
+/// pages rather than none: analyzed empty, a table's foreign-key checks are planned (and cached
+/// for the session) as sequential scans, and the first nightly that fills `notice` checks each
+/// new delivery against every notice before it, quadratic in the night's notices.
+pub(crate) fn analyze(client: &mut libcore::Client, tables: &[crate::TableRows]) -> Result<()> {
+    let mut names: Vec<&str> = vec!["library_setting", "circulation_rule"];
+    names.extend(
+        tables
+            .iter()
+            .filter(|t| t.rows > 0)
+            .map(|t| t.table.as_str()),
+    );
+    // Names come from the seeder's own table list.
+    client.batch_execute(&format!("ANALYZE {}", names.join(", ")))?;
+    Ok(())
+}
