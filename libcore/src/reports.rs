@@ -241,16 +241,24 @@ pub struct Summary {
 /// Computes the summary.
 pub fn summary(client: &mut Client, ctx: &Ctx, options: &ReportOptions) -> Result<Summary> {
     let f = frame(client, ctx, options)?;
-    let row = client.query_one(
+    // A few scans costed high enough for JIT compilation, which costs more than the scans
+    // themselves at a consortium's size: off for this statement's transaction, as inventory's.
+    let mut tx = client.build_transaction().read_only(true).start()?;
+    tx.batch_execute("SET LOCAL jit = off")?;
+    let row = tx.query_one(
         "WITH open AS (
              SELECT due_at, fine_cents,
                     CASE WHEN due_at < $1 THEN fine_cents(fine_cents_per_day, grace_days, max_fine_cents,
                                                           overdue_days(due_at, $1, library_timezone()))
                          ELSE 0 END AS live_fine
-             FROM loan WHERE returned_at IS NULL)
-         SELECT (SELECT count(*) FROM book),
-                (SELECT coalesce(sum(total_copies), 0)::bigint FROM book),
-                (SELECT coalesce(sum(available_copies), 0)::bigint FROM book),
+             FROM loan WHERE returned_at IS NULL),
+         books AS (
+             SELECT count(*) AS titles, coalesce(sum(total_copies), 0)::bigint AS copies,
+                    coalesce(sum(available_copies), 0)::bigint AS available
+             FROM book)
+         SELECT (SELECT titles FROM books),
+                (SELECT copies FROM books),
+                (SELECT available FROM books),
                 (SELECT count(*) FROM member WHERE status = 'active'),
                 (SELECT count(*) FROM open),
                 (SELECT count(*) FROM open WHERE due_at < $1),
@@ -261,6 +269,7 @@ pub fn summary(client: &mut Client, ctx: &Ctx, options: &ReportOptions) -> Resul
                   + (SELECT coalesce(sum(ledger_signed_cents(kind, amount_cents)), 0)::bigint FROM account_entry)",
         &[&f.as_of],
     )?;
+    tx.commit()?;
     let copies: i64 = row.get(1);
     let open: i64 = row.get(4);
     Ok(Summary {
