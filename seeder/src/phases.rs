@@ -205,7 +205,8 @@ struct Run<'r> {
 }
 
 impl Run<'_> {
-    /// Writes a table held in memory, encoding its chunks in parallel.
+    /// Writes a table held in memory, encoding its chunks in parallel a few per thread at a
+    /// time, so the encoded bytes in memory stay a few megabytes whatever the table's size.
     fn table<T: Sync>(
         &mut self,
         table: &'static str,
@@ -214,17 +215,22 @@ impl Run<'_> {
         binary: impl Fn(&mut Vec<u8>, &T) + Sync,
         record: impl Fn(&T) -> Vec<String> + Sync,
     ) -> Result<()> {
+        const CHUNK: usize = 20_000;
         self.observer.table_started(table, rows.len() as u64);
         let encoding = self.encoding;
-        let chunks: Vec<Vec<u8>> = self.pool.install(|| {
-            rows.par_chunks(20_000)
-                .map(|c| encode(encoding, c, &binary, &record))
-                .collect()
-        });
+        let batch = CHUNK * 2 * self.pool.current_num_threads().max(1);
         let mut out = self.sink.open(table, columns)?;
-        for (bytes, chunk) in chunks.iter().zip(rows.chunks(20_000)) {
-            out.write_chunk(bytes)?;
-            self.observer.rows_written(table, chunk.len() as u64);
+        for group in rows.chunks(batch) {
+            let chunks: Vec<Vec<u8>> = self.pool.install(|| {
+                group
+                    .par_chunks(CHUNK)
+                    .map(|c| encode(encoding, c, &binary, &record))
+                    .collect()
+            });
+            for (bytes, chunk) in chunks.iter().zip(group.chunks(CHUNK)) {
+                out.write_chunk(bytes)?;
+                self.observer.rows_written(table, chunk.len() as u64);
+            }
         }
         fail_point(table)?;
         out.finish()?;
