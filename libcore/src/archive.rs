@@ -109,6 +109,24 @@ fn ensure_partition(
     Ok(Some(name))
 }
 
+/// Makes one month's partition as a plain table of its parent's columns and checks, with no
+/// index, for a bulk load (a restore, a seed) in the caller's transaction; [`attach`] indexes
+/// it once loaded.
+pub fn make_detached(client: &mut impl GenericClient, table: &str, month: NaiveDate) -> Result<()> {
+    client.execute(
+        "SELECT libctl_history_partition($1, $2, true)",
+        &[&table, &month],
+    )?;
+    Ok(())
+}
+
+/// Attaches a month [`make_detached`] made and a bulk load filled: ATTACH builds its indexes
+/// from the parent's, so the parent's index definitions are never replayed.
+pub fn attach(client: &mut impl GenericClient, table: &str, month: NaiveDate) -> Result<()> {
+    client.execute("SELECT libctl_history_attach($1, $2)", &[&table, &month])?;
+    Ok(())
+}
+
 /// The nightly's part: the partitions of this month and the next [`MONTHS_AHEAD`], for every
 /// history table, so no move ever waits on making one. Run in a short transaction of its own
 /// (making a partition locks its parent). Returns those made.

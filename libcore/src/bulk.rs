@@ -134,3 +134,18 @@ pub fn rebuild_parallel(url: &str, schema: &Schema, jobs: usize) -> Result<()> {
     }
     Ok(())
 }
+
+/// ANALYZE of the tables a bulk load filled, and only those: a table analyzed while empty has
+/// its foreign-key checks planned (and cached per session) as sequential scans, which turn
+/// quadratic once it fills (a first nightly's notices); never analyzed, the planner assumes a
+/// few pages and uses the key. Names come from the caller's own table lists.
+pub fn analyze<'a>(
+    client: &mut impl GenericClient,
+    tables: impl IntoIterator<Item = &'a str>,
+) -> Result<()> {
+    let tables: Vec<&str> = tables.into_iter().collect();
+    if !tables.is_empty() {
+        client.batch_execute(&format!("ANALYZE {}", tables.join(", ")))?;
+    }
+    Ok(())
+}

@@ -173,10 +173,7 @@ pub fn restore(dir: &Path, actor: Option<&str>, options: &RestoreOptions) -> Res
         .filter_map(|t| crate::db::partition_of(&t.table))
         .collect();
     for (parent, month) in &leaves {
-        client.execute(
-            "SELECT libctl_history_partition($1, $2, true)",
-            &[parent, month],
-        )?;
+        crate::archive::make_detached(&mut client, parent, *month)?;
     }
     let tables = crate::backup::data_tables(&mut client)?;
     let listed: Vec<&String> = manifest.tables.iter().map(|t| &t.table).collect();
@@ -203,7 +200,7 @@ pub fn restore(dir: &Path, actor: Option<&str>, options: &RestoreOptions) -> Res
     step("prepared")?;
     load_parallel(&staging_url, dir, &manifest.tables, options.jobs)?;
     for (parent, month) in &leaves {
-        client.execute("SELECT libctl_history_attach($1, $2)", &[parent, month])?;
+        crate::archive::attach(&mut client, parent, *month)?;
     }
     step("load")?;
 
@@ -226,18 +223,14 @@ pub fn restore(dir: &Path, actor: Option<&str>, options: &RestoreOptions) -> Res
         crate::items::catch_up_barcodes(&mut client)?;
     }
     step("rebuilt")?;
-    // Only the tables that hold rows: one analyzed empty has its foreign-key checks planned
-    // (and cached per session) as sequential scans, quadratic once it fills.
-    let loaded: Vec<&str> = manifest
-        .tables
-        .iter()
-        .filter(|t| t.rows > 0)
-        .map(|t| t.table.as_str())
-        .collect();
-    if !loaded.is_empty() {
-        // Names come from the manifest, checked against the schema's own table list.
-        client.batch_execute(&format!("ANALYZE {}", loaded.join(", ")))?;
-    }
+    crate::bulk::analyze(
+        &mut client,
+        manifest
+            .tables
+            .iter()
+            .filter(|t| t.rows > 0)
+            .map(|t| t.table.as_str()),
+    )?;
     let results = crate::db::check_against(&mut client, &fresh_catalog)?;
     crate::db::fail_on_violations(&results)?;
     compare_counts(&mut client, &manifest.tables)?;

@@ -163,6 +163,23 @@ fn ended_loans_move_with_their_notices_and_every_figure_stays() {
         "the batch that moved a loan is audited"
     );
     assert_invariants(&mut l.c);
+    // A ledger entry may still name the archived loan; one naming no loan at all is refused
+    // (the trigger that stands in for the foreign key, which sees only `loan`).
+    {
+        let mut tx = l.c.transaction().unwrap();
+        let insert = "INSERT INTO account_entry (id, member_id, kind, amount_cents, created_at, loan_id)
+                      SELECT gen_random_uuid(), id, 'processing_fee', 100, now(), $1 FROM member WHERE email = $2";
+        tx.execute(insert, &[&l.old_loan, &READER]).unwrap();
+        let orphan = tx
+            .execute(insert, &[&uuid::Uuid::now_v7(), &READER])
+            .unwrap_err();
+        assert_eq!(
+            orphan.code(),
+            Some(&postgres::error::SqlState::FOREIGN_KEY_VIOLATION),
+            "{orphan}"
+        );
+        tx.rollback().unwrap();
+    }
     // Idempotent: a second run finds nothing left to move.
     assert_eq!(archive_loans(&mut l.c, &system(), true).unwrap().rows, 0);
     // The member has borrowed that title: a review is still allowed.

@@ -130,10 +130,7 @@ pub(crate) fn make_history_partitions(
     months: &[(&'static str, chrono::NaiveDate)],
 ) -> Result<()> {
     for (table, month) in months {
-        tx.execute(
-            "SELECT libctl_history_partition($1, $2, true)",
-            &[table, month],
-        )?;
+        libcore::archive::make_detached(tx, table, *month)?;
     }
     Ok(())
 }
@@ -144,25 +141,22 @@ pub(crate) fn attach_history_partitions(
     months: &[(&'static str, chrono::NaiveDate)],
 ) -> Result<()> {
     for (table, month) in months {
-        tx.execute("SELECT libctl_history_attach($1, $2)", &[table, month])?;
+        libcore::archive::attach(tx, table, *month)?;
     }
     Ok(())
 }
 
-/// Analyzes the tables the seed wrote rows into, and the settings. The tables it left empty
-/// (notices, their deliveries, seals…) stay never analyzed, so the planner assumes a few
-/// pages rather than none: analyzed empty, a table's foreign-key checks are planned (and cached
-/// for the session) as sequential scans, and the first nightly that fills `notice` checks each
-/// new delivery against every notice before it, quadratic in the night's notices.
+/// Analyzes the tables the seed wrote rows into, and the settings; the ones it left empty stay
+/// never analyzed (see `libcore::bulk::analyze`).
 pub(crate) fn analyze(client: &mut libcore::Client, tables: &[crate::TableRows]) -> Result<()> {
-    let mut names: Vec<&str> = vec!["library_setting", "circulation_rule"];
-    names.extend(
-        tables
-            .iter()
-            .filter(|t| t.rows > 0)
-            .map(|t| t.table.as_str()),
-    );
-    // Names come from the seeder's own table list.
-    client.batch_execute(&format!("ANALYZE {}", names.join(", ")))?;
-    Ok(())
+    let filled = tables
+        .iter()
+        .filter(|t| t.rows > 0)
+        .map(|t| t.table.as_str());
+    libcore::bulk::analyze(
+        client,
+        ["library_setting", "circulation_rule"]
+            .into_iter()
+            .chain(filled),
+    )
 }
