@@ -118,6 +118,50 @@ fn reports_agree_with_independent_sql() {
     let top_count = one_i64(&db, "SELECT max(n) FROM (SELECT count(*) AS n FROM loan WHERE borrowed_at >= '2025-01-01' AND borrowed_at < '2026-01-01' GROUP BY book_id) t");
     assert_eq!(top["loans"], top_count);
     assert_eq!(top["rank"], 1);
+    // The whole ranking, ties by id, equals a recount: ranked before the join, nothing lost.
+    let recount = |column: &str| -> Vec<(String, i64)> {
+        db.client()
+            .query(
+                &format!(
+                    "SELECT {column}::text, count(*) AS n FROM loan
+                     WHERE borrowed_at >= '2025-01-01' AND borrowed_at < '2026-01-01'
+                     GROUP BY {column} ORDER BY n DESC, {column} LIMIT 5"
+                ),
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
+    };
+    let ranking = |rows: &serde_json::Value| -> Vec<(String, i64)> {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                assert_eq!(r["rank"], i as i64 + 1);
+                (
+                    r["id"].as_str().unwrap().to_string(),
+                    r["loans"].as_i64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(ranking(&popular), recount("book_id"));
+    let top_members = report(
+        &db,
+        &[
+            "top-members",
+            "--from",
+            "2025-01-01",
+            "--to",
+            "2025-12-31",
+            "--limit",
+            "5",
+        ],
+    );
+    assert_eq!(ranking(&top_members), recount("member_id"));
 
     let fines = report(&db, &["fines"]);
     let total: i64 = fines

@@ -33,6 +33,7 @@ const AUDIT_STREAM: u64 = 6 << 40;
 const CALENDAR_STREAM: u64 = 7 << 40;
 const ITEM_STREAM: u64 = 8 << 40;
 const HOLD_STREAM: u64 = 9 << 40;
+const BOOK_TEXT_STREAM: u64 = 10 << 40;
 
 mod holds;
 pub use holds::{HoldRow, Holds};
@@ -56,17 +57,12 @@ fn at(day: NaiveDate, rng: &mut impl Rng) -> DateTime<Utc> {
     day.and_time(model::time_of_day(rng)).and_utc()
 }
 
-/// A catalogued title.
+/// A catalogued title, without its text ([`Plan::book_text`] draws that when it is written):
+/// the largest scenario has two million titles, and this row stays in memory for the run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BookRow {
     /// Primary key.
     pub id: Uuid,
-    /// ISBN-13.
-    pub isbn: String,
-    /// Title.
-    pub title: String,
-    /// Author.
-    pub author: String,
     /// Genre.
     pub genre: &'static str,
     /// Circulation category.
@@ -85,6 +81,17 @@ pub struct BookRow {
     pub rating_sum: i64,
     /// Loans ever made of it (set once all loans are known).
     pub times_borrowed: i64,
+}
+
+/// The text of a title: drawn from the title's own stream whenever it is needed, not kept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BookText {
+    /// ISBN-13.
+    pub isbn: String,
+    /// Title.
+    pub title: String,
+    /// Author.
+    pub author: String,
 }
 
 /// A member or staff account.
@@ -387,8 +394,6 @@ pub struct Plan {
     pub desk_staff: Vec<u32>,
     /// The items of book `b` are `item_start[b]..item_start[b + 1]`.
     pub item_start: Vec<u32>,
-    /// Item ids, drawn once: every loan row and its audit rows name one.
-    item_ids: Vec<Uuid>,
 }
 
 /// The circulation rules every seeded library uses.
@@ -476,7 +481,7 @@ fn generate_books(seed: u64, count: usize, start: NaiveDate) -> Vec<BookRow> {
             let mut rng = rng_for(seed, BOOK_STREAM + chunk as u64);
             let range = chunk * CHUNK..((chunk + 1) * CHUNK).min(count);
             range
-                .map(|i| {
+                .map(|_| {
                     let tier = model::book_tier(&mut rng);
                     let copies = model::copies_for_tier(&mut rng, tier);
                     let day = start - Days::new(rng.random_range(1..=5 * 365));
@@ -486,17 +491,8 @@ fn generate_books(seed: u64, count: usize, start: NaiveDate) -> Vec<BookRow> {
                         3..=6 => "short_loan",
                         _ => "standard",
                     };
-                    let words: Vec<String> = Words(1..5).fake_with_rng(&mut rng);
-                    let author = format!(
-                        "{} {}",
-                        FirstName().fake_with_rng::<String, _>(&mut rng),
-                        LastName().fake_with_rng::<String, _>(&mut rng)
-                    );
                     BookRow {
                         id: id_from_parts(created_at, rng.random()),
-                        isbn: isbn_for(i),
-                        title: title_case(words),
-                        author,
                         genre: GENRES[rng.random_range(0..GENRES.len())],
                         category,
                         total_copies: copies,
@@ -678,19 +674,12 @@ fn closed_days(seed: u64, start: NaiveDate, end: NaiveDate) -> Vec<(NaiveDate, &
     days
 }
 
-/// Every item's id: stamped with its book's cataloguing time, random bits from the item's
-/// own stream.
-fn item_ids(seed: u64, books: &[BookRow], item_start: &[u32]) -> Vec<Uuid> {
-    books
-        .par_iter()
-        .zip(item_start.par_windows(2))
-        .flat_map_iter(|(book, range)| {
-            (range[0]..range[1]).map(move |item| {
-                let mut rng = rng_for(seed, ITEM_STREAM + u64::from(item));
-                id_from_parts(book.created_at, rng.random())
-            })
-        })
-        .collect()
+/// SplitMix64's finalizer: a bijection of `u64` that spreads every input bit.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 fn book_weights_total(books: &[BookRow]) -> u64 {
@@ -767,7 +756,6 @@ impl Plan {
                 Some(*acc)
             }))
             .collect::<Vec<u32>>();
-        let item_ids = item_ids(seed, &books, &item_start);
         Plan {
             scenario,
             seed,
@@ -785,7 +773,6 @@ impl Plan {
             audit_from_month,
             desk_staff,
             item_start,
-            item_ids,
         }
     }
 
@@ -986,6 +973,22 @@ impl Plan {
         }
     }
 
+    /// The ISBN, title and author of book `b`, the same every time.
+    pub fn book_text(&self, b: u32) -> BookText {
+        let mut rng = rng_for(self.seed, BOOK_TEXT_STREAM + u64::from(b));
+        let words: Vec<String> = Words(1..5).fake_with_rng(&mut rng);
+        let author = format!(
+            "{} {}",
+            FirstName().fake_with_rng::<String, _>(&mut rng),
+            LastName().fake_with_rng::<String, _>(&mut rng)
+        );
+        BookText {
+            isbn: isbn_for(b as usize),
+            title: title_case(words),
+            author,
+        }
+    }
+
     /// The items of book `b`.
     pub fn items_of(&self, b: u32) -> std::ops::Range<u32> {
         self.item_start[b as usize]..self.item_start[b as usize + 1]
@@ -1149,15 +1152,26 @@ impl Plan {
         }
     }
 
-    /// Deterministic id of item `item`.
+    /// Deterministic id of item `item`: stamped with its book's cataloguing time, the random
+    /// bits a bijective mix of the seed and the item's number, so no two items share them.
+    /// Computed when needed rather than kept: the largest scenario has five million items.
     pub fn item_id(&self, item: u32) -> Uuid {
-        self.item_ids[item as usize]
+        let book = &self.books[self.book_of_item(item) as usize];
+        let bits = splitmix64(self.seed ^ ITEM_STREAM ^ u64::from(item));
+        let high = splitmix64(bits ^ self.seed);
+        id_from_parts(book.created_at, (u128::from(high) << 64) | u128::from(bits))
     }
 
-    /// Every item, with its shelving, price and its state at the end of the history: on loan,
-    /// on the hold shelf (`on_hold_shelf`), or on the open shelf.
-    pub fn items(&self, shelves: &Shelves, on_hold_shelf: &HashSet<u32>) -> Vec<ItemRow> {
-        (0..self.books.len())
+    /// The items of the books `books`, with their shelving, price and their state at the end
+    /// of the history: on loan, on the hold shelf (`on_hold_shelf`), or on the open shelf. The
+    /// seed asks for a window of books at a time, so the rows in memory stay bounded.
+    pub fn items(
+        &self,
+        books: std::ops::Range<usize>,
+        shelves: &Shelves,
+        on_hold_shelf: &HashSet<u32>,
+    ) -> Vec<ItemRow> {
+        books
             .collect::<Vec<_>>()
             .par_chunks(CHUNK)
             .flat_map_iter(|chunk| {
@@ -1165,7 +1179,8 @@ impl Plan {
                 for &b in chunk {
                     let book = &self.books[b];
                     let mut rng = rng_for(self.seed, ITEM_STREAM - 1 - b as u64);
-                    let shelf = model::shelving(&mut rng, book.genre, book.category, &book.author);
+                    let author = self.book_text(b as u32).author;
+                    let shelf = model::shelving(&mut rng, book.genre, book.category, &author);
                     for item in self.items_of(b as u32) {
                         let free_from = shelves.free_from[item as usize];
                         let changed = shelves.changed_at[item as usize];

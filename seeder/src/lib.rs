@@ -391,13 +391,16 @@ pub fn measure_load_limit(
     load::truncate(&mut tx)?;
     load::write_settings(&mut tx, &generate::scenario_rules())?;
     let started = Instant::now();
-    for (table, columns, bytes) in &sink.tables {
+    for (table, columns, chunks) in &sink.tables {
         let sql = format!(
             "COPY {table} ({}) FROM STDIN (FORMAT binary, FREEZE)",
             columns.join(", ")
         );
         let mut writer = tx.copy_in(&sql)?;
-        for part in [copy::HEADER, bytes.as_slice(), copy::TRAILER] {
+        let parts = std::iter::once(copy::HEADER)
+            .chain(chunks.iter().map(Vec::as_slice))
+            .chain(std::iter::once(copy::TRAILER));
+        for part in parts {
             writer
                 .write_all(part)
                 .map_err(|e| Error::io(format!("COPY into {table}"), e))?;

@@ -1,14 +1,19 @@
 //! The phases of one generation run, in the order their tables can be written:
 //!
 //! 1. calendar and people: closed days and members;
-//! 2. loans: months generated in parallel windows, lent to items in one pass in borrow
-//!    order, encoded in parallel, while the previous window streams out, counting as they
-//!    pass everything later tables need (fines, borrowers, reviews);
+//! 2. loans: months generated in parallel windows (a month per thread), lent to items in
+//!    one pass in borrow order, encoded in parallel, while the previous window streams out,
+//!    counting as they pass everything later tables need (fines, borrowers, ratings); the
+//!    reviews are encoded as they are drawn and spilled to a temporary file;
 //! 3. catalogue: books (with their borrow counts, ratings and copies on the shelf), their
-//!    items, the holds on them (which take some copies onto the hold shelf), and reviews;
-//! 4. rollup: the monthly circulation figures of complete months;
-//! 5. ledger: fines, payments and waivers, and the requests that produced them;
-//! 6. audit history: the recent months regenerated, not kept in memory.
+//!    items (a window of titles at a time), the holds on them (which take some copies onto
+//!    the hold shelf), and the spilled reviews;
+//! 4. ledger: fines, payments and waivers, and the requests that produced them;
+//! 5. rollup: the monthly circulation figures of complete months;
+//! 6. audit history: the recent months regenerated, a chunk of loans per thread at a time.
+//!
+//! What stays in memory for the whole run is per entity (a book, a member, an item) and a
+//! few bytes to a hundred each; rows of the large tables are in memory a window at a time.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -39,12 +44,12 @@ pub(crate) fn generate_into(
         sink,
         pool,
         observer,
-        window: (pool.current_num_threads() * 2).max(2),
+        window: pool.current_num_threads().max(1),
         tables: Vec::new(),
     };
     calendar_and_people(&mut run, &mut plan)?;
-    let loans = loans(&mut run, &mut plan)?;
-    let lost_prices = catalogue(&mut run, &mut plan, &loans)?;
+    let mut loans = loans(&mut run, &mut plan)?;
+    let lost_prices = catalogue(&mut run, &mut plan, &mut loans)?;
     let ledger = ledger(&mut run, &plan, &loans, &lost_prices)?;
     rollup(&mut run, &plan, loans.rollup)?;
     audit_history(&mut run, &plan, loans.open, &loans.lent_items, &ledger)?;
@@ -199,7 +204,8 @@ struct Run<'r> {
     pool: &'r rayon::ThreadPool,
     observer: &'r dyn Observer,
     encoding: Encoding,
-    /// Months generated per parallel batch.
+    /// Months generated per parallel batch: one per thread, since a month of the largest
+    /// scenario is a third of a million loans.
     window: usize,
     tables: Vec<TableRows>,
 }
@@ -215,23 +221,15 @@ impl Run<'_> {
         binary: impl Fn(&mut Vec<u8>, &T) + Sync,
         record: impl Fn(&T) -> Vec<String> + Sync,
     ) -> Result<()> {
-        const CHUNK: usize = 20_000;
         self.observer.table_started(table, rows.len() as u64);
-        let encoding = self.encoding;
-        let batch = CHUNK * 2 * self.pool.current_num_threads().max(1);
         let mut out = self.sink.open(table, columns)?;
-        for group in rows.chunks(batch) {
-            let chunks: Vec<Vec<u8>> = self.pool.install(|| {
-                group
-                    .par_chunks(CHUNK)
-                    .map(|c| encode(encoding, c, &binary, &record))
-                    .collect()
-            });
-            for (bytes, chunk) in chunks.iter().zip(group.chunks(CHUNK)) {
-                out.write_chunk(bytes)?;
-                self.observer.rows_written(table, chunk.len() as u64);
-            }
-        }
+        let writer = RowWriter {
+            table,
+            pool: self.pool,
+            encoding: self.encoding,
+            observer: self.observer,
+        };
+        writer.write(&mut *out, rows, &binary, &record)?;
         fail_point(table)?;
         out.finish()?;
         self.finished(table, rows.len() as u64);
@@ -244,6 +242,96 @@ impl Run<'_> {
             table: table.to_string(),
             rows,
         });
+    }
+}
+
+/// Encodes rows in parallel chunks, a few per thread at a time, and writes them in order.
+struct RowWriter<'r> {
+    table: &'static str,
+    pool: &'r rayon::ThreadPool,
+    encoding: Encoding,
+    observer: &'r dyn Observer,
+}
+
+impl RowWriter<'_> {
+    fn write<T: Sync>(
+        &self,
+        out: &mut dyn TableOut,
+        rows: &[T],
+        binary: &(impl Fn(&mut Vec<u8>, &T) + Sync),
+        record: &(impl Fn(&T) -> Vec<String> + Sync),
+    ) -> Result<()> {
+        const CHUNK: usize = 20_000;
+        let encoding = self.encoding;
+        let batch = CHUNK * 2 * self.pool.current_num_threads().max(1);
+        for group in rows.chunks(batch) {
+            let chunks: Vec<Vec<u8>> = self.pool.install(|| {
+                group
+                    .par_chunks(CHUNK)
+                    .map(|c| encode(encoding, c, binary, record))
+                    .collect()
+            });
+            for (bytes, chunk) in chunks.iter().zip(group.chunks(CHUNK)) {
+                out.write_chunk(bytes)?;
+                self.observer.rows_written(self.table, chunk.len() as u64);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Encoded rows of a table that cannot be written yet (another table's COPY is open, or its
+/// rows must follow a table not yet written), kept in an anonymous temporary file rather
+/// than in memory, a segment per push.
+struct Spill {
+    file: std::io::BufWriter<std::fs::File>,
+    /// (bytes, rows) of each segment, in order.
+    segments: Vec<(usize, u64)>,
+}
+
+impl Spill {
+    fn new() -> Result<Spill> {
+        let file = tempfile::tempfile()
+            .map_err(|e| Error::io("creating the seed's spill file".to_string(), e))?;
+        Ok(Spill {
+            file: std::io::BufWriter::with_capacity(1 << 20, file),
+            segments: Vec::new(),
+        })
+    }
+
+    fn push(&mut self, bytes: &[u8], rows: usize) -> Result<()> {
+        use std::io::Write;
+        self.file
+            .write_all(bytes)
+            .map_err(|e| Error::io("writing the seed's spill file".to_string(), e))?;
+        self.segments.push((bytes.len(), rows as u64));
+        Ok(())
+    }
+
+    fn rows(&self) -> u64 {
+        self.segments.iter().map(|(_, rows)| rows).sum()
+    }
+
+    /// Copies the segments into `table`, one at a time.
+    fn write_into(self, run: &mut Run<'_>, table: &'static str, columns: &[&str]) -> Result<()> {
+        use std::io::{Read, Seek};
+        let failed = |e| Error::io("reading the seed's spill file".to_string(), e);
+        let rows = self.rows();
+        let mut file = self.file.into_inner().map_err(|e| failed(e.into_error()))?;
+        file.rewind().map_err(failed)?;
+        run.observer.table_started(table, rows);
+        let mut out = run.sink.open(table, columns)?;
+        let mut buf = Vec::new();
+        for (bytes, segment_rows) in self.segments {
+            buf.resize(bytes, 0);
+            file.read_exact(&mut buf).map_err(failed)?;
+            out.write_chunk(&buf)?;
+            run.observer.rows_written(table, segment_rows);
+        }
+        fail_point(table)?;
+        out.finish()?;
+        run.finished(table, rows);
+        Ok(())
     }
 }
 
@@ -272,8 +360,10 @@ struct LoanOutcome {
     /// Per member: fines charged and the time of the latest.
     fines_by_member: Vec<(i64, Option<DateTime<Utc>>)>,
     rollup: Rollup,
-    /// One review per member and book: the first in time.
-    reviews: Vec<generate::ReviewRow>,
+    /// One review per member and book (the first in time), encoded as they were drawn.
+    reviews: Spill,
+    /// Per book: the number and sum of its reviews' ratings.
+    ratings: Vec<(i32, i64)>,
     times_borrowed: Vec<i64>,
     /// The loans still out at the as-of date.
     open: Vec<LoanRow>,
@@ -294,7 +384,8 @@ fn loans(run: &mut Run<'_>, plan: &mut Plan) -> Result<LoanOutcome> {
     let mut outcome = LoanOutcome {
         fines_by_member: vec![(0, None); plan.members.len()],
         rollup: Rollup::default(),
-        reviews: Vec::new(),
+        reviews: Spill::new()?,
+        ratings: vec![(0, 0); plan.books.len()],
         times_borrowed: vec![0; plan.books.len()],
         open: Vec::new(),
         shelves: Shelves::new(plan),
@@ -325,7 +416,9 @@ fn loans(run: &mut Run<'_>, plan: &mut Plan) -> Result<LoanOutcome> {
     let (shelves, lent_items) = (&mut outcome.shelves, &mut outcome.lent_items);
     std::thread::scope(|scope| -> Result<()> {
         let plan = reading;
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<EncodedMonth>>(1);
+        // A rendezvous: one window is generated while the one before it is written, and no
+        // third waits between them.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<EncodedMonth>>(0);
         scope.spawn(move || {
             for first in (0..months).step_by(window) {
                 let generated: Vec<Month> = pool.install(|| {
@@ -378,11 +471,23 @@ fn loans(run: &mut Run<'_>, plan: &mut Plan) -> Result<LoanOutcome> {
             for book in month.books_borrowed {
                 outcome.times_borrowed[book as usize] += 1;
             }
-            for review in month.reviews {
-                if reviewed.insert((review.member, review.book)) {
-                    outcome.reviews.push(review);
-                }
+            let first: Vec<generate::ReviewRow> = month
+                .reviews
+                .into_iter()
+                .filter(|r| reviewed.insert((r.member, r.book)))
+                .collect();
+            for review in &first {
+                let rating = &mut outcome.ratings[review.book as usize];
+                rating.0 += 1;
+                rating.1 += i64::from(review.rating);
             }
+            let bytes = encode(
+                encoding,
+                &first,
+                |b, r| rows::encode_review(b, plan, r),
+                |r| rows::review_record(plan, r),
+            );
+            outcome.reviews.push(&bytes, first.len())?;
         }
         Ok(())
     })?;
@@ -430,43 +535,36 @@ fn loans(run: &mut Run<'_>, plan: &mut Plan) -> Result<LoanOutcome> {
 }
 
 /// Phase 3: books, now that their borrow counts and ratings are known, and the reviews.
-fn catalogue(run: &mut Run<'_>, plan: &mut Plan, loans: &LoanOutcome) -> Result<HashMap<u32, i64>> {
-    for (book, n) in plan.books.iter_mut().zip(&loans.times_borrowed) {
+fn catalogue(
+    run: &mut Run<'_>,
+    plan: &mut Plan,
+    loans: &mut LoanOutcome,
+) -> Result<HashMap<u32, i64>> {
+    for ((book, n), (count, sum)) in plan
+        .books
+        .iter_mut()
+        .zip(&loans.times_borrowed)
+        .zip(&loans.ratings)
+    {
         book.times_borrowed = *n;
-    }
-    for review in &loans.reviews {
-        let book = &mut plan.books[review.book as usize];
-        book.rating_count += 1;
-        book.rating_sum += i64::from(review.rating);
+        book.rating_count = *count;
+        book.rating_sum = *sum;
     }
     let holds = plan.holds(&loans.shelves, &loans.open);
     for &item in &holds.on_hold_shelf {
         let b = plan.book_of_item(item) as usize;
         plan.books[b].available_copies -= 1;
     }
+    let plan: &Plan = plan;
+    let books: Vec<u32> = (0..plan.books.len() as u32).collect();
     run.table(
         "book",
         rows::BOOK_COLUMNS,
-        &plan.books,
-        rows::encode_book,
-        rows::book_record,
+        &books,
+        |buf, &b| rows::encode_book(buf, &plan.books[b as usize], &plan.book_text(b)),
+        |&b| rows::book_record(&plan.books[b as usize], plan.book_text(b)),
     )?;
-    let items = run
-        .pool
-        .install(|| plan.items(&loans.shelves, &holds.on_hold_shelf));
-    run.table(
-        "item",
-        rows::ITEM_COLUMNS,
-        &items,
-        |b, i| rows::encode_item(b, plan, i),
-        |i| rows::item_record(plan, i),
-    )?;
-    let lost_prices = loans
-        .lost
-        .iter()
-        .map(|l| (l.item, items[l.item as usize].price_cents))
-        .collect();
-    drop(items);
+    let lost_prices = items(run, plan, loans, &holds.on_hold_shelf)?;
     run.table(
         "hold",
         rows::HOLD_COLUMNS,
@@ -474,14 +572,61 @@ fn catalogue(run: &mut Run<'_>, plan: &mut Plan, loans: &LoanOutcome) -> Result<
         |b, h| rows::encode_hold(b, plan, h),
         |h| rows::hold_record(plan, h),
     )?;
-    run.table(
+    std::mem::replace(&mut loans.reviews, Spill::new()?).write_into(
+        run,
         "review",
         rows::REVIEW_COLUMNS,
-        &loans.reviews,
-        |b, r| rows::encode_review(b, plan, r),
-        |r| rows::review_record(plan, r),
     )?;
     Ok(lost_prices)
+}
+
+/// The items, generated and written a window of titles at a time so that only a window's
+/// rows are ever in memory. Returns the replacement price of every item lost.
+fn items(
+    run: &mut Run<'_>,
+    plan: &Plan,
+    loans: &LoanOutcome,
+    on_hold_shelf: &HashSet<u32>,
+) -> Result<HashMap<u32, i64>> {
+    const TITLES: usize = 50_000;
+    let total = u64::from(*plan.item_start.last().unwrap_or(&0));
+    let lost: HashSet<u32> = loans.lost.iter().map(|l| l.item).collect();
+    let mut prices = HashMap::new();
+    run.observer.table_started("item", total);
+    let mut out = run.sink.open("item", rows::ITEM_COLUMNS)?;
+    let writer = RowWriter {
+        table: "item",
+        pool: run.pool,
+        encoding: run.encoding,
+        observer: run.observer,
+    };
+    for first in (0..plan.books.len()).step_by(TITLES) {
+        let window = first..(first + TITLES).min(plan.books.len());
+        let items = run
+            .pool
+            .install(|| plan.items(window.clone(), &loans.shelves, on_hold_shelf));
+        let first_item = plan.item_start[window.start];
+        debug_assert_eq!(
+            items.len(),
+            (plan.item_start[window.end] - first_item) as usize
+        );
+        for (n, item) in items.iter().enumerate() {
+            let index = first_item + n as u32;
+            if lost.contains(&index) {
+                prices.insert(index, item.price_cents);
+            }
+        }
+        writer.write(
+            &mut *out,
+            &items,
+            &|b: &mut Vec<u8>, i: &generate::ItemRow| rows::encode_item(b, plan, i),
+            &|i: &generate::ItemRow| rows::item_record(plan, i),
+        )?;
+    }
+    fail_point("item")?;
+    out.finish()?;
+    run.finished("item", total);
+    Ok(prices)
 }
 
 /// Phase 4: the monthly rollup of complete months; the current month is computed live.
@@ -561,7 +706,7 @@ fn audit_history(
         (plan.scenario.loans as u64 * u64::from(plan.scenario.audit_months) * 2)
             / u64::from(plan.scenario.months.max(1)),
     );
-    let (pool, encoding, window, cuts) = (run.pool, run.encoding, run.window, run.cuts);
+    let (pool, encoding, cuts) = (run.pool, run.encoding, run.cuts);
     let mut out = Out::open(
         &mut *run.sink,
         cuts.is_some(),
@@ -578,37 +723,53 @@ fn audit_history(
     let leaf = |a: &AuditRow| cuts.and_then(|c| c.audit(a.at));
     let from = plan.audit_from_month;
     let months = plan.months.len();
-    let audit_of = |m: usize, loans: &[LoanRow]| -> Vec<AuditRow> {
+    // Each chunk of a month's loans draws from its own stream, so a month's audit rows are
+    // generated and encoded a few chunks per thread at a time, never the month whole.
+    let audit_of = |m: usize, chunk: usize, loans: &[LoanRow]| -> Vec<AuditRow> {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(plan.seed ^ 0xA0D1);
-        rng.set_stream(m as u64);
+        rng.set_stream(((m as u64) << 24) | chunk as u64);
         loans
             .iter()
             .flat_map(|l| plan.loan_audit(l, &mut rng))
             .flatten()
             .collect()
     };
-    for first in (from..months).step_by(window) {
-        let batch: Vec<Vec<Part>> = pool.install(|| {
-            (first..(first + window).min(months))
+    const LOANS_PER_CHUNK: usize = 10_000;
+    let threads = pool.current_num_threads().max(1);
+    for first in (from..months).step_by(threads) {
+        let lent: Vec<(usize, Vec<LoanRow>)> = pool.install(|| {
+            (first..(first + threads).min(months))
                 .into_par_iter()
-                .map(|m| {
-                    let audit = audit_of(m, &plan.lent_returns(m, &lent_items[&m]));
-                    parts(
-                        encoding,
-                        &audit,
-                        leaf,
-                        rows::encode_audit,
-                        rows::audit_record,
-                    )
-                })
+                .map(|m| (m, plan.lent_returns(m, &lent_items[&m])))
                 .collect()
         });
-        for part in batch.iter().flatten() {
-            out.write(part)?;
-            if part.leaf.is_some() {
-                archived += part.rows;
-            } else {
-                counter.add(part.rows);
+        for (m, loans) in &lent {
+            let chunks: Vec<(usize, &[LoanRow])> =
+                loans.chunks(LOANS_PER_CHUNK).enumerate().collect();
+            for group in chunks.chunks(threads * 2) {
+                let batch: Vec<Vec<Part>> = pool.install(|| {
+                    group
+                        .par_iter()
+                        .map(|(chunk, loans)| {
+                            let audit = audit_of(*m, *chunk, loans);
+                            parts(
+                                encoding,
+                                &audit,
+                                leaf,
+                                rows::encode_audit,
+                                rows::audit_record,
+                            )
+                        })
+                        .collect()
+                });
+                for part in batch.iter().flatten() {
+                    out.write(part)?;
+                    if part.leaf.is_some() {
+                        archived += part.rows;
+                    } else {
+                        counter.add(part.rows);
+                    }
+                }
             }
         }
     }
@@ -620,7 +781,7 @@ fn audit_history(
         .into_iter()
         .filter(|l| Some(l.borrowed_at) >= audit_start)
         .collect();
-    let mut extra = audit_of(months, &recent_open);
+    let mut extra = audit_of(months, 0, &recent_open);
     extra.extend(
         ledger
             .iter()

@@ -5,8 +5,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::copy::RowEncoder;
 use crate::generate::{
-    AccountRow, AuditRow, BookRow, HoldRow, ItemRow, LoanRow, MemberRow, Plan, RequestRow,
-    ReviewRow,
+    AccountRow, AuditRow, BookRow, BookText, HoldRow, ItemRow, LoanRow, MemberRow, Plan,
+    RequestRow, ReviewRow,
 };
 
 /// Column lists, in COPY order; also the CSV headers.
@@ -112,12 +112,12 @@ fn opt_ts(t: Option<DateTime<Utc>>) -> String {
 }
 
 /// Appends one book.
-pub fn encode_book(buf: &mut Vec<u8>, b: &BookRow) {
+pub fn encode_book(buf: &mut Vec<u8>, b: &BookRow, text: &BookText) {
     RowEncoder::new(buf, 12)
         .uuid(b.id)
-        .text(&b.isbn)
-        .text(&b.title)
-        .text(&b.author)
+        .text(&text.isbn)
+        .text(&text.title)
+        .text(&text.author)
         .text(b.genre)
         .text(b.category)
         .int4(b.total_copies)
@@ -129,12 +129,12 @@ pub fn encode_book(buf: &mut Vec<u8>, b: &BookRow) {
 }
 
 /// One book as CSV.
-pub fn book_record(b: &BookRow) -> Vec<String> {
+pub fn book_record(b: &BookRow, text: BookText) -> Vec<String> {
     vec![
         b.id.to_string(),
-        b.isbn.clone(),
-        b.title.clone(),
-        b.author.clone(),
+        text.isbn,
+        text.title,
+        text.author,
         b.genre.to_string(),
         b.category.to_string(),
         b.total_copies.to_string(),

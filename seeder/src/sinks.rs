@@ -157,18 +157,19 @@ impl Sink for CsvSink<'_> {
     }
 }
 
-/// Encoded tables kept in memory, each with its columns.
+/// Encoded tables kept in memory, each with its columns, as the chunks they were written in
+/// (one buffer per table would be copied whole each time it grew: gigabytes for `consortium`).
 pub(crate) struct MemorySink {
-    pub(crate) tables: Vec<(String, Vec<String>, Vec<u8>)>,
+    pub(crate) tables: Vec<(String, Vec<String>, Vec<Vec<u8>>)>,
 }
 
 struct MemoryTable<'a> {
-    bytes: &'a mut Vec<u8>,
+    chunks: &'a mut Vec<Vec<u8>>,
 }
 
 impl TableOut for MemoryTable<'_> {
     fn write_chunk(&mut self, bytes: &[u8]) -> Result<()> {
-        self.bytes.extend_from_slice(bytes);
+        self.chunks.push(bytes.to_vec());
         Ok(())
     }
     fn finish(self: Box<Self>) -> Result<()> {
@@ -186,7 +187,7 @@ impl Sink for MemorySink {
             columns.iter().map(|c| c.to_string()).collect(),
             Vec::new(),
         ));
-        let bytes = &mut self.tables.last_mut().expect("just pushed").2;
-        Ok(Box::new(MemoryTable { bytes }))
+        let chunks = &mut self.tables.last_mut().expect("just pushed").2;
+        Ok(Box::new(MemoryTable { chunks }))
     }
 }
