@@ -189,8 +189,9 @@ impl App {
 
     /// Runs a read-only command's `body` on the replica when one is configured and usable,
     /// else on the primary. The actor is resolved on the primary (a refused assumption is
-    /// audited there). A query the standby cancels for a recovery conflict is run once more
-    /// on the primary (rows a streamed format had already printed are printed again).
+    /// audited there). A query the standby cancels for a recovery conflict, or whose session
+    /// it ends, is run once more on the primary (rows a streamed format had already printed
+    /// are printed again).
     pub fn read<T>(
         &mut self,
         mut body: impl FnMut(
@@ -204,18 +205,29 @@ impl App {
             return body(&mut self.out, &mut primary, &ctx);
         };
         match body(&mut self.out, &mut client, &ctx) {
-            Err(e)
-                if e.chain()
+            Err(e) => {
+                let lost = e
+                    .chain()
                     .filter_map(|c| c.downcast_ref::<libcore::Error>())
-                    .any(replica::is_recovery_conflict) =>
-            {
+                    .find_map(replica::read_lost);
+                let Some(lost) = lost else {
+                    return Err(e);
+                };
                 if !self.global.quiet {
-                    eprintln!("libctl: warning: the replica cancelled the read (conflict with recovery); reading from the primary");
+                    let why = match lost {
+                        replica::ReadLost::RecoveryConflict => {
+                            "the replica cancelled the read (conflict with recovery)"
+                        }
+                        replica::ReadLost::ConnectionLost => {
+                            "the replica ended the session during the read"
+                        }
+                    };
+                    eprintln!("libctl: warning: {why}; reading from the primary");
                 }
                 self.announce(Source::Primary);
                 body(&mut self.out, &mut primary, &ctx)
             }
-            other => other,
+            ok => ok,
         }
     }
 

@@ -256,3 +256,110 @@ fn writes_never_go_to_the_replica() {
         "the night ran on the primary and reached the standby"
     );
 }
+
+/// Waits (up to 20 s) until `sql`, run on `c`, returns a row.
+fn until_row(c: &mut Client, sql: &str, what: &str) {
+    for _ in 0..400 {
+        if c.query_opt(sql, &[]).unwrap().is_some() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("never saw {what}");
+}
+
+#[test]
+fn a_read_the_standby_cancels_for_a_recovery_conflict_is_read_again_on_the_primary() {
+    const TITLES: usize = 60_000;
+    let pair = standby::pair();
+    let _only_me = pair.exclusive();
+    let db = pair.database();
+    let (primary, replica) = (pair.primary_url(&db), pair.standby_url(&db));
+    let mut c = Client::connect(&primary, NoTls).unwrap();
+    // Never-borrowed titles with long names: `inventory` lists them all, tens of megabytes,
+    // more than the pipe and the sockets hold, so the standby's backend is left writing to
+    // the client with the statement's locks held.
+    c.execute(
+        "INSERT INTO book (id, isbn, title, author, total_copies, available_copies, created_at)
+         SELECT gen_random_uuid(), '978' || lpad(n::text, 10, '0'),
+                'Title ' || n || ' ' || repeat('x', 400), 'Author', 0, 0, now()
+         FROM generate_series(1, $1::int) n",
+        &[&(TITLES as i32)],
+    )
+    .unwrap();
+    pair.caught_up();
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("libctl"))
+        .env("DATABASE_URL", &primary)
+        .env_remove("LIBCTL_ACTOR")
+        .env("NO_COLOR", "1")
+        .args([
+            "--replica-url",
+            &replica,
+            "report",
+            "inventory",
+            "--format",
+            "ndjson",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut s = Client::connect(&replica, NoTls).unwrap();
+    until_row(
+        &mut s,
+        "SELECT 1 FROM pg_stat_activity WHERE datname = current_database()
+           AND wait_event = 'ClientWrite' AND position('never_lent' in query) > 0",
+        "the inventory waiting on its client on the standby",
+    );
+    // An ACCESS EXCLUSIVE lock on the primary is replayed on the standby, where the reader's
+    // lock stands in its way: after max_standby_streaming_delay the standby cancels it.
+    c.batch_execute("BEGIN; LOCK TABLE book IN ACCESS EXCLUSIVE MODE; COMMIT;")
+        .unwrap();
+    let mut monitor = Client::connect(&pair.standby_url("postgres"), NoTls).unwrap();
+    until_row(
+        &mut monitor,
+        "SELECT 1 FROM pg_stat_activity WHERE backend_type = 'startup' AND wait_event_type = 'Lock'",
+        "the standby's replay waiting for the reader's lock",
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // The standby cancels the statement, or, when the reader is still blocked writing to
+    // its client, ends the session: either way the read is made again on the primary.
+    assert!(
+        stderr.contains(
+            "the replica cancelled the read (conflict with recovery); reading from the primary"
+        ) || stderr
+            .contains("the replica ended the session during the read; reading from the primary"),
+        "{stderr}"
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines.len() > TITLES,
+        "the replica's rows came before the cancel"
+    );
+    // The read again on the primary is whole: every title once in the last rows.
+    let ids: std::collections::HashSet<String> = lines[lines.len() - TITLES..]
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["book_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(ids.len(), TITLES);
+    let conflicts: i64 = s
+        .query_one(
+            "SELECT confl_lock FROM pg_stat_database_conflicts WHERE datname = current_database()",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(
+        conflicts >= 1,
+        "the standby counted the cancel as a lock conflict"
+    );
+}

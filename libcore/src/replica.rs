@@ -75,6 +75,28 @@ pub fn connect(url: &str, max_lag_seconds: f64) -> Result<(Client, Source)> {
     }
 }
 
+/// Why a read on the replica is worth making again on the primary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadLost {
+    /// The standby cancelled the query: replaying the primary's changes needed what it read.
+    RecoveryConflict,
+    /// The session ended under the read: a standby resolves a conflict with a reader that
+    /// is blocked writing to its client by ending the session, and a restart or a promotion
+    /// ends it too.
+    ConnectionLost,
+}
+
+/// Whether the replica read that failed with `error` should be made again on the primary.
+pub fn read_lost(error: &Error) -> Option<ReadLost> {
+    if is_recovery_conflict(error) {
+        Some(ReadLost::RecoveryConflict)
+    } else if matches!(error, Error::Database(e) if crate::error::is_unavailable(e)) {
+        Some(ReadLost::ConnectionLost)
+    } else {
+        None
+    }
+}
+
 /// Whether `error` is a query a standby cancelled because replaying the primary's changes
 /// needed what the query was reading (SQLSTATE 40001 on a standby, "conflict with recovery").
 pub fn is_recovery_conflict(error: &Error) -> bool {

@@ -243,7 +243,11 @@ fn start() -> Pair {
             log.to_str().unwrap(),
             "-w",
             "-o",
-            &format!("-p {standby_port} -c hot_standby_feedback=on"),
+            // A reader in the way of replay is cancelled after a second, not the default 30 s,
+            // so the recovery-conflict test sees its cancel quickly.
+            &format!(
+                "-p {standby_port} -c hot_standby_feedback=on -c max_standby_streaming_delay=1s"
+            ),
             "start",
         ],
     );
