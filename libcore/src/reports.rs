@@ -505,8 +505,11 @@ pub fn inventory(
     let rows = stream(
         &mut tx,
         // Titles are flagged from the book row (and the few items off the shelf for good)
-        // first; only their items are counted, and only items of titles ever borrowed are
-        // looked up in the loan history.
+        // first; only their items are counted, and only items of titles ever borrowed whose
+        // status has changed since they were added are looked up in the loan history (every
+        // path that adds an item stamps both times alike and a loan moves the second, so an
+        // item whose two times are equal was never lent; the lookup probes every history
+        // month of an item never lent, which grew faster than the history did).
         "SELECT t.id, t.isbn, t.title, t.status, t.total_copies, t.available_copies,
                 CASE WHEN t.total_copies > 0
                      THEN round(100.0 * (t.total_copies - t.available_copies) / t.total_copies, 2)::float8
@@ -528,6 +531,7 @@ pub fn inventory(
                     count(*) FILTER (WHERE i.status = 'withdrawn') AS withdrawn,
                     count(*) FILTER (WHERE i.status <> 'withdrawn'
                                        AND (t.times_borrowed = 0
+                                            OR i.status_changed_at = i.created_at
                                             OR NOT EXISTS (SELECT 1 FROM loan_all l WHERE l.item_id = i.id))) AS never_lent
              FROM item i WHERE i.book_id = t.id) it
          WHERE t.status IS NOT NULL
