@@ -164,12 +164,7 @@ fn reports_agree_with_independent_sql() {
     assert_eq!(ranking(&top_members), recount("member_id"));
 
     let fines = report(&db, &["fines"]);
-    let total: i64 = fines
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["balance_cents"].as_i64().unwrap())
-        .sum();
+    let total = sum_of(&fines, "balance_cents");
     assert!(total > 0);
     assert_eq!(total, summary["outstanding_fines_cents"].as_i64().unwrap());
 
@@ -184,12 +179,7 @@ fn reports_agree_with_independent_sql() {
     let inventory = report(&db, &["inventory"]);
     // Never-lent items, counted without the loan history where an item's times show it,
     // equal a recount against every loan.
-    let never_lent: i64 = inventory
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["never_borrowed_items"].as_i64().unwrap())
-        .sum();
+    let never_lent = sum_of(&inventory, "never_borrowed_items");
     assert!(never_lent > 0);
     let flagged: Vec<String> = inventory
         .as_array()
@@ -371,4 +361,13 @@ fn fines_show_json_has_the_contract_fields() {
         .status(4)
         .run();
     Libctl::new(&db).args(["db", "check"]).run();
+}
+
+/// The sum of an integer field over a JSON report's rows.
+fn sum_of(rows: &serde_json::Value, field: &str) -> i64 {
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r[field].as_i64().unwrap())
+        .sum()
 }
