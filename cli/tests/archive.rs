@@ -8,16 +8,29 @@ use crate::util::*;
 
 const CUT: &str = "2025-11-01";
 
-fn seeded() -> TestDb {
-    let db = TestDb::new();
-    Libctl::new(&db)
-        .args(["seed", "--scenario", "tiny", "--as-of", "2026-01-15"])
-        .run();
-    db
+/// The loans that ended before the cut.
+fn eligible(db: &TestDb) -> i64 {
+    count(
+        db,
+        &format!("SELECT count(*) FROM loan WHERE returned_at < '{CUT}'"),
+    )
 }
 
-fn count(db: &TestDb, sql: &str) -> i64 {
-    db.client().query_one(sql, &[]).unwrap().get(0)
+/// `archive loans --ended-before CUT --confirm` as `system`: its JSON.
+fn archive_loans(db: &TestDb) -> serde_json::Value {
+    Libctl::new(db)
+        .actor("system")
+        .args([
+            "archive",
+            "loans",
+            "--ended-before",
+            CUT,
+            "--confirm",
+            "--format",
+            "json",
+        ])
+        .run()
+        .json()
 }
 
 /// What no move may change: loans and notices (hot plus history), and every member's balance.
@@ -37,11 +50,8 @@ fn totals(db: &TestDb) -> (i64, i64, i64) {
 
 #[test]
 fn archive_counts_first_and_moves_only_for_admins_and_system() {
-    let db = seeded();
-    let eligible = count(
-        &db,
-        "SELECT count(*) FROM loan WHERE returned_at < '2025-11-01'",
-    );
+    let db = seeded_tiny();
+    let eligible = eligible(&db);
     assert!(
         eligible > 50,
         "the tiny seed has history before the cut: {eligible}"
@@ -87,19 +97,7 @@ fn archive_counts_first_and_moves_only_for_admins_and_system() {
         .run();
     assert_eq!(count(&db, "SELECT count(*) FROM loan_history"), 0);
     let before = totals(&db);
-    let moved = Libctl::new(&db)
-        .actor("system")
-        .args([
-            "archive",
-            "loans",
-            "--ended-before",
-            CUT,
-            "--confirm",
-            "--format",
-            "json",
-        ])
-        .run()
-        .json();
+    let moved = archive_loans(&db);
     assert_eq!(moved["rows"].as_i64(), Some(eligible));
     assert_eq!(totals(&db), before);
     let listed = Libctl::new(&db)
@@ -122,11 +120,8 @@ fn archive_counts_first_and_moves_only_for_admins_and_system() {
 /// other; the rerun moves exactly what is left.
 #[test]
 fn a_killed_archive_leaves_every_loan_whole_and_the_rerun_finishes() {
-    let db = seeded();
-    let eligible = count(
-        &db,
-        "SELECT count(*) FROM loan WHERE returned_at < '2025-11-01'",
-    );
+    let db = seeded_tiny();
+    let eligible = eligible(&db);
     let before = totals(&db);
     let mut child = spawn(
         &db,
@@ -176,19 +171,7 @@ fn a_killed_archive_leaves_every_loan_whole_and_the_rerun_finishes() {
     );
     assert_eq!(totals(&db), before, "nothing half-moved");
     assert_invariants(&mut c);
-    let rerun = Libctl::new(&db)
-        .actor("system")
-        .args([
-            "archive",
-            "loans",
-            "--ended-before",
-            CUT,
-            "--confirm",
-            "--format",
-            "json",
-        ])
-        .run()
-        .json();
+    let rerun = archive_loans(&db);
     assert_eq!(rerun["rows"].as_i64(), Some(eligible - moved));
     assert_eq!(count(&db, "SELECT count(*) FROM loan_history"), eligible);
     assert_eq!(totals(&db), before);
@@ -197,7 +180,7 @@ fn a_killed_archive_leaves_every_loan_whole_and_the_rerun_finishes() {
 
 #[test]
 fn backups_carry_each_month_of_history_and_restore_attaches_it_with_its_indexes() {
-    let db = seeded();
+    let db = seeded_tiny();
     for (what, flag) in [("loans", "--ended-before"), ("audit", "--before")] {
         Libctl::new(&db)
             .actor("system")

@@ -28,14 +28,6 @@ fn digest(url: &str) -> Vec<(String, i64, String)> {
     out
 }
 
-fn seeded() -> TestDb {
-    let db = TestDb::new();
-    Libctl::new(&db)
-        .args(["seed", "--scenario", "tiny", "--as-of", "2026-01-15"])
-        .run();
-    db
-}
-
 fn scratch_url(db: &TestDb, suffix: &str) -> String {
     format!("{}_{suffix}", db.url)
 }
@@ -56,7 +48,7 @@ fn create(db: &TestDb, root: &Path, name: &str) -> Run {
 
 #[test]
 fn round_trip_create_verify_restore_gives_identical_tables() {
-    let db = seeded();
+    let db = seeded_tiny();
     let root = tempfile::tempdir().unwrap();
     create(&db, root.path(), "first");
     let dir = root.path().join("first");
@@ -122,7 +114,7 @@ fn round_trip_create_verify_restore_gives_identical_tables() {
 
 #[test]
 fn corruption_is_found_and_restore_refuses() {
-    let db = seeded();
+    let db = seeded_tiny();
     let root = tempfile::tempdir().unwrap();
     create(&db, root.path(), "b");
     let dir = root.path().join("b");
@@ -221,7 +213,7 @@ fn restore_cmd(db: &TestDb, dir: &Path, target: &str) -> std::process::Command {
 /// finishes the job. The restore builds beside the target and swaps in one transaction.
 #[test]
 fn a_restore_killed_at_any_point_leaves_the_target_before_or_after_and_a_rerun_finishes() {
-    let db = seeded();
+    let db = seeded_tiny();
     let root = tempfile::tempdir().unwrap();
     create(&db, root.path(), "good");
     let dir = root.path().join("good");
@@ -334,7 +326,7 @@ fn a_restore_killed_at_any_point_leaves_the_target_before_or_after_and_a_rerun_f
 /// DATABASE_URL plays no part, so the runbook's disaster (it names the lost database) works.
 #[test]
 fn restore_is_authorised_by_the_target_or_else_by_the_backup() {
-    let db = seeded();
+    let db = seeded_tiny();
     let root = tempfile::tempdir().unwrap();
     create(&db, root.path(), "b");
     let dir = root.path().join("b");
@@ -420,7 +412,7 @@ fn restore_is_authorised_by_the_target_or_else_by_the_backup() {
 
 #[test]
 fn a_killed_or_failed_create_leaves_nothing_that_looks_complete_nor_any_partial() {
-    let db = seeded();
+    let db = seeded_tiny();
     let root = tempfile::tempdir().unwrap();
     // Kill a create part-way: whatever is left, nothing incomplete looks like a backup.
     let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("libctl"))
@@ -459,7 +451,7 @@ fn a_killed_or_failed_create_leaves_nothing_that_looks_complete_nor_any_partial(
 #[test]
 fn a_shared_root_keeps_its_mode_and_every_file_is_private() {
     use std::os::unix::fs::PermissionsExt;
-    let db = seeded();
+    let db = seeded_tiny();
     let shared = tempfile::tempdir().unwrap();
     std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
     create(&db, shared.path(), "b");
@@ -486,7 +478,7 @@ fn a_shared_root_keeps_its_mode_and_every_file_is_private() {
 /// version, and plain file names inside the backup.
 #[test]
 fn a_tampered_manifest_is_refused() {
-    let db = seeded();
+    let db = seeded_tiny();
     let root = tempfile::tempdir().unwrap();
     create(&db, root.path(), "b");
     let dir = root.path().join("b");
@@ -544,7 +536,7 @@ fn a_tampered_manifest_is_refused() {
 
 #[test]
 fn prune_keeps_what_the_policy_says_and_old_partials_go() {
-    let db = seeded();
+    let db = seeded_tiny();
     let root = tempfile::tempdir().unwrap();
     for name in ["n1", "n2", "n3"] {
         create(&db, root.path(), name);
@@ -597,7 +589,7 @@ fn prune_keeps_what_the_policy_says_and_old_partials_go() {
 
 #[test]
 fn only_admins_and_system_back_up_and_only_admins_restore() {
-    let db = seeded();
+    let db = seeded_tiny();
     let mut c = db.client();
     let lib = add_member(&mut c, "desk@example.org", "librarian");
     let root = tempfile::tempdir().unwrap();
@@ -625,7 +617,7 @@ fn only_admins_and_system_back_up_and_only_admins_restore() {
 
 #[test]
 fn a_backup_taken_under_concurrent_writes_restores_to_one_consistent_point() {
-    let db = seeded();
+    let db = seeded_tiny();
     let root = tempfile::tempdir().unwrap();
     let url = db.url.clone();
     let load = std::thread::spawn(move || {

@@ -7,23 +7,11 @@ use std::time::Duration;
 use crate::support::*;
 use crate::util::*;
 
-fn seeded() -> TestDb {
-    let db = TestDb::new();
-    Libctl::new(&db)
-        .args(["seed", "--scenario", "tiny", "--as-of", "2026-01-15"])
-        .run();
-    db
-}
-
-fn count(db: &TestDb, sql: &str) -> i64 {
-    db.client().query_one(sql, &[]).unwrap().get(0)
-}
-
 /// A playground (only a seed wrote it) may be re-seeded by anyone; one audited change makes it
 /// a library, which only an admin with --confirm may replace. Both are audited.
 #[test]
 fn seed_replace_needs_an_admin_and_confirm_once_the_database_is_a_library() {
-    let db = seeded();
+    let db = seeded_tiny();
     Libctl::new(&db)
         .args(["seed", "--scenario", "tiny", "--seed", "9", "--replace"])
         .run();
@@ -86,7 +74,7 @@ fn seed_replace_needs_an_admin_and_confirm_once_the_database_is_a_library() {
 /// its loans are given back by the next run on a playground.
 #[test]
 fn bench_borrow_is_authorised_and_a_kill_leaves_no_lifted_limit_and_no_stray_loan() {
-    let db = seeded();
+    let db = seeded_tiny();
     // On a playground anyone may run it, and its own work keeps it a playground.
     Libctl::new(&db)
         .args(["bench", "borrow", "--clients", "2", "--duration", "1"])
@@ -190,7 +178,7 @@ fn bench_borrow_is_authorised_and_a_kill_leaves_no_lifted_limit_and_no_stray_loa
 /// command and issues nothing, and `notices export` writes a day's notices again.
 #[test]
 fn notices_that_cannot_be_written_are_not_issued_and_can_be_exported_again() {
-    let db = seeded();
+    let db = seeded_tiny();
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("no/such/dir/notices.json");
     let today = chrono::Utc::now().date_naive().to_string();
@@ -262,7 +250,7 @@ fn notices_that_cannot_be_written_are_not_issued_and_can_be_exported_again() {
 /// `--as-of` after today is exit 7 everywhere, and changes nothing.
 #[test]
 fn a_future_as_of_is_refused_by_every_job_and_report() {
-    let db = seeded();
+    let db = seeded_tiny();
     let fines = count(&db, "SELECT coalesce(sum(fine_cents), 0)::bigint FROM loan");
     for args in [
         vec!["nightly", "--as-of", "2062-11-23"],
@@ -298,7 +286,7 @@ fn a_future_as_of_is_refused_by_every_job_and_report() {
 /// Every numeric input has a documented range, checked in libcore: exit 7, nothing written.
 #[test]
 fn numbers_outside_their_ranges_are_refused_with_exit_7() {
-    let db = seeded();
+    let db = seeded_tiny();
     let reader = add_member(&mut db.client(), "reader@example.org", "member");
     let policy = count(
         &db,
@@ -393,7 +381,7 @@ fn numbers_outside_their_ranges_are_refused_with_exit_7() {
 /// An admin may; a return at the real time always may.
 #[test]
 fn a_backdated_return_that_lowers_a_fine_needs_an_admin() {
-    let db = seeded();
+    let db = seeded_tiny();
     let mut c = db.client();
     let reader = add_member(&mut c, "late@example.org", "member");
     c.execute(
@@ -507,7 +495,7 @@ fn connection_errors_hide_passwords_and_say_why() {
 /// A server restart under a command is "database unavailable" (exit 10), not an internal error.
 #[test]
 fn a_server_that_goes_away_mid_command_is_exit_10() {
-    let db = seeded();
+    let db = seeded_tiny();
     let name = db.name.clone();
     let url = db.url.clone();
     let killer = std::thread::spawn(move || {
@@ -532,7 +520,7 @@ fn a_server_that_goes_away_mid_command_is_exit_10() {
 
 #[test]
 fn smaller_leaks_are_closed() {
-    let db = seeded();
+    let db = seeded_tiny();
     let mut c = db.client();
     // A correction to a staff account is for admins to approve, not two librarians.
     add_member(&mut c, "desk2@library.test", "librarian");

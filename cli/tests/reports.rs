@@ -14,10 +14,6 @@ fn seeded() -> TestDb {
     db
 }
 
-fn one_i64(db: &TestDb, sql: &str) -> i64 {
-    db.client().query_one(sql, &[]).unwrap().get(0)
-}
-
 fn report(db: &TestDb, args: &[&str]) -> serde_json::Value {
     Libctl::new(db)
         .args(["report"])
@@ -34,14 +30,14 @@ fn reports_agree_with_independent_sql() {
     let db = seeded();
     let now = "'2026-01-14T23:00:00Z'::timestamptz";
     let summary = report(&db, &["summary"]);
-    assert_eq!(summary["books"], one_i64(&db, "SELECT count(*) FROM book"));
+    assert_eq!(summary["books"], count(&db, "SELECT count(*) FROM book"));
     assert_eq!(
         summary["open_loans"],
-        one_i64(&db, "SELECT count(*) FROM loan WHERE returned_at IS NULL")
+        count(&db, "SELECT count(*) FROM loan WHERE returned_at IS NULL")
     );
     assert_eq!(
         summary["overdue_loans"],
-        one_i64(
+        count(
             &db,
             &format!("SELECT count(*) FROM loan WHERE returned_at IS NULL AND due_at < {now}")
         )
@@ -49,7 +45,7 @@ fn reports_agree_with_independent_sql() {
 
     let overdue = report(&db, &["overdue"]);
     let rows = overdue.as_array().unwrap();
-    let expected = one_i64(
+    let expected = count(
         &db,
         &format!("SELECT count(*) FROM loan WHERE returned_at IS NULL AND (due_at AT TIME ZONE 'UTC')::date < ({now} AT TIME ZONE 'UTC')::date"),
     );
@@ -95,12 +91,12 @@ fn reports_agree_with_independent_sql() {
     let loans_2025: i64 = months.iter().map(|m| m["loans"].as_i64().unwrap()).sum();
     assert_eq!(
         loans_2025,
-        one_i64(&db, "SELECT count(*) FROM loan WHERE borrowed_at >= '2025-02-01' AND borrowed_at < '2026-01-01'")
+        count(&db, "SELECT count(*) FROM loan WHERE borrowed_at >= '2025-02-01' AND borrowed_at < '2026-01-01'")
     );
     let june = months.iter().find(|m| m["month"] == "2025-06-01").unwrap();
-    assert_eq!(june["active_members"], one_i64(&db, "SELECT count(DISTINCT member_id) FROM loan WHERE borrowed_at >= '2025-06-01' AND borrowed_at < '2025-07-01'"));
-    assert_eq!(june["returns"], one_i64(&db, "SELECT count(*) FROM loan WHERE returned_at >= '2025-06-01' AND returned_at < '2025-07-01'"));
-    assert_eq!(june["late_returns"], one_i64(&db, "SELECT count(*) FROM loan WHERE returned_at >= '2025-06-01' AND returned_at < '2025-07-01' AND returned_at > due_at"));
+    assert_eq!(june["active_members"], count(&db, "SELECT count(DISTINCT member_id) FROM loan WHERE borrowed_at >= '2025-06-01' AND borrowed_at < '2025-07-01'"));
+    assert_eq!(june["returns"], count(&db, "SELECT count(*) FROM loan WHERE returned_at >= '2025-06-01' AND returned_at < '2025-07-01'"));
+    assert_eq!(june["late_returns"], count(&db, "SELECT count(*) FROM loan WHERE returned_at >= '2025-06-01' AND returned_at < '2025-07-01' AND returned_at > due_at"));
 
     let popular = report(
         &db,
@@ -115,7 +111,7 @@ fn reports_agree_with_independent_sql() {
         ],
     );
     let top = &popular.as_array().unwrap()[0];
-    let top_count = one_i64(&db, "SELECT max(n) FROM (SELECT count(*) AS n FROM loan WHERE borrowed_at >= '2025-01-01' AND borrowed_at < '2026-01-01' GROUP BY book_id) t");
+    let top_count = count(&db, "SELECT max(n) FROM (SELECT count(*) AS n FROM loan WHERE borrowed_at >= '2025-01-01' AND borrowed_at < '2026-01-01' GROUP BY book_id) t");
     assert_eq!(top["loans"], top_count);
     assert_eq!(top["rank"], 1);
     // The whole ranking, ties by id, equals a recount: ranked before the join, nothing lost.
@@ -205,7 +201,7 @@ fn reports_agree_with_independent_sql() {
         .count() as i64;
     assert_eq!(
         never,
-        one_i64(&db, "SELECT count(*) FROM book b WHERE NOT EXISTS (SELECT 1 FROM loan l WHERE l.book_id = b.id) AND NOT (total_copies > 0 AND available_copies = 0) AND NOT (total_copies >= 2 AND available_copies = 1)")
+        count(&db, "SELECT count(*) FROM book b WHERE NOT EXISTS (SELECT 1 FROM loan l WHERE l.book_id = b.id) AND NOT (total_copies > 0 AND available_copies = 0) AND NOT (total_copies >= 2 AND available_copies = 1)")
     );
 }
 

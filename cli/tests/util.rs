@@ -258,3 +258,17 @@ pub fn until_gone(c: &mut postgres::Client, pid: i32) {
     }
     panic!("backend {pid} did not end");
 }
+
+/// A fresh database with the `tiny` scenario seeded as of 2026-01-15.
+pub fn seeded_tiny() -> TestDb {
+    let db = TestDb::new();
+    Libctl::new(&db)
+        .args(["seed", "--scenario", "tiny", "--as-of", "2026-01-15"])
+        .run();
+    db
+}
+
+/// The one integer `sql` returns on `db`.
+pub fn count(db: &TestDb, sql: &str) -> i64 {
+    db.client().query_one(sql, &[]).unwrap().get(0)
+}
