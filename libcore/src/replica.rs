@@ -99,7 +99,7 @@ pub fn read_lost(error: &Error) -> Option<ReadLost> {
 
 /// Whether `error` is a query a standby cancelled because replaying the primary's changes
 /// needed what the query was reading (SQLSTATE 40001 on a standby, "conflict with recovery").
-pub fn is_recovery_conflict(error: &Error) -> bool {
+fn is_recovery_conflict(error: &Error) -> bool {
     match error {
         Error::Database(e) => {
             e.code() == Some(&postgres::error::SqlState::T_R_SERIALIZATION_FAILURE)
