@@ -30,7 +30,20 @@ fn reports_agree_with_independent_sql() {
     let db = seeded();
     let now = "'2026-01-14T23:00:00Z'::timestamptz";
     let summary = report(&db, &["summary"]);
+    // The summary reads the running totals (V26); the seed set them, the tables are the truth.
     assert_eq!(summary["books"], count(&db, "SELECT count(*) FROM book"));
+    assert_eq!(
+        summary["copies"],
+        count(&db, "SELECT sum(total_copies)::bigint FROM book")
+    );
+    assert_eq!(
+        summary["available_copies"],
+        count(&db, "SELECT sum(available_copies)::bigint FROM book")
+    );
+    assert_eq!(
+        summary["active_members"],
+        count(&db, "SELECT count(*) FROM member WHERE status = 'active'")
+    );
     assert_eq!(
         summary["open_loans"],
         count(&db, "SELECT count(*) FROM loan WHERE returned_at IS NULL")

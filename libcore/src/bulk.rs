@@ -9,8 +9,10 @@ use postgres::GenericClient;
 
 use crate::error::Result;
 
-/// DDL to replay after a load, in three phases: keys (primary and unique) first, then plain
-/// indexes, then foreign keys (which need the keys they reference).
+/// DDL to replay after a load, in four phases: keys (primary and unique) first, then plain
+/// indexes, then foreign keys (which need the keys they reference), then the statement
+/// triggers that keep `library_tally` (a load sets the tally itself: with the triggers in
+/// place, every COPY would also hold all its rows as a transition table).
 #[derive(Debug, Clone, Default)]
 pub struct Schema {
     /// `ADD CONSTRAINT … PRIMARY KEY / UNIQUE`.
@@ -19,6 +21,8 @@ pub struct Schema {
     pub indexes: Vec<String>,
     /// `ADD CONSTRAINT … FOREIGN KEY`.
     pub foreign_keys: Vec<String>,
+    /// `CREATE TRIGGER … REFERENCING … TABLE`.
+    pub tally_triggers: Vec<String>,
 }
 
 impl Schema {
@@ -28,11 +32,12 @@ impl Schema {
             .iter()
             .chain(&self.indexes)
             .chain(&self.foreign_keys)
+            .chain(&self.tally_triggers)
     }
 }
 
-/// Records and drops every foreign key touching `tables`, their primary and unique keys, and
-/// their other indexes. Run inside a transaction.
+/// Records and drops every foreign key touching `tables`, their primary and unique keys, their
+/// other indexes and their triggers with transition tables. Run inside a transaction.
 ///
 /// A partitioned table and its partitions keep their keys and indexes: for a partitioned table
 /// `pg_indexes` reads `CREATE INDEX … ON ONLY`, which replayed would index the parent alone and
@@ -74,7 +79,15 @@ pub fn capture_and_drop(tx: &mut impl GenericClient, tables: &[String]) -> Resul
          ORDER BY i.indexname",
         &[&plain],
     )?;
-    for group in [&fks, &keys, &indexes] {
+    let tally_triggers = tx.query(
+        "SELECT format('DROP TRIGGER %I ON %s', t.tgname, t.tgrelid::regclass), pg_get_triggerdef(t.oid)
+         FROM pg_trigger t
+         WHERE NOT t.tgisinternal AND (t.tgoldtable IS NOT NULL OR t.tgnewtable IS NOT NULL)
+           AND t.tgrelid::regclass::text = ANY($1)
+         ORDER BY t.tgname",
+        &[&plain],
+    )?;
+    for group in [&fks, &keys, &indexes, &tally_triggers] {
         for row in group.iter() {
             tx.batch_execute(row.get::<_, &str>(0))?;
         }
@@ -84,6 +97,7 @@ pub fn capture_and_drop(tx: &mut impl GenericClient, tables: &[String]) -> Resul
         keys: second(&keys),
         indexes: second(&indexes),
         foreign_keys: second(&fks),
+        tally_triggers: second(&tally_triggers),
     })
 }
 
@@ -104,6 +118,7 @@ pub fn rebuild_parallel(url: &str, schema: &Schema, jobs: usize) -> Result<()> {
             .indexes
             .iter()
             .chain(&schema.foreign_keys)
+            .chain(&schema.tally_triggers)
             .cloned()
             .collect(),
     ];

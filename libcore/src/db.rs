@@ -106,8 +106,9 @@ pub fn tables_at(version: i32) -> Vec<&'static str> {
 
 /// Tables that hold no library data, only state derived from it: backups leave them out and
 /// status does not count them. `calendar_stamp` (V15) is renewed by any write to the calendar,
-/// a restore's or a seed's included.
-pub const DERIVED_TABLES: &[&str] = &["calendar_stamp"];
+/// a restore's or a seed's included; `library_tally` (V26) is recounted by the seed and the
+/// restore once their rows are in (`tally::reset_in`).
+pub const DERIVED_TABLES: &[&str] = &["calendar_stamp", "library_tally"];
 
 /// The schema version this binary was built with.
 pub fn latest_version() -> i32 {
@@ -637,6 +638,20 @@ const INVARIANTS: &[Invariant] = &[
               FROM (SELECT member_id, sum(fine_cents) AS total FROM loan_history WHERE fine_cents > 0 GROUP BY member_id) h
               LEFT JOIN member_archived_fines f ON f.member_id = h.member_id
               WHERE h.total > coalesce(f.fine_cents, 0)",
+    },
+    Invariant {
+        name: "the running totals of library_tally equal their recount",
+        sql: "SELECT format('%s: the tally says %s, the tables %s', t.key, t.value, r.value)
+              FROM json_each_text(row_to_json(library_tally_total())) t
+              JOIN json_each_text(row_to_json(library_tally_recount())) r USING (key)
+              WHERE t.value <> r.value",
+    },
+    Invariant {
+        name: "every trigger is enabled",
+        sql: "SELECT format('trigger %s on %s is disabled', t.tgname, t.tgrelid::regclass)
+              FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+              WHERE NOT t.tgisinternal AND t.tgenabled = 'D'
+                AND c.relnamespace = current_schema()::regnamespace",
     },
 ];
 

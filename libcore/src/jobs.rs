@@ -8,8 +8,8 @@
 //! 5. `expire_holds`: ready holds past their pickup day;
 //! 6. `notices`: overdue, courtesy and membership notices, handed over with those the steps
 //!    before wrote (auto-renewal, lost bills) and left pending;
-//! 7. `rollup`: the monthly rollup, the audit seal, and the history partitions (V25) of this
-//!    month and the next three.
+//! 7. `rollup`: the monthly rollup, the audit seal, the fold of the running totals
+//!    (`tally`), and the history partitions (V25) of this month and the next three.
 //!
 //! Not one transaction: the steps that touch loans (2–4) commit in batches, each under the
 //! member locks the desk takes, so a night over millions of loans never holds the desk for
@@ -60,7 +60,7 @@ pub enum Step {
     ExpireHolds,
     /// Issue notices.
     Notices,
-    /// Refresh the rollup and seal the audit log.
+    /// Refresh the rollup, seal the audit log and fold the running totals.
     Rollup,
 }
 
@@ -263,6 +263,7 @@ fn run_step<C: Batches>(
             let mut tx = c.batch()?;
             let months = crate::reports::refresh_rollup_in(&mut tx, day, None)?;
             let sealed = crate::history::seal_in(&mut tx, day)?.len();
+            crate::tally::fold_in(&mut tx)?;
             run.last_seal = crate::history::newest(&mut tx)?;
             tx.commit()?;
             run.months_refreshed = run.months_refreshed.max(months);

@@ -93,6 +93,7 @@ pub mod restore;
 pub mod reviews;
 pub mod schema;
 pub mod session;
+pub mod tally;
 pub mod validate;
 
 pub use error::{Error, Refusal, Result, RowError};

@@ -238,54 +238,54 @@ pub struct Summary {
     pub outstanding_fines_cents: i64,
 }
 
-/// Computes the summary.
+/// Computes the summary: the running totals of `library_tally` (V26), and the loans overdue at
+/// the report time, which no counter can keep because the time moves. Those are read through
+/// the open loans' due-date index, with each loan's overdue days counted once per due day
+/// rather than once per loan.
 pub fn summary(client: &mut Client, ctx: &Ctx, options: &ReportOptions) -> Result<Summary> {
     let f = frame(client, ctx, options)?;
-    // A few scans costed high enough for JIT compilation, which costs more than the scans
-    // themselves at a consortium's size: off for this statement's transaction, as inventory's.
-    let mut tx = client.build_transaction().read_only(true).start()?;
+    // One snapshot for the tally and the overdue loans, so a return between them cannot show.
+    let mut tx = client
+        .build_transaction()
+        .read_only(true)
+        .isolation_level(postgres::IsolationLevel::RepeatableRead)
+        .start()?;
     tx.batch_execute("SET LOCAL jit = off")?;
-    let row = tx.query_one(
-        "WITH open AS (
-             SELECT due_at, fine_cents,
-                    CASE WHEN due_at < $1 THEN fine_cents(fine_cents_per_day, grace_days, max_fine_cents,
-                                                          overdue_days(due_at, $1, library_timezone()))
-                         ELSE 0 END AS live_fine
-             FROM loan WHERE returned_at IS NULL),
-         books AS (
-             SELECT count(*) AS titles, coalesce(sum(total_copies), 0)::bigint AS copies,
-                    coalesce(sum(available_copies), 0)::bigint AS available
-             FROM book)
-         SELECT (SELECT titles FROM books),
-                (SELECT copies FROM books),
-                (SELECT available FROM books),
-                (SELECT count(*) FROM member WHERE status = 'active'),
-                (SELECT count(*) FROM open),
-                (SELECT count(*) FROM open WHERE due_at < $1),
-                (SELECT coalesce(sum(fine_cents), 0)::bigint FROM loan WHERE fine_cents > 0)
-                  + (SELECT coalesce(sum(fine_cents), 0)::bigint FROM member_archived_fines)
-                  - (SELECT coalesce(sum(fine_cents), 0)::bigint FROM open)
-                  + (SELECT coalesce(sum(greatest(live_fine, fine_cents)), 0)::bigint FROM open)
-                  + (SELECT coalesce(sum(ledger_signed_cents(kind, amount_cents)), 0)::bigint FROM account_entry)",
-        &[&f.as_of],
+    let totals = crate::tally::totals(&mut tx)?;
+    let overdue = tx.query_one(
+        "WITH overdue AS MATERIALIZED (
+             SELECT (due_at AT TIME ZONE $2)::date AS due_day, due_at, fine_cents_per_day,
+                    grace_days, max_fine_cents, fine_cents
+             FROM loan WHERE returned_at IS NULL AND due_at < $1),
+         days AS (
+             SELECT due_day, overdue_days(min(due_at), $1, $2) AS days
+             FROM overdue GROUP BY due_day)
+         SELECT count(*),
+                coalesce(sum(greatest(fine_cents(o.fine_cents_per_day, o.grace_days, o.max_fine_cents, d.days),
+                                      o.fine_cents) - o.fine_cents), 0)::bigint
+         FROM overdue o JOIN days d USING (due_day)",
+        &[&f.as_of, &f.calendar.tz.name()],
     )?;
     tx.commit()?;
-    let copies: i64 = row.get(1);
-    let open: i64 = row.get(4);
+    let overdue_loans: i64 = overdue.get(0);
+    let accruing_cents: i64 = overdue.get(1);
     Ok(Summary {
         as_of: f.as_of,
-        books: row.get(0),
-        copies,
-        available_copies: row.get(2),
-        active_members: row.get(3),
-        open_loans: open,
-        overdue_loans: row.get(5),
-        utilisation_pct: if copies > 0 {
-            (open as f64 * 10_000.0 / copies as f64).round() / 100.0
+        books: totals.titles,
+        copies: totals.copies,
+        available_copies: totals.available_copies,
+        active_members: totals.active_members,
+        open_loans: totals.open_loans,
+        overdue_loans,
+        utilisation_pct: if totals.copies > 0 {
+            (totals.open_loans as f64 * 10_000.0 / totals.copies as f64).round() / 100.0
         } else {
             0.0
         },
-        outstanding_fines_cents: row.get(6),
+        outstanding_fines_cents: totals.loan_fine_cents
+            + totals.archived_fine_cents
+            + totals.ledger_cents
+            + accruing_cents,
     })
 }
 

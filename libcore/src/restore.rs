@@ -222,6 +222,8 @@ pub fn restore(dir: &Path, actor: Option<&str>, options: &RestoreOptions) -> Res
         // Generated barcodes continue after the restored ones.
         crate::items::catch_up_barcodes(&mut client)?;
     }
+    // Loaded without their triggers (bulk::capture_and_drop), the running totals are recounted.
+    crate::tally::reset_in(&mut client)?;
     step("rebuilt")?;
     crate::bulk::analyze(
         &mut client,

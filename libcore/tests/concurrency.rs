@@ -205,3 +205,47 @@ fn mixed_borrow_return_renew_storm_keeps_every_invariant() {
     race(&tdb, jobs);
     assert_invariants(&mut c);
 }
+
+#[test]
+fn the_running_totals_stay_exact_while_borrows_and_returns_race_their_fold() {
+    let tdb = TestDb::new();
+    let mut c = tdb.client();
+    let books: Vec<String> = (0..3).map(|n| add_book(&mut c, n, 2)).collect();
+    let mut jobs: Vec<Job<()>> = (0..6)
+        .map(|i| {
+            let m = add_member(&mut c, &format!("t{i}@example.org"), "member");
+            let desk = add_member(&mut c, &format!("tdesk{i}@example.org"), "librarian");
+            let (ctx, books) = (ctx_of(&mut c, &desk), books.clone());
+            Box::new(move |client: &mut postgres::Client| {
+                for round in 0..12 {
+                    let b = &books[(i + round) % books.len()];
+                    if let Err(e) = circulation::borrow(client, &ctx, &m, b) {
+                        assert_eq!(e.exit_code(), 4, "{e}");
+                    }
+                    if round % 2 == 1 {
+                        let back = LoanRef::MemberBook {
+                            member: m.clone(),
+                            book: books[(i + round - 1) % books.len()].clone(),
+                        };
+                        if let Err(e) = circulation::return_loan(client, &ctx, &back) {
+                            assert!(matches!(e.code(), "already_returned" | "not_found"), "{e}");
+                        }
+                    }
+                }
+            }) as Job<()>
+        })
+        .collect();
+    // The nightly's fold, over and over, beside the desks.
+    jobs.push(Box::new(|client: &mut postgres::Client| {
+        for _ in 0..40 {
+            let mut tx = client.transaction().unwrap();
+            libcore::tally::fold_in(&mut tx).unwrap();
+            tx.commit().unwrap();
+        }
+    }));
+    race(&tdb, jobs);
+    let kept = libcore::tally::totals(&mut c).unwrap();
+    assert_eq!(kept, libcore::tally::recount(&mut c).unwrap());
+    assert!(kept.open_loans > 0, "the race left loans out: {kept:?}");
+    assert_invariants(&mut c);
+}

@@ -235,3 +235,34 @@ fn a_missed_week_caught_up_equals_seven_nightly_runs() {
     assert_invariants(&mut c);
     assert_invariants(&mut caught_up_client);
 }
+
+#[test]
+fn the_rollup_folds_the_running_totals_into_one_row_and_keeps_them() {
+    let tdb = TestDb::new();
+    let mut c = tdb.client();
+    let desk = admin(&mut c);
+    for n in 0..3 {
+        let book = add_book(&mut c, n, 2);
+        let m = member(&mut c, &format!("fold{n}@example.org"));
+        circulation::borrow(&mut c, &desk, &m, &book).unwrap();
+    }
+    let rows = |c: &mut Client| -> i64 {
+        c.query_one("SELECT count(*) FROM library_tally", &[])
+            .unwrap()
+            .get(0)
+    };
+    assert!(
+        rows(&mut c) > 3,
+        "each book, member and loan appended a row"
+    );
+    let before = libcore::tally::totals(&mut c).unwrap();
+    assert_eq!(before.open_loans, 3);
+    assert_eq!(before.titles, 3);
+    let day = today(&mut c);
+    let night = run(&mut c, &system(), day, Some(Step::Rollup));
+    assert_eq!(night.steps.len(), 1);
+    assert_eq!(rows(&mut c), 1);
+    assert_eq!(libcore::tally::totals(&mut c).unwrap(), before);
+    assert_eq!(libcore::tally::recount(&mut c).unwrap(), before);
+    assert_invariants(&mut c);
+}

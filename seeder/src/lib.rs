@@ -251,6 +251,7 @@ pub fn seed(
             "replaced": replaced,
         }),
     )?;
+    libcore::tally::reset_in(&mut tx)?;
     let t = keys_started.elapsed().as_secs_f64();
     observer.phase_finished("keys + indexes", t);
     phases.push(Phase::new("keys + indexes", t));

@@ -935,6 +935,172 @@ BEGIN
 END $function$
 ;
 
+CREATE OR REPLACE FUNCTION public.library_tally_archived_fines()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO library_tally (archived_fine_cents)
+        SELECT sum(fine_cents) FROM tally_new HAVING count(*) > 0;
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO library_tally (archived_fine_cents)
+        SELECT -sum(fine_cents) FROM tally_old HAVING count(*) > 0;
+    ELSE
+        INSERT INTO library_tally (archived_fine_cents)
+        SELECT sum(f)
+        FROM (SELECT fine_cents AS f FROM tally_new UNION ALL SELECT -fine_cents FROM tally_old) d
+        HAVING sum(f) <> 0;
+    END IF;
+    RETURN NULL;
+END $function$
+;
+
+CREATE OR REPLACE FUNCTION public.library_tally_book()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO library_tally (titles, copies, available_copies)
+        SELECT count(*), sum(total_copies), sum(available_copies) FROM tally_new HAVING count(*) > 0;
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO library_tally (titles, copies, available_copies)
+        SELECT -count(*), -sum(total_copies), -sum(available_copies) FROM tally_old HAVING count(*) > 0;
+    ELSE
+        INSERT INTO library_tally (copies, available_copies)
+        SELECT sum(c), sum(a)
+        FROM (SELECT total_copies AS c, available_copies AS a FROM tally_new
+              UNION ALL SELECT -total_copies, -available_copies FROM tally_old) d
+        HAVING sum(c) <> 0 OR sum(a) <> 0;
+    END IF;
+    RETURN NULL;
+END $function$
+;
+
+CREATE OR REPLACE FUNCTION public.library_tally_fold()
+ RETURNS bigint
+ LANGUAGE sql
+AS $function$
+    WITH folded AS (DELETE FROM library_tally RETURNING *),
+         one AS (
+             INSERT INTO library_tally
+             SELECT sum(titles), sum(copies), sum(available_copies), sum(active_members),
+                    sum(open_loans), sum(loan_fine_cents), sum(archived_fine_cents), sum(ledger_cents)
+             FROM folded HAVING count(*) > 0)
+    SELECT count(*) FROM folded
+$function$
+;
+
+CREATE OR REPLACE FUNCTION public.library_tally_ledger()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO library_tally (ledger_cents)
+        SELECT sum(ledger_signed_cents(kind, amount_cents)) FROM tally_new HAVING count(*) > 0;
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO library_tally (ledger_cents)
+        SELECT -sum(ledger_signed_cents(kind, amount_cents)) FROM tally_old HAVING count(*) > 0;
+    ELSE
+        INSERT INTO library_tally (ledger_cents)
+        SELECT sum(c)
+        FROM (SELECT ledger_signed_cents(kind, amount_cents) AS c FROM tally_new
+              UNION ALL SELECT -ledger_signed_cents(kind, amount_cents) FROM tally_old) d
+        HAVING sum(c) <> 0;
+    END IF;
+    RETURN NULL;
+END $function$
+;
+
+CREATE OR REPLACE FUNCTION public.library_tally_loan()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO library_tally (open_loans, loan_fine_cents)
+        SELECT count(*) FILTER (WHERE returned_at IS NULL), sum(fine_cents) FROM tally_new
+        HAVING count(*) FILTER (WHERE returned_at IS NULL) > 0 OR sum(fine_cents) <> 0;
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO library_tally (open_loans, loan_fine_cents)
+        SELECT -count(*) FILTER (WHERE returned_at IS NULL), -sum(fine_cents) FROM tally_old
+        HAVING count(*) FILTER (WHERE returned_at IS NULL) > 0 OR sum(fine_cents) <> 0;
+    ELSE
+        INSERT INTO library_tally (open_loans, loan_fine_cents)
+        SELECT sum(o), sum(f)
+        FROM (SELECT (returned_at IS NULL)::int AS o, fine_cents AS f FROM tally_new
+              UNION ALL SELECT -(returned_at IS NULL)::int, -fine_cents FROM tally_old) d
+        HAVING sum(o) <> 0 OR sum(f) <> 0;
+    END IF;
+    RETURN NULL;
+END $function$
+;
+
+CREATE OR REPLACE FUNCTION public.library_tally_member()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO library_tally (active_members)
+        SELECT count(*) FROM tally_new WHERE status = 'active' HAVING count(*) > 0;
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO library_tally (active_members)
+        SELECT -count(*) FROM tally_old WHERE status = 'active' HAVING count(*) > 0;
+    ELSE
+        INSERT INTO library_tally (active_members)
+        SELECT sum(n)
+        FROM (SELECT 1 AS n FROM tally_new WHERE status = 'active'
+              UNION ALL SELECT -1 FROM tally_old WHERE status = 'active') d
+        HAVING sum(n) <> 0;
+    END IF;
+    RETURN NULL;
+END $function$
+;
+
+CREATE OR REPLACE FUNCTION public.library_tally_recount()
+ RETURNS library_tally
+ LANGUAGE sql
+ STABLE
+AS $function$
+    SELECT b.titles, b.copies, b.available_copies,
+           (SELECT count(*) FROM member WHERE status = 'active'),
+           l.open_loans, l.loan_fine_cents,
+           (SELECT coalesce(sum(fine_cents), 0)::bigint FROM member_archived_fines),
+           (SELECT coalesce(sum(ledger_signed_cents(kind, amount_cents)), 0)::bigint FROM account_entry)
+    FROM (SELECT count(*) AS titles, coalesce(sum(total_copies), 0)::bigint AS copies,
+                 coalesce(sum(available_copies), 0)::bigint AS available_copies
+          FROM book) b,
+         (SELECT count(*) FILTER (WHERE returned_at IS NULL) AS open_loans,
+                 coalesce(sum(fine_cents), 0)::bigint AS loan_fine_cents
+          FROM loan) l
+$function$
+;
+
+CREATE OR REPLACE FUNCTION public.library_tally_reset()
+ RETURNS void
+ LANGUAGE sql
+AS $function$
+    DELETE FROM library_tally;
+    INSERT INTO library_tally SELECT * FROM library_tally_recount();
+$function$
+;
+
+CREATE OR REPLACE FUNCTION public.library_tally_total()
+ RETURNS library_tally
+ LANGUAGE sql
+ STABLE
+AS $function$
+    SELECT coalesce(sum(titles), 0)::bigint, coalesce(sum(copies), 0)::bigint,
+           coalesce(sum(available_copies), 0)::bigint, coalesce(sum(active_members), 0)::bigint,
+           coalesce(sum(open_loans), 0)::bigint, coalesce(sum(loan_fine_cents), 0)::bigint,
+           coalesce(sum(archived_fine_cents), 0)::bigint, coalesce(sum(ledger_cents), 0)::bigint
+    FROM library_tally
+$function$
+;
+
 CREATE OR REPLACE FUNCTION public.library_timezone()
  RETURNS text
  LANGUAGE sql

@@ -19,6 +19,9 @@ ALTER TABLE account_entry ADD CONSTRAINT account_entry_pkey PRIMARY KEY (id);
 CREATE INDEX account_entry_member_idx ON public.account_entry USING btree (member_id);
 CREATE UNIQUE INDEX account_entry_one_per_loan_kind ON public.account_entry USING btree (loan_id, kind) WHERE (loan_id IS NOT NULL);
 CREATE TRIGGER account_entry_loan_exists BEFORE INSERT OR UPDATE OF loan_id ON public.account_entry FOR EACH ROW EXECUTE FUNCTION loan_reference_exists();
+CREATE TRIGGER account_entry_tally_delete AFTER DELETE ON public.account_entry REFERENCING OLD TABLE AS tally_old FOR EACH STATEMENT EXECUTE FUNCTION library_tally_ledger();
+CREATE TRIGGER account_entry_tally_insert AFTER INSERT ON public.account_entry REFERENCING NEW TABLE AS tally_new FOR EACH STATEMENT EXECUTE FUNCTION library_tally_ledger();
+CREATE TRIGGER account_entry_tally_update AFTER UPDATE ON public.account_entry REFERENCING OLD TABLE AS tally_old NEW TABLE AS tally_new FOR EACH STATEMENT EXECUTE FUNCTION library_tally_ledger();
 
 CREATE TABLE audit_history (
     id uuid NOT NULL,
@@ -98,6 +101,9 @@ ALTER TABLE book ADD CONSTRAINT book_title_check CHECK ((btrim(title) <> ''::tex
 ALTER TABLE book ADD CONSTRAINT book_total_copies_check CHECK (((total_copies >= 0) AND (total_copies <= 10000)));
 CREATE UNIQUE INDEX book_isbn_key ON public.book USING btree (isbn);
 CREATE INDEX book_search_trgm_idx ON public.book USING gin ((((title || ' '::text) || author)) gin_trgm_ops);
+CREATE TRIGGER book_tally_delete AFTER DELETE ON public.book REFERENCING OLD TABLE AS tally_old FOR EACH STATEMENT EXECUTE FUNCTION library_tally_book();
+CREATE TRIGGER book_tally_insert AFTER INSERT ON public.book REFERENCING NEW TABLE AS tally_new FOR EACH STATEMENT EXECUTE FUNCTION library_tally_book();
+CREATE TRIGGER book_tally_update AFTER UPDATE ON public.book REFERENCING OLD TABLE AS tally_old NEW TABLE AS tally_new FOR EACH STATEMENT EXECUTE FUNCTION library_tally_book();
 
 CREATE TABLE book_dropped_loans (
     book_id uuid NOT NULL,
@@ -221,6 +227,17 @@ CREATE TABLE library_setting (
 ALTER TABLE library_setting ADD CONSTRAINT library_setting_pkey PRIMARY KEY (key);
 CREATE TRIGGER library_setting_renews_calendar_stamp AFTER INSERT OR DELETE OR UPDATE OR TRUNCATE ON public.library_setting FOR EACH STATEMENT EXECUTE FUNCTION calendar_stamp_renew();
 
+CREATE TABLE library_tally (
+    titles bigint NOT NULL DEFAULT 0,
+    copies bigint NOT NULL DEFAULT 0,
+    available_copies bigint NOT NULL DEFAULT 0,
+    active_members bigint NOT NULL DEFAULT 0,
+    open_loans bigint NOT NULL DEFAULT 0,
+    loan_fine_cents bigint NOT NULL DEFAULT 0,
+    archived_fine_cents bigint NOT NULL DEFAULT 0,
+    ledger_cents bigint NOT NULL DEFAULT 0
+);
+
 CREATE TABLE loan (
     id uuid NOT NULL,
     book_id uuid NOT NULL,
@@ -259,6 +276,9 @@ CREATE UNIQUE INDEX loan_one_open_per_item ON public.loan USING btree (item_id) 
 CREATE UNIQUE INDEX loan_open_book_member_key ON public.loan USING btree (book_id, member_id) WHERE (returned_at IS NULL);
 CREATE INDEX loan_open_due_idx ON public.loan USING btree (due_at) WHERE (returned_at IS NULL);
 CREATE INDEX loan_open_member_idx ON public.loan USING btree (member_id) WHERE (returned_at IS NULL);
+CREATE TRIGGER loan_tally_delete AFTER DELETE ON public.loan REFERENCING OLD TABLE AS tally_old FOR EACH STATEMENT EXECUTE FUNCTION library_tally_loan();
+CREATE TRIGGER loan_tally_insert AFTER INSERT ON public.loan REFERENCING NEW TABLE AS tally_new FOR EACH STATEMENT EXECUTE FUNCTION library_tally_loan();
+CREATE TRIGGER loan_tally_update AFTER UPDATE ON public.loan REFERENCING OLD TABLE AS tally_old NEW TABLE AS tally_new FOR EACH STATEMENT EXECUTE FUNCTION library_tally_loan();
 
 CREATE TABLE loan_history (
     id uuid NOT NULL,
@@ -304,6 +324,9 @@ ALTER TABLE member ADD CONSTRAINT member_pkey PRIMARY KEY (id);
 ALTER TABLE member ADD CONSTRAINT member_role_check CHECK ((role = ANY (ARRAY['member'::text, 'librarian'::text, 'admin'::text])));
 ALTER TABLE member ADD CONSTRAINT member_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'active'::text, 'suspended'::text, 'closed'::text])));
 CREATE UNIQUE INDEX member_email_key ON public.member USING btree (lower(email));
+CREATE TRIGGER member_tally_delete AFTER DELETE ON public.member REFERENCING OLD TABLE AS tally_old FOR EACH STATEMENT EXECUTE FUNCTION library_tally_member();
+CREATE TRIGGER member_tally_insert AFTER INSERT ON public.member REFERENCING NEW TABLE AS tally_new FOR EACH STATEMENT EXECUTE FUNCTION library_tally_member();
+CREATE TRIGGER member_tally_update AFTER UPDATE ON public.member REFERENCING OLD TABLE AS tally_old NEW TABLE AS tally_new FOR EACH STATEMENT EXECUTE FUNCTION library_tally_member();
 
 CREATE TABLE member_archived_fines (
     member_id uuid NOT NULL,
@@ -312,6 +335,9 @@ CREATE TABLE member_archived_fines (
 ALTER TABLE member_archived_fines ADD CONSTRAINT member_archived_fines_fine_cents_check CHECK ((fine_cents > 0));
 ALTER TABLE member_archived_fines ADD CONSTRAINT member_archived_fines_member_id_fkey FOREIGN KEY (member_id) REFERENCES member(id);
 ALTER TABLE member_archived_fines ADD CONSTRAINT member_archived_fines_pkey PRIMARY KEY (member_id);
+CREATE TRIGGER member_archived_fines_tally_delete AFTER DELETE ON public.member_archived_fines REFERENCING OLD TABLE AS tally_old FOR EACH STATEMENT EXECUTE FUNCTION library_tally_archived_fines();
+CREATE TRIGGER member_archived_fines_tally_insert AFTER INSERT ON public.member_archived_fines REFERENCING NEW TABLE AS tally_new FOR EACH STATEMENT EXECUTE FUNCTION library_tally_archived_fines();
+CREATE TRIGGER member_archived_fines_tally_update AFTER UPDATE ON public.member_archived_fines REFERENCING OLD TABLE AS tally_old NEW TABLE AS tally_new FOR EACH STATEMENT EXECUTE FUNCTION library_tally_archived_fines();
 
 CREATE TABLE member_login (
     login name NOT NULL,
