@@ -34,6 +34,7 @@ const CALENDAR_STREAM: u64 = 7 << 40;
 const ITEM_STREAM: u64 = 8 << 40;
 const HOLD_STREAM: u64 = 9 << 40;
 const BOOK_TEXT_STREAM: u64 = 10 << 40;
+const MEMBER_TEXT_STREAM: u64 = 11 << 40;
 
 mod holds;
 pub use holds::{HoldRow, Holds};
@@ -94,17 +95,17 @@ pub struct BookText {
     pub author: String,
 }
 
-/// A member or staff account.
+/// A member or staff account, without its text ([`Plan::member_text`] draws that when it is
+/// written or names an actor): the largest scenario has six hundred thousand members, and
+/// this row stays in memory for the run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MemberRow {
     /// Primary key.
     pub id: Uuid,
-    /// Name.
-    pub name: String,
-    /// Email (unique).
-    pub email: String,
-    /// Phone.
-    pub phone: Option<String>,
+    /// Which account of its kind it is; its text is drawn from this number's own stream.
+    pub number: u32,
+    /// Staff, a member, or an applicant: how its text is made.
+    pub kind: MemberKind,
     /// Role.
     pub role: &'static str,
     /// Category.
@@ -117,6 +118,28 @@ pub struct MemberRow {
     pub expires_at: Option<DateTime<Utc>>,
     /// Segment, 0 = heavy … 3 = inactive (not stored); staff are inactive borrowers.
     pub segment: u8,
+}
+
+/// How a member row's text is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberKind {
+    /// `admin@library.test` (number 0) and `librarian<n>@library.test`.
+    Staff,
+    /// A drawn name, `first.last<n>@example.org` and usually a phone.
+    Member,
+    /// A drawn name and `applicant<n>@example.org`.
+    Applicant,
+}
+
+/// The text of a member: drawn from the member's own stream whenever it is needed, not kept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemberText {
+    /// Name.
+    pub name: String,
+    /// Email (unique).
+    pub email: String,
+    /// Phone.
+    pub phone: Option<String>,
 }
 
 /// A loan, referring to books and members by index.
@@ -526,17 +549,6 @@ fn generate_members(seed: u64, count: usize, start: NaiveDate, end: NaiveDate) -
                         start + Days::new(rng.random_range(0..history_days))
                     };
                     let created_at = at(day, &mut rng);
-                    let first: String = FirstName().fake_with_rng(&mut rng);
-                    let last: String = LastName().fake_with_rng(&mut rng);
-                    let email = format!(
-                        "{}.{}{}@example.org",
-                        first
-                            .to_lowercase()
-                            .replace(|c: char| !c.is_ascii_alphanumeric(), ""),
-                        last.to_lowercase()
-                            .replace(|c: char| !c.is_ascii_alphanumeric(), ""),
-                        i
-                    );
                     let category = match rng.random_range(0..10) {
                         0..=3 => "student",
                         4 => "staff",
@@ -555,18 +567,10 @@ fn generate_members(seed: u64, count: usize, start: NaiveDate, end: NaiveDate) -
                     if rng.random::<f64>() < 0.05 && expires_at - Months::new(12) > created_at {
                         expires_at = expires_at - Months::new(12);
                     }
-                    let phone = (rng.random::<f64>() < 0.8).then(|| {
-                        format!(
-                            "+1 555 {:03}-{:04}",
-                            rng.random_range(100..1000),
-                            rng.random_range(0..10_000)
-                        )
-                    });
                     MemberRow {
                         id: id_from_parts(created_at, rng.random()),
-                        name: format!("{first} {last}"),
-                        email,
-                        phone,
+                        number: i as u32,
+                        kind: MemberKind::Member,
                         role: "member",
                         category,
                         status,
@@ -590,28 +594,14 @@ fn staff_accounts(seed: u64, count: usize, start: NaiveDate) -> Vec<MemberRow> {
         .and_utc();
     (0..=count)
         .map(|i| {
-            let (email, name, role) = if i == 0 {
-                (
-                    "admin@library.test".to_string(),
-                    "Library Administrator".to_string(),
-                    "admin",
-                )
-            } else {
-                (
-                    format!("librarian{i}@library.test"),
-                    format!("Desk Librarian {i}"),
-                    "librarian",
-                )
-            };
             MemberRow {
                 id: id_from_parts(
                     created_at + chrono::Duration::seconds(i as i64),
                     rng.random(),
                 ),
-                name,
-                email,
-                phone: None,
-                role,
+                number: i as u32,
+                kind: MemberKind::Staff,
+                role: if i == 0 { "admin" } else { "librarian" },
                 category: "staff",
                 status: "active",
                 created_at: created_at + chrono::Duration::seconds(i as i64),
@@ -634,13 +624,10 @@ fn pending_applicants(
     (0..count)
         .map(|i| {
             let created_at = at(end - Days::new(rng.random_range(1..=20)), &mut rng);
-            let first: String = FirstName().fake_with_rng(&mut rng);
-            let last: String = LastName().fake_with_rng(&mut rng);
             MemberRow {
                 id: id_from_parts(created_at, rng.random()),
-                name: format!("{first} {last}"),
-                email: format!("applicant{}@example.org", first_index + i),
-                phone: None,
+                number: (first_index + i) as u32,
+                kind: MemberKind::Applicant,
                 role: "member",
                 category: "public",
                 status: "pending",
@@ -989,6 +976,56 @@ impl Plan {
         }
     }
 
+    /// The text of member `m`, drawn from its own stream (applicants are numbered after the
+    /// members, so no two accounts share a stream).
+    pub fn member_text(&self, m: &MemberRow) -> MemberText {
+        let n = m.number;
+        if m.kind == MemberKind::Staff {
+            return if n == 0 {
+                MemberText {
+                    name: "Library Administrator".into(),
+                    email: "admin@library.test".into(),
+                    phone: None,
+                }
+            } else {
+                MemberText {
+                    name: format!("Desk Librarian {n}"),
+                    email: format!("librarian{n}@library.test"),
+                    phone: None,
+                }
+            };
+        }
+        let mut rng = rng_for(self.seed, MEMBER_TEXT_STREAM + u64::from(n));
+        let first: String = FirstName().fake_with_rng(&mut rng);
+        let last: String = LastName().fake_with_rng(&mut rng);
+        let name = format!("{first} {last}");
+        if m.kind == MemberKind::Applicant {
+            return MemberText {
+                name,
+                email: format!("applicant{n}@example.org"),
+                phone: None,
+            };
+        }
+        let local = |s: &str| {
+            s.to_lowercase()
+                .replace(|c: char| !c.is_ascii_alphanumeric(), "")
+        };
+        let email = format!("{}.{}{n}@example.org", local(&first), local(&last));
+        let phone = (rng.random::<f64>() < 0.8).then(|| {
+            format!(
+                "+1 555 {:03}-{:04}",
+                rng.random_range(100..1000),
+                rng.random_range(0..10_000)
+            )
+        });
+        MemberText { name, email, phone }
+    }
+
+    /// The email of member `m`, as an audit row's actor.
+    pub fn member_email(&self, m: u32) -> String {
+        self.member_text(&self.members[m as usize]).email
+    }
+
     /// The items of book `b`.
     pub fn items_of(&self, b: u32) -> std::ops::Range<u32> {
         self.item_start[b as usize]..self.item_start[b as usize + 1]
@@ -1297,9 +1334,9 @@ impl Plan {
         let desk =
             &self.members[self.desk_staff[rng.random_range(0..self.desk_staff.len())] as usize];
         let (actor, role) = if loan.self_service {
-            (member.email.clone(), "member")
+            (self.member_text(member).email, "member")
         } else {
-            (desk.email.clone(), "librarian")
+            (self.member_text(desk).email, "librarian")
         };
         let book = &self.books[loan.book as usize];
         let details = format!(
@@ -1368,7 +1405,7 @@ impl Plan {
         for entry in ledger {
             paid[entry.member as usize] += entry.amount_cents;
         }
-        let desk = self.members[self.desk_staff[0] as usize].email.clone();
+        let desk = self.member_email(self.desk_staff[0]);
         let owing: Vec<u32> = (0..self.members.len())
             .filter(|&i| fines_by_member[i].0 - paid[i] > 0 && self.members[i].status == "active")
             .map(|i| i as u32)
@@ -1406,7 +1443,7 @@ impl Plan {
                 "correction",
                 m,
                 filed,
-                member.email.clone(),
+                self.member_text(member).email,
                 None,
                 Some(phone),
                 Some("new number".into()),
@@ -1442,7 +1479,7 @@ impl Plan {
                 rows.push(AuditRow {
                     id: id_from_parts(t, rng.random()),
                     at: t,
-                    actor: member.email.clone(),
+                    actor: self.member_text(member).email,
                     actor_role: "member",
                     action: "loan.borrow",
                     entity_type: "loan",

@@ -346,12 +346,13 @@ fn calendar_and_people(run: &mut Run<'_>, plan: &mut Plan) -> Result<()> {
         },
         |(day, why)| vec![day.to_string(), why.to_string()],
     )?;
+    let plan: &Plan = plan;
     run.table(
         "member",
         rows::MEMBER_COLUMNS,
         &plan.members,
-        rows::encode_member,
-        rows::member_record,
+        |b, m| rows::encode_member(b, m, &plan.member_text(m)),
+        |m| rows::member_record(m, plan.member_text(m)),
     )
 }
 
@@ -789,7 +790,7 @@ fn audit_history(
             .map(|a| AuditRow {
                 id: libcore::ids::id_from_parts(a.created_at, a.id.as_u128() ^ 1),
                 at: a.created_at,
-                actor: plan.members[plan.desk_staff[0] as usize].email.clone(),
+                actor: plan.member_email(plan.desk_staff[0]),
                 actor_role: "librarian",
                 action: if a.kind == "payment" {
                     "fines.pay"

@@ -5,8 +5,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::copy::RowEncoder;
 use crate::generate::{
-    AccountRow, AuditRow, BookRow, BookText, HoldRow, ItemRow, LoanRow, MemberRow, Plan,
-    RequestRow, ReviewRow,
+    AccountRow, AuditRow, BookRow, BookText, HoldRow, ItemRow, LoanRow, MemberRow, MemberText,
+    Plan, RequestRow, ReviewRow,
 };
 
 /// Column lists, in COPY order; also the CSV headers.
@@ -147,12 +147,12 @@ pub fn book_record(b: &BookRow, text: BookText) -> Vec<String> {
 }
 
 /// Appends one member.
-pub fn encode_member(buf: &mut Vec<u8>, m: &MemberRow) {
+pub fn encode_member(buf: &mut Vec<u8>, m: &MemberRow, text: &MemberText) {
     RowEncoder::new(buf, 9)
         .uuid(m.id)
-        .text(&m.name)
-        .text(&m.email)
-        .opt_text(m.phone.as_deref())
+        .text(&text.name)
+        .text(&text.email)
+        .opt_text(text.phone.as_deref())
         .text(m.role)
         .text(m.category)
         .text(m.status)
@@ -161,12 +161,12 @@ pub fn encode_member(buf: &mut Vec<u8>, m: &MemberRow) {
 }
 
 /// One member as CSV.
-pub fn member_record(m: &MemberRow) -> Vec<String> {
+pub fn member_record(m: &MemberRow, text: MemberText) -> Vec<String> {
     vec![
         m.id.to_string(),
-        m.name.clone(),
-        m.email.clone(),
-        m.phone.clone().unwrap_or_default(),
+        text.name,
+        text.email,
+        text.phone.unwrap_or_default(),
         m.role.to_string(),
         m.category.to_string(),
         m.status.to_string(),
