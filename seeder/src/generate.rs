@@ -64,10 +64,10 @@ fn at(day: NaiveDate, rng: &mut impl Rng) -> DateTime<Utc> {
 pub struct BookRow {
     /// Primary key.
     pub id: Uuid,
-    /// Genre.
-    pub genre: &'static str,
-    /// Circulation category.
-    pub category: &'static str,
+    /// Genre, an index into the genres (a byte, not a string: two million of these stay).
+    genre: u8,
+    /// Circulation category, an index into [`BOOK_CATEGORIES`].
+    category: u8,
     /// Copies owned.
     pub total_copies: i32,
     /// Copies on the shelf at the end of the history (set after open loans are admitted).
@@ -82,6 +82,21 @@ pub struct BookRow {
     pub rating_sum: i64,
     /// Loans ever made of it (set once all loans are known).
     pub times_borrowed: i64,
+}
+
+/// The circulation categories of titles.
+pub const BOOK_CATEGORIES: [&str; 3] = ["standard", "reference", "short_loan"];
+
+impl BookRow {
+    /// Genre.
+    pub fn genre(&self) -> &'static str {
+        GENRES[self.genre as usize]
+    }
+
+    /// Circulation category.
+    pub fn category(&self) -> &'static str {
+        BOOK_CATEGORIES[self.category as usize]
+    }
 }
 
 /// The text of a title: drawn from the title's own stream whenever it is needed, not kept.
@@ -510,13 +525,13 @@ fn generate_books(seed: u64, count: usize, start: NaiveDate) -> Vec<BookRow> {
                     let day = start - Days::new(rng.random_range(1..=5 * 365));
                     let created_at = at(day, &mut rng);
                     let category = match rng.random_range(0..100) {
-                        0..=2 => "reference",
-                        3..=6 => "short_loan",
-                        _ => "standard",
+                        0..=2 => 1,
+                        3..=6 => 2,
+                        _ => 0,
                     };
                     BookRow {
                         id: id_from_parts(created_at, rng.random()),
-                        genre: GENRES[rng.random_range(0..GENRES.len())],
+                        genre: rng.random_range(0..GENRES.len()) as u8,
                         category,
                         total_copies: copies,
                         available_copies: copies,
@@ -728,7 +743,7 @@ impl Plan {
         // Draws that land on a reference book are not loans; scale up so the total stays on target.
         let loanable_weight: u64 = books
             .iter()
-            .filter(|b| b.category != "reference")
+            .filter(|b| b.category() != "reference")
             .map(|b| u64::from(model::TIERS[b.tier as usize].1))
             .sum();
         let total_weight = book_weights_total(&books).max(1);
@@ -779,7 +794,7 @@ impl Plan {
 
     fn loan_days(&self, member: u32, book: u32) -> i32 {
         let days = self.rule_of(member).loan_days;
-        if self.books[book as usize].category == "short_loan" {
+        if self.books[book as usize].category() == "short_loan" {
             days.min(libcore::circulation::SHORT_LOAN_MAX_DAYS)
         } else {
             days
@@ -787,7 +802,7 @@ impl Plan {
     }
 
     fn loanable(&self, book: u32) -> bool {
-        self.books[book as usize].category != "reference"
+        self.books[book as usize].category() != "reference"
     }
 }
 
@@ -1217,7 +1232,7 @@ impl Plan {
                     let book = &self.books[b];
                     let mut rng = rng_for(self.seed, ITEM_STREAM - 1 - b as u64);
                     let author = self.book_text(b as u32).author;
-                    let shelf = model::shelving(&mut rng, book.genre, book.category, &author);
+                    let shelf = model::shelving(&mut rng, book.genre(), book.category(), &author);
                     for item in self.items_of(b as u32) {
                         let free_from = shelves.free_from[item as usize];
                         let changed = shelves.changed_at[item as usize];
@@ -1243,7 +1258,7 @@ impl Plan {
                             },
                             location: shelf.location,
                             call_number: shelf.call_number.clone(),
-                            price_cents: model::replacement_price(&mut rng, book.genre),
+                            price_cents: model::replacement_price(&mut rng, book.genre()),
                             created_at: book.created_at,
                             status_changed_at,
                         });
@@ -1498,6 +1513,22 @@ mod tests {
     use super::*;
     use chrono::Datelike;
 
+    #[test]
+    fn the_rows_kept_for_the_whole_run_stay_small() {
+        // Two million titles and six hundred thousand members stay in memory for a
+        // consortium's seed: their text is drawn on demand and their tags are bytes.
+        assert!(
+            std::mem::size_of::<BookRow>() <= 64,
+            "{}",
+            std::mem::size_of::<BookRow>()
+        );
+        assert!(
+            std::mem::size_of::<MemberRow>() <= 120,
+            "{}",
+            std::mem::size_of::<MemberRow>()
+        );
+    }
+
     fn all_loans(plan: &mut Plan) -> Vec<LoanRow> {
         let mut shelves = Shelves::new(plan);
         let mut loans = Vec::new();
@@ -1538,7 +1569,7 @@ mod tests {
         // Tier shares of loans follow the borrow weights over the loanable books.
         let mut by_tier = [0f64; 4];
         let mut weight = [0f64; 4];
-        for b in plan.books.iter().filter(|b| b.category != "reference") {
+        for b in plan.books.iter().filter(|b| b.category() != "reference") {
             weight[b.tier as usize] += f64::from(model::TIERS[b.tier as usize].1);
         }
         for l in &loans {

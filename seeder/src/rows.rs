@@ -118,8 +118,8 @@ pub fn encode_book(buf: &mut Vec<u8>, b: &BookRow, text: &BookText) {
         .text(&text.isbn)
         .text(&text.title)
         .text(&text.author)
-        .text(b.genre)
-        .text(b.category)
+        .text(b.genre())
+        .text(b.category())
         .int4(b.total_copies)
         .int4(b.available_copies)
         .timestamptz(b.created_at)
@@ -135,8 +135,8 @@ pub fn book_record(b: &BookRow, text: BookText) -> Vec<String> {
         text.isbn,
         text.title,
         text.author,
-        b.genre.to_string(),
-        b.category.to_string(),
+        b.genre().to_string(),
+        b.category().to_string(),
         b.total_copies.to_string(),
         b.available_copies.to_string(),
         ts(b.created_at),
